@@ -1,0 +1,34 @@
+"""bertkit: the BERT family written plainly in PyTorch, loading the real checkpoints.
+
+Layout (one concern per module):
+    config.py     BertConfig, the JSON configs and the preset table
+    model.py      the one backbone: embeddings, attention, FFN, layers, pooler
+    heads.py      MLM and NSP heads, BertForMaskedLM, BertForPreTraining
+    weights.py    the key table (ours <-> HF <-> Google), checkpoint files, from/save_pretrained
+    tfcheckpoint.py  Google TF checkpoints read directly, without TensorFlow
+    tokenizer.py  BERT WordPiece on `tokenizers`
+    hub.py        names -> directories (local, HF cache, download)
+    tasks.py      what the commands do: summary, fill-mask, embeddings, convert
+    cli.py        the `bertkit` command (parsing only)
+"""
+
+from .config import PRESETS, BertConfig
+from .errors import BertkitError
+from .heads import BertForMaskedLM, BertForPreTraining
+from .model import BertModel, BertOutput, mean_pool
+from .tokenizer import Tokenizer, train_wordpiece
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "BertConfig",
+    "BertForMaskedLM",
+    "BertForPreTraining",
+    "BertModel",
+    "BertOutput",
+    "BertkitError",
+    "Tokenizer",
+    "mean_pool",
+    "train_wordpiece",
+]

@@ -1,0 +1,132 @@
+"""BertConfig: the model's hyper-parameters, read and written as the JSON files BERT ships with.
+
+Field names are those of BERT's `config.json` (Hugging Face) and Google's `bert_config.json`,
+so a checkpoint's config reads into this dataclass unchanged. Keys we do not use are kept
+in `extra` and written back, so a round trip loses nothing.
+
+Presets are a plain table of published architectures: `BertConfig.from_preset("bert-base-uncased")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BertkitError
+
+# hidden_act spellings found in checkpoints -> the activation we run (see model.ACTIVATIONS)
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+
+ATTENTION_MODES = ("bidirectional", "causal", "unilm")
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522  # rows of the word embedding and of the MLM decoder
+    hidden_size: int = 768  # H: width of every residual stream vector
+    num_hidden_layers: int = 12  # L: transformer blocks
+    num_attention_heads: int = 12  # N: heads; head size D = H / N
+    intermediate_size: int = 3072  # F: FFN inner width
+    hidden_act: str = "gelu"  # "gelu" is the exact erf form; "gelu_new"/"gelu_pytorch_tanh" the tanh one
+    hidden_dropout_prob: float = 0.1  # dropout on embeddings and on each residual branch
+    attention_probs_dropout_prob: float = 0.1  # dropout on attention probabilities
+    max_position_embeddings: int = 512  # P: longest input the position table covers
+    type_vocab_size: int = 2  # segment (token type) ids; 0 means no segment embedding
+    initializer_range: float = 0.02  # std of the normal init for fresh weights
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    model_type: str = "bert"  # which family member; decides key tables and switches
+    # Switches for family members. BERT leaves them at these defaults.
+    embedding_size: int | None = None  # E != H: factorised embeddings with a projection (ALBERT, ELECTRA)
+    position_embedding_type: str = "absolute"  # "absolute" table; later variants add "rotary", "relative"
+    attention_mode: str = "bidirectional"  # or "causal" (GPT) or "unilm" (segment 0 sees itself, 1 is causal)
+    tie_word_embeddings: bool = True  # MLM decoder shares the word embedding matrix
+    architectures: list[str] | None = None  # HF's record of the head the checkpoint was saved with
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for the round trip
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise BertkitError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}."
+            )
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise BertkitError(f"hidden_act {self.hidden_act!r} is not supported; use one of {', '.join(HIDDEN_ACTS)}.")
+        if self.attention_mode not in ATTENTION_MODES:
+            raise BertkitError(f"attention_mode {self.attention_mode!r} is not one of {', '.join(ATTENTION_MODES)}.")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embed_size(self) -> int:
+        """E: width of the embedding tables (H unless factorised)."""
+        return self.embedding_size or self.hidden_size
+
+    # ---- JSON in and out ---------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names}
+        extra.update(known.pop("extra", None) or {})
+        try:
+            return cls(**known, extra=extra)
+        except TypeError as e:  # a field of the wrong type reaches the arithmetic in __post_init__
+            raise BertkitError(f"config has a field of the wrong type: {e}.") from None
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "BertConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise BertkitError(f"{path} does not exist.")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BertkitError(f"{path} is not valid JSON: {e}.") from None
+        if not isinstance(d, dict):
+            raise BertkitError(f"{path} must hold a JSON object, not {type(d).__name__}.")
+        try:
+            return cls.from_dict(d)
+        except BertkitError as e:
+            raise BertkitError(f"{path}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        extra = d.pop("extra")
+        # Write our switches only when they differ from BERT, so the file stays HF-shaped.
+        for k in ("embedding_size", "attention_mode"):
+            if d[k] == BertConfig.__dataclass_fields__[k].default:
+                del d[k]
+        if d["architectures"] is None:
+            del d["architectures"]
+        return {**extra, **d}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_preset(cls, name: str) -> "BertConfig":
+        if name not in PRESETS:
+            raise BertkitError(f"unknown preset {name!r}; presets are: {', '.join(sorted(PRESETS))}.")
+        return cls(**PRESETS[name])
+
+
+# Published architectures. Parameter counts (BertModel with pooler) in the comments are
+# checked by the tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "bert-base-uncased": dict(vocab_size=30522),  # 109,482,240
+    "bert-base-cased": dict(vocab_size=28996),  # 108,310,272
+    "bert-large-uncased": dict(
+        vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),  # 335,141,888
+    "bert-base-chinese": dict(vocab_size=21128),  # 102,267,648
+    "all-minilm-l6-v2": dict(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+    ),  # 22,713,216
+}

@@ -1,0 +1,39 @@
+"""Reading user data files, with errors that name the file and the line.
+
+For now: plain text, one item per line (what `bertkit embed` reads).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import BertkitError
+
+
+def read_lines(path: str | Path, allow_empty: bool = False) -> list[str]:
+    """The lines of a UTF-8 text file, without line ends.
+
+    A non-UTF-8 line or (unless allow_empty) an empty line is an error naming its number;
+    a final newline does not make an extra empty line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BertkitError(f"{path} does not exist." if not path.exists() else f"{path} is not a file.")
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not part of the first line
+        raw = raw[3:]
+    chunks = raw.split(b"\n")
+    if chunks and chunks[-1] == b"":
+        chunks.pop()
+    if not chunks:
+        raise BertkitError(f"{path} is empty.")
+    lines = []
+    for n, chunk in enumerate(chunks, 1):
+        try:
+            line = chunk.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise BertkitError(f"{path} line {n} is not valid UTF-8 (byte {chunk[e.start]:#04x} at column {e.start + 1}).") from None
+        if not line.strip() and not allow_empty:
+            raise BertkitError(f"{path} line {n} is empty; give one text per line.")
+        lines.append(line)
+    return lines

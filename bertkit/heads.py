@@ -1,0 +1,105 @@
+"""Pretraining heads on the backbone: masked-LM (MLM) and next-sentence prediction (NSP).
+
+The MLM decoder is tied to the word embedding matrix (BERT paper, section A.2): the head owns
+only the transform, its LayerNorm and the output bias, and the model hands it the embedding
+weight at call time, so tying is one visible argument, not shared-module bookkeeping.
+
+Shapes: B batch, T length, H hidden, E embedding size, V vocabulary, M masked positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BertConfig
+from .model import ACTIVATIONS, BertModel
+from .weights import PretrainedMixin
+
+IGNORE_INDEX = -100  # label of positions that carry no MLM loss (the convention of torch's cross_entropy)
+
+
+class MaskedLMHead(nn.Module):
+    """transform (H -> E) + activation + LayerNorm, then the decoder E -> V plus a bias."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.transform = nn.Linear(c.hidden_size, c.embed_size)
+        self.act = ACTIVATIONS[c.hidden_act]
+        self.norm = nn.LayerNorm(c.embed_size, eps=c.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+        # An untied checkpoint brings its own decoder matrix; a tied one uses the word embeddings.
+        self.decoder = None if c.tie_word_embeddings else nn.Parameter(torch.zeros(c.vocab_size, c.embed_size))
+
+    def forward(self, h, word_embeddings):  # h [..., H]; word_embeddings [V, E] -> [..., V]
+        h = self.norm(self.act(self.transform(h)))
+        weight = word_embeddings if self.decoder is None else self.decoder
+        return F.linear(h, weight, self.bias)
+
+
+def masked_lm_loss(head: MaskedLMHead, h, word_embeddings, labels):
+    """Cross-entropy at the labelled positions only, gathering them *before* the V-wide projection.
+
+    This is exactly the loss of the full [B, T, V] logits with IGNORE_INDEX elsewhere, at
+    ~15% of its cost. Returns (loss, logits [M, V] of the labelled positions).
+    """
+    picked = labels != IGNORE_INDEX  # [B, T]
+    logits = head(h[picked], word_embeddings)  # [M, V]
+    return F.cross_entropy(logits.float(), labels[picked]), logits
+
+
+@dataclass
+class MaskedLMOutput:
+    logits: torch.Tensor  # [B, T, V]; with labels, only the labelled positions: [M, V]
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class PreTrainingOutput:
+    mlm_logits: torch.Tensor  # [B, T, V]; with mlm_labels, only the labelled positions: [M, V]
+    nsp_logits: torch.Tensor  # [B, 2]: index 0 = "B follows A", 1 = "B is random" (Google's order)
+    loss: torch.Tensor | None = None
+
+
+class BertForMaskedLM(PretrainedMixin, nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=False)  # the MLM head never reads the pooler
+        self.mlm = MaskedLMHead(config)
+        self.mlm.apply(self.bert.init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
+        h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        words = self.bert.embed.word.weight
+        if labels is None:
+            return MaskedLMOutput(self.mlm(h, words))
+        loss, logits = masked_lm_loss(self.mlm, h, words, labels)
+        return MaskedLMOutput(logits, loss)
+
+
+class BertForPreTraining(PretrainedMixin, nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.mlm = MaskedLMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.mlm.apply(self.bert.init_weights)
+        self.nsp.apply(self.bert.init_weights)
+
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, mlm_labels=None, nsp_labels=None
+    ) -> PreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        words = self.bert.embed.word.weight
+        nsp_logits = self.nsp(out.pooler_output)
+        if mlm_labels is None:
+            return PreTrainingOutput(self.mlm(out.last_hidden_state, words), nsp_logits)
+        loss, mlm_logits = masked_lm_loss(self.mlm, out.last_hidden_state, words, mlm_labels)
+        if nsp_labels is not None:
+            loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels)
+        return PreTrainingOutput(mlm_logits, nsp_logits, loss)

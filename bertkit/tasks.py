@@ -1,0 +1,252 @@
+"""What the commands do, as plain functions: summary, fill-mask, sentence embeddings, convert.
+
+The CLI only parses arguments and calls these; they are as usable from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import PRESETS, BertConfig
+from .data import read_lines
+from .errors import BertkitError
+from .heads import BertForMaskedLM, BertForPreTraining
+from .model import BertModel, mean_pool
+from .tokenizer import Tokenizer
+from .weights import read_pretrained
+
+
+def default_device() -> torch.device:
+    """The fastest device present: a CUDA GPU, Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# ---- summary ------------------------------------------------------------------------------
+
+HEADS = {"base": BertModel, "mlm": BertForMaskedLM, "pretraining": BertForPreTraining}
+
+
+@dataclass
+class SummaryRow:
+    name: str
+    kind: str
+    shape: str
+    params: int
+
+
+def summary(model_name: str, head: str = "base", seq_len: int = 128, depth: int = 2) -> tuple[list[SummaryRow], int]:
+    """Modules, output shapes for a [1, seq_len] input, parameter counts; and the total.
+
+    The model is built on the meta device: no memory for weights, so bert-large costs nothing.
+    """
+    config = BertConfig.from_preset(model_name) if model_name in PRESETS else _config_of(model_name)
+    seq_len = min(seq_len, config.max_position_embeddings)
+    with torch.device("meta"):
+        model = HEADS[head](config)
+        ids = torch.zeros(1, seq_len, dtype=torch.long)
+    shapes: dict[str, str] = {}
+    # "layers.3.attn" is listed as "layers[3].attn": a list index is not a level of its own.
+    shown = {
+        re.sub(r"\.(\d+)", r"[\1]", name): m
+        for name, m in model.named_modules()
+        if name and not isinstance(m, (nn.ModuleList, nn.Dropout))
+    }
+    shown = {name: m for name, m in shown.items() if name.count(".") < depth}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=name: shapes.__setitem__(n, _shape(o))) for name, m in shown.items()]
+    model(ids)
+    for h in hooks:
+        h.remove()
+    rows = [SummaryRow(name, type(m).__name__, shapes.get(name, "-"), _count(m)) for name, m in shown.items()]
+    return rows, _count(model)
+
+
+def _config_of(name: str) -> BertConfig:
+    from .hub import resolve
+    from .weights import find_config
+
+    return BertConfig.from_json_file(find_config(resolve(name)))
+
+
+def _count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())  # parameters() yields a tied tensor once
+
+
+def _shape(o) -> str:
+    if isinstance(o, torch.Tensor):
+        return str(list(o.shape))
+    for field in ("last_hidden_state", "logits", "mlm_logits"):
+        if isinstance(getattr(o, field, None), torch.Tensor):
+            return str(list(getattr(o, field).shape))
+    return "-"
+
+
+def format_summary(rows: list[SummaryRow], total: int) -> str:
+    w = max(len(r.name) + len(r.kind) + 6 for r in rows)
+    lines = [f"{'Layer (type)':<{w}}{'Output shape':<18}{'Param #':>14}", "=" * (w + 32)]
+    for r in rows:
+        indent = "  " * r.name.count(".")
+        lines.append(f"{indent + r.name.split('.')[-1] + ' (' + r.kind + ')':<{w}}{r.shape:<18}{r.params:>14,}")
+    lines += ["=" * (w + 32), f"Total params: {total:,}"]
+    return "\n".join(lines)
+
+
+# ---- fill-mask ----------------------------------------------------------------------------
+
+
+def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """For each [MASK] in `text`, the top_k tokens and their probabilities."""
+    if not text.strip():
+        raise BertkitError("the text is empty.")
+    batch = tok(text, truncation=False)
+    ids = batch["input_ids"]
+    if ids.shape[1] > model.config.max_position_embeddings:
+        raise BertkitError(f"the text is {ids.shape[1]} tokens long; the model reads at most {model.config.max_position_embeddings}.")
+    where = (ids[0] == tok.mask_token_id).nonzero().flatten()
+    if len(where) == 0:
+        raise BertkitError("the text has no [MASK] token to fill.")
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits[0, where]  # [masks, V]
+    probs, top = logits.float().softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
+    return [list(zip(tok.convert_ids_to_tokens(t), p.tolist())) for t, p in zip(top.cpu(), probs.cpu())]
+
+
+# ---- sentence embeddings -----------------------------------------------------------------
+
+
+def encode_sentences(
+    model: BertModel,
+    tok: Tokenizer,
+    texts: list[str],
+    pooling: str = "mean",
+    normalize: bool = False,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """One vector per text ([len(texts), H] float32), batched by length to waste little on padding."""
+    if pooling not in ("mean", "cls"):
+        raise BertkitError(f"pooling must be 'mean' or 'cls', not {pooling!r}.")
+    device = next(model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    bar = _progress(len(texts), "embedding") if progress else None
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in tok([texts[i] for i in idx], max_length=max_length).items()}
+        with torch.inference_mode():
+            h = model(**batch).last_hidden_state
+        v = mean_pool(h, batch["attention_mask"]) if pooling == "mean" else h[:, 0]
+        if normalize:
+            v = torch.nn.functional.normalize(v.float(), dim=-1)
+        out[idx] = v.float().cpu().numpy()
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def embed_file(
+    model_name: str,
+    input_path: str,
+    output_path: str,
+    pooling: str = "mean",
+    normalize: bool = False,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    long: str = "truncate",
+    progress: bool = True,
+) -> int:
+    """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count."""
+    texts = read_lines(input_path)
+    if not output_path.endswith(".npy"):
+        raise BertkitError(f"{output_path}: the output must be a .npy file.")
+    out_dir = Path(output_path).resolve().parent
+    if not out_dir.is_dir():
+        raise BertkitError(f"the output directory {out_dir} does not exist.")
+    model = BertModel.from_pretrained(model_name, new_heads=True, verbose=False).to(default_device())
+    tok = Tokenizer.from_pretrained(model.source_dir)
+    max_length = max_length or sentence_max_length(model.source_dir, tok, model.config)
+    _check_lengths(tok, texts, max_length, long, input_path)
+    vectors = encode_sentences(model, tok, texts, pooling, normalize, batch_size, max_length, progress)
+    write_atomic(output_path, lambda f: np.save(f, vectors))
+    return len(texts)
+
+
+def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
+    """sentence-transformers' max_seq_length when the checkpoint is one of theirs, else the model's limit."""
+    limit = min(tok.model_max_length, config.max_position_embeddings)
+    st = d / "sentence_bert_config.json"
+    if st.is_file():
+        limit = min(limit, int(json.loads(st.read_text(encoding="utf-8")).get("max_seq_length", limit)))
+    return limit
+
+
+def _check_lengths(tok: Tokenizer, texts: list[str], max_length: int, long: str, path: str) -> None:
+    """Say once how many lines exceed max_length (and truncate), or refuse (long="error")."""
+    if long not in ("truncate", "error"):
+        raise BertkitError(f"--long must be 'truncate' or 'error', not {long!r}.")
+    lengths = [len(e.ids) for e in tok.backend.encode_batch(texts)]
+    over = [n for n, length in enumerate(lengths, 1) if length > max_length]
+    if not over:
+        return
+    if long == "error":
+        raise BertkitError(f"{path} line {over[0]} is {lengths[over[0] - 1]} tokens, over the limit of {max_length} ({len(over)} such lines).")
+    print(f"note: {len(over)} of {len(texts)} lines in {path} exceed {max_length} tokens and were truncated (first: line {over[0]}).", file=sys.stderr)
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """write(file) into a temporary file beside `path`, then rename: never a half-written output."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, disable=None)
+
+
+# ---- convert ------------------------------------------------------------------------------
+
+
+def convert(src: str, dst: str, lowercase: bool | None = None) -> str:
+    """Any checkpoint bertkit reads (HF .bin / sharded, Google TF) -> an HF directory with safetensors.
+
+    The task class follows the weights present: MLM and NSP heads -> BertForPreTraining, MLM
+    only -> BertForMaskedLM, else BertModel. Returns a line describing what was written.
+    """
+    d, config, conv = read_pretrained(src)
+    heads = {k.split(".")[0] for k in conv.state_dict}
+    cls = BertForPreTraining if {"mlm", "nsp"} <= heads else BertForMaskedLM if "mlm" in heads else BertModel
+    model = cls.from_converted(d, config, conv, new_heads=cls is BertModel, verbose=True)
+    tok = None
+    if Tokenizer.can_load(d):
+        tok = Tokenizer.from_pretrained(d)
+        if lowercase is not None:
+            tok = Tokenizer.from_vocab(tok.vocab(), lowercase=lowercase, model_max_length=tok.model_max_length)
+    model.save_pretrained(dst, tokenizer=tok)
+    what = "no tokenizer files (none beside the checkpoint)" if tok is None else "tokenizer files"
+    return f"wrote {dst}: {cls.__name__}, {_count(model):,} parameters, config.json, model.safetensors, {what}."

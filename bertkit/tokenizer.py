@@ -1,0 +1,281 @@
+"""BERT's WordPiece tokenizer on the `tokenizers` library, with BERT's exact pipeline:
+
+    normalise (clean control chars, put spaces around CJK characters so each is one token,
+    lower-case and strip accents when asked) -> split on whitespace and punctuation ->
+    greedy longest-match WordPiece with "##" continuations -> [CLS] A [SEP] (B [SEP]).
+
+Loads `tokenizer.json` or `vocab.txt` (+ `tokenizer_config.json`), writes all of them back
+so `transformers` loads the same tokenizer. Ids equal transformers' BertTokenizerFast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer as Backend
+from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers.models import WordPiece
+
+from .errors import BertkitError
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class Tokenizer:
+    def __init__(self, backend: Backend, model_max_length: int = 512):
+        missing = [t for t in SPECIALS if backend.token_to_id(t) is None]
+        if missing:
+            raise BertkitError(f"the vocabulary lacks BERT's special tokens {', '.join(missing)}.")
+        self.backend = backend
+        self.model_max_length = model_max_length
+        self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
+            backend.token_to_id(t) for t in SPECIALS
+        )
+        backend.no_padding()
+        backend.no_truncation()
+
+    # ---- construction ----------------------------------------------------------------
+
+    @classmethod
+    def from_vocab(
+        cls,
+        vocab: str | Path | dict[str, int],
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        chinese_chars: bool = True,
+        model_max_length: int = 512,
+    ) -> "Tokenizer":
+        """BERT's tokenizer for a vocab.txt (one token per line, id = line number) or {token: id}.
+
+        strip_accents=None follows lowercase, as in BERT.
+        """
+        if not isinstance(vocab, dict):
+            vocab = read_vocab(Path(vocab))
+        backend = Backend(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        _set_pipeline(backend, lowercase, strip_accents, chinese_chars)
+        return cls(backend, model_max_length)
+
+    @classmethod
+    def can_load(cls, d: Path) -> bool:
+        return (d / "tokenizer.json").is_file() or (d / "vocab.txt").is_file()
+
+    @classmethod
+    def from_pretrained(cls, path) -> "Tokenizer":
+        from .hub import resolve
+
+        d = resolve(path)
+        settings = _read_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
+        max_len = _model_max_length(d, settings)
+        if (d / "tokenizer.json").is_file():
+            try:
+                backend = Backend.from_file(str(d / "tokenizer.json"))
+            except Exception as e:  # tokenizers raises a bare Exception for malformed files
+                raise BertkitError(f"{d / 'tokenizer.json'} is not a valid tokenizer file ({e}).") from None
+            _apply_settings(backend, settings)
+            return cls(backend, max_len)
+        if (d / "vocab.txt").is_file():
+            lower = settings.get("do_lower_case", _guess_lowercase(d / "vocab.txt"))
+            return cls.from_vocab(
+                d / "vocab.txt", lower, settings.get("strip_accents"), settings.get("tokenize_chinese_chars", True), max_len
+            )
+        raise BertkitError(f"{d} has no tokenizer.json nor vocab.txt.")
+
+    # ---- encoding --------------------------------------------------------------------
+
+    def __call__(
+        self,
+        texts: str | list[str],
+        text_pair: str | list[str] | None = None,
+        max_length: int | None = None,
+        padding: bool | str = True,
+        truncation: bool = True,
+        return_tensors: str | None = "pt",
+        return_offsets_mapping: bool = False,
+    ) -> dict[str, Any]:
+        """Encode a text or a batch (with optional pairs) into input_ids, token_type_ids, attention_mask.
+
+        truncation: cut to max_length (default model_max_length), longest-first for pairs;
+            `self.last_truncated` lists the batch indices that were cut.
+        padding: True pads to the longest in the batch, "max_length" to max_length, False not at all.
+        return_tensors: "pt" (torch), "np" (numpy) or None (lists).
+        """
+        texts, pairs = _as_batch(texts, "texts"), None if text_pair is None else _as_batch(text_pair, "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise BertkitError(f"got {len(texts)} texts but {len(pairs)} text pairs.")
+        max_length = max_length or self.model_max_length
+        if truncation:
+            self.backend.enable_truncation(max_length, strategy="longest_first")
+        try:
+            encs = self.backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+        finally:
+            self.backend.no_truncation()
+        self.last_truncated = [i for i, e in enumerate(encs) if e.overflowing]
+        out = {
+            "input_ids": [e.ids for e in encs],
+            "token_type_ids": [e.type_ids for e in encs],
+            "attention_mask": [e.attention_mask for e in encs],
+        }
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encs]
+        if padding:
+            width = max_length if padding == "max_length" else max(len(ids) for ids in out["input_ids"])
+            fill = {"input_ids": self.pad_token_id, "offset_mapping": (0, 0)}
+            out = {k: [row + [fill.get(k, 0)] * (width - len(row)) for row in v] for k, v in out.items()}
+        return _as_tensors(out, return_tensors)
+
+    def encode(self, text: str, text_pair: str | None = None) -> list[int]:
+        return self(text, text_pair, padding=False, return_tensors=None)["input_ids"][0]
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        if isinstance(ids, torch.Tensor | np.ndarray):
+            ids = ids.tolist()
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.backend.id_to_token(int(i)) for i in ids]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab()
+
+    # ---- saving ----------------------------------------------------------------------
+
+    def save_pretrained(self, d: str | Path) -> None:
+        """Write vocab.txt, tokenizer.json, tokenizer_config.json and special_tokens_map.json."""
+        d = Path(d)
+        d.mkdir(parents=True, exist_ok=True)
+        vocab = sorted(self.vocab().items(), key=lambda kv: kv[1])
+        (d / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
+        self.backend.save(str(d / "tokenizer.json"))
+        norm = _normalizer_settings(self.backend)
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": norm.get("lowercase", True),
+            "strip_accents": norm.get("strip_accents"),
+            "tokenize_chinese_chars": norm.get("handle_chinese_chars", True),
+            "model_max_length": self.model_max_length,
+            "clean_up_tokenization_spaces": True,
+            **_special_map(),
+        }
+        (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (d / "special_tokens_map.json").write_text(json.dumps(_special_map(), indent=2) + "\n", encoding="utf-8")
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2) -> Tokenizer:
+    """A BERT WordPiece vocabulary learnt from `texts` (CJK characters stay one per token)."""
+    backend = Backend(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    _set_pipeline(backend, lowercase, None, True)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS), continuing_subword_prefix="##"
+    )
+    backend.train_from_iterator(texts, trainer)
+    _set_pipeline(backend, lowercase, None, True)  # the post-processor needs the trained [CLS]/[SEP] ids
+    return Tokenizer(backend)
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _set_pipeline(backend: Backend, lowercase: bool, strip_accents: bool | None, chinese_chars: bool) -> None:
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=chinese_chars, strip_accents=strip_accents, lowercase=lowercase
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.add_special_tokens(list(SPECIALS))  # "[MASK]" in a text is one token, never "[", "mask", "]"
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    if cls_id is not None and sep_id is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        )
+
+
+def _normalizer_settings(backend: Backend) -> dict[str, Any]:
+    norm = json.loads(backend.to_str()).get("normalizer") or {}
+    return norm if norm.get("type") == "BertNormalizer" else {}
+
+
+def _apply_settings(backend: Backend, settings: dict[str, Any]) -> None:
+    """tokenizer_config.json's case settings win over tokenizer.json's normalizer, as in transformers."""
+    norm = _normalizer_settings(backend)
+    want = {
+        "lowercase": settings.get("do_lower_case", norm.get("lowercase")),
+        "strip_accents": settings.get("strip_accents", norm.get("strip_accents")),
+        "handle_chinese_chars": settings.get("tokenize_chinese_chars", norm.get("handle_chinese_chars")),
+    }
+    if norm and any(want[k] != norm.get(k) for k in want):
+        backend.normalizer = normalizers.BertNormalizer(clean_text=norm.get("clean_text", True), **want)
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    if not path.is_file():
+        raise BertkitError(f"{path} does not exist.")
+    vocab: dict[str, int] = {}
+    for n, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            token = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            raise BertkitError(f"{path} line {n} is not valid UTF-8.") from None
+        if token and token not in vocab:  # duplicates keep their first id, as BERT's loader
+            vocab[token] = n - 1
+    return vocab
+
+
+def _guess_lowercase(vocab: Path) -> bool:
+    """Google ships no do_lower_case: an uncased vocabulary has no upper-case ASCII tokens."""
+    return not any(t.isascii() and t != t.lower() and t not in SPECIALS for t in read_vocab(vocab))
+
+
+def _model_max_length(d: Path, settings: dict[str, Any]) -> int:
+    n = settings.get("model_max_length")
+    if isinstance(n, int) and n < 1_000_000:  # transformers writes 1e30 for "unset"
+        return n
+    for name in ("config.json", "bert_config.json"):
+        if (d / name).is_file():
+            return int(_read_json(d / name).get("max_position_embeddings", 512))
+    return 512
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BertkitError(f"{path} is not valid JSON: {e}.") from None
+    if not isinstance(d, dict):
+        raise BertkitError(f"{path} must hold a JSON object.")
+    return d
+
+
+def _special_map() -> dict[str, str]:
+    return {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}
+
+
+def _as_batch(x, what: str) -> list[str]:
+    batch = [x] if isinstance(x, str) else list(x) if isinstance(x, list | tuple) else None
+    if batch is None or not all(isinstance(t, str) for t in batch):
+        raise BertkitError(f"{what} must be a string or a list of strings.")
+    if not batch:
+        raise BertkitError(f"{what} is an empty list.")
+    return batch
+
+
+def _as_tensors(out: dict[str, list], kind: str | None) -> dict[str, Any]:
+    if kind is None:
+        return out
+    if len({len(r) for r in out["input_ids"]}) > 1:
+        raise BertkitError("texts of different lengths cannot form a tensor without padding=True.")
+    make = {"pt": lambda v: torch.tensor(v, dtype=torch.long), "np": lambda v: np.array(v, dtype=np.int64)}
+    if kind not in make:
+        raise BertkitError(f"return_tensors must be 'pt', 'np' or None, not {kind!r}.")
+    return {k: make[kind](v) for k, v in out.items()}

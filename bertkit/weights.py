@@ -1,0 +1,378 @@
+"""Checkpoints in and out: the key table, checkpoint files, and from_pretrained / save_pretrained.
+
+Inside bertkit every weight has our own short name (`bert.layers.3.attn.q.weight`); the table
+below translates the names of Hugging Face checkpoints and of Google's original TensorFlow
+checkpoints at the border, both ways. Conversion is a pure `state_dict -> state_dict` function,
+testable without building a model (the idea of torchtune's converters).
+
+Loading is strict: a missing backbone weight is an error, never a silently random tensor; a
+shape mismatch names the key and both shapes; keys nobody knows are an error listing all of
+them. Heads a checkpoint lacks are initialised only when asked (`new_heads=True`) and printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import BertConfig
+from .errors import BertkitError
+
+# ---- The table ------------------------------------------------------------------------
+# One row per weight: our name | transformers' name | Google's TF name. "{}" is the layer
+# index. Backbone rows are relative to the backbone (HF prefixes them with "bert." inside a
+# task model, we with "bert."; Google always writes "bert/"). Google stores dense kernels as
+# [in, out], so every ".../kernel" is transposed on the way in and out.
+BACKBONE_KEYS = [
+    ("embed.word.weight", "embeddings.word_embeddings.weight", "bert/embeddings/word_embeddings"),
+    ("embed.segment.weight", "embeddings.token_type_embeddings.weight", "bert/embeddings/token_type_embeddings"),
+    ("embed.position.weight", "embeddings.position_embeddings.weight", "bert/embeddings/position_embeddings"),
+    ("embed.norm.weight", "embeddings.LayerNorm.weight", "bert/embeddings/LayerNorm/gamma"),
+    ("embed.norm.bias", "embeddings.LayerNorm.bias", "bert/embeddings/LayerNorm/beta"),
+    ("layers.{}.attn.q.weight", "encoder.layer.{}.attention.self.query.weight", "bert/encoder/layer_{}/attention/self/query/kernel"),
+    ("layers.{}.attn.q.bias", "encoder.layer.{}.attention.self.query.bias", "bert/encoder/layer_{}/attention/self/query/bias"),
+    ("layers.{}.attn.k.weight", "encoder.layer.{}.attention.self.key.weight", "bert/encoder/layer_{}/attention/self/key/kernel"),
+    ("layers.{}.attn.k.bias", "encoder.layer.{}.attention.self.key.bias", "bert/encoder/layer_{}/attention/self/key/bias"),
+    ("layers.{}.attn.v.weight", "encoder.layer.{}.attention.self.value.weight", "bert/encoder/layer_{}/attention/self/value/kernel"),
+    ("layers.{}.attn.v.bias", "encoder.layer.{}.attention.self.value.bias", "bert/encoder/layer_{}/attention/self/value/bias"),
+    ("layers.{}.attn.o.weight", "encoder.layer.{}.attention.output.dense.weight", "bert/encoder/layer_{}/attention/output/dense/kernel"),
+    ("layers.{}.attn.o.bias", "encoder.layer.{}.attention.output.dense.bias", "bert/encoder/layer_{}/attention/output/dense/bias"),
+    ("layers.{}.attn_norm.weight", "encoder.layer.{}.attention.output.LayerNorm.weight", "bert/encoder/layer_{}/attention/output/LayerNorm/gamma"),
+    ("layers.{}.attn_norm.bias", "encoder.layer.{}.attention.output.LayerNorm.bias", "bert/encoder/layer_{}/attention/output/LayerNorm/beta"),
+    ("layers.{}.ffn.up.weight", "encoder.layer.{}.intermediate.dense.weight", "bert/encoder/layer_{}/intermediate/dense/kernel"),
+    ("layers.{}.ffn.up.bias", "encoder.layer.{}.intermediate.dense.bias", "bert/encoder/layer_{}/intermediate/dense/bias"),
+    ("layers.{}.ffn.down.weight", "encoder.layer.{}.output.dense.weight", "bert/encoder/layer_{}/output/dense/kernel"),
+    ("layers.{}.ffn.down.bias", "encoder.layer.{}.output.dense.bias", "bert/encoder/layer_{}/output/dense/bias"),
+    ("layers.{}.ffn_norm.weight", "encoder.layer.{}.output.LayerNorm.weight", "bert/encoder/layer_{}/output/LayerNorm/gamma"),
+    ("layers.{}.ffn_norm.bias", "encoder.layer.{}.output.LayerNorm.bias", "bert/encoder/layer_{}/output/LayerNorm/beta"),
+    ("pooler.dense.weight", "pooler.dense.weight", "bert/pooler/dense/kernel"),
+    ("pooler.dense.bias", "pooler.dense.bias", "bert/pooler/dense/bias"),
+]
+HEAD_KEYS = [
+    ("mlm.transform.weight", "cls.predictions.transform.dense.weight", "cls/predictions/transform/dense/kernel"),
+    ("mlm.transform.bias", "cls.predictions.transform.dense.bias", "cls/predictions/transform/dense/bias"),
+    ("mlm.norm.weight", "cls.predictions.transform.LayerNorm.weight", "cls/predictions/transform/LayerNorm/gamma"),
+    ("mlm.norm.bias", "cls.predictions.transform.LayerNorm.bias", "cls/predictions/transform/LayerNorm/beta"),
+    ("mlm.bias", "cls.predictions.bias", "cls/predictions/output_bias"),
+    ("mlm.decoder", "cls.predictions.decoder.weight", None),  # only in untied checkpoints
+    ("nsp.weight", "cls.seq_relationship.weight", "cls/seq_relationship/output_weights"),  # [2, H] in both
+    ("nsp.bias", "cls.seq_relationship.bias", "cls/seq_relationship/output_bias"),
+]
+# Checkpoint keys that carry nothing to load: buffers, a duplicate of mlm.bias, optimizer state.
+DROPPED = [
+    r"(bert\.)?embeddings\.position_ids",
+    r"cls\.predictions\.decoder\.bias",  # the same tensor as cls.predictions.bias
+    r"global_step",
+    r".*/adam_[mv]",
+    r"(bad_steps|good_steps|loss_scale)",
+]
+BACKBONE_PREFIX = "bert"  # what HF and we put before backbone keys inside a task model
+HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.")  # may be absent from a checkpoint; see new_heads
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(re.escape(name).replace(r"\{\}", r"(\d+)") + "$")
+
+
+def _rows() -> list[tuple[str, str, str | None]]:
+    """Full names: backbone rows get their prefixes, head rows are already full."""
+    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{BACKBONE_PREFIX}.{h}", g) for o, h, g in BACKBONE_KEYS]
+    return rows + list(HEAD_KEYS)
+
+
+def _rename(key: str, src: int, dst: int) -> str | None:
+    for row in _rows():
+        if row[src] is None or row[dst] is None:
+            continue
+        m = _pattern(row[src]).match(key)
+        if m:
+            return row[dst].format(*m.groups())
+    return None
+
+
+def _normalise_hf_key(key: str) -> str:
+    """Older HF checkpoints say LayerNorm.gamma/beta; base-model checkpoints lack the "bert." prefix."""
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+    if not key.startswith(("cls.", f"{BACKBONE_PREFIX}.")):
+        key = f"{BACKBONE_PREFIX}.{key}"
+    return key
+
+
+def _is_dropped(key: str) -> bool:
+    return any(re.fullmatch(p, key) for p in DROPPED)
+
+
+@dataclass
+class Converted:
+    state_dict: dict[str, torch.Tensor]  # our full names
+    source_names: dict[str, str]  # our name -> the checkpoint's name, for error messages
+    unknown: list[str] = field(default_factory=list)  # checkpoint keys no row matches
+
+
+def from_hf(sd: dict[str, torch.Tensor]) -> Converted:
+    """HF state dict (any task model or base model) -> our full names."""
+    out = Converted({}, {})
+    for key, t in sd.items():
+        if _is_dropped(key):
+            continue
+        ours = _rename(_normalise_hf_key(key), 1, 0)
+        if ours is None:
+            out.unknown.append(key)
+        else:
+            out.state_dict[ours], out.source_names[ours] = t, key
+    return out
+
+
+def from_google(sd: dict[str, torch.Tensor]) -> Converted:
+    """Google TF checkpoint tensors -> our full names (kernels transposed to [out, in])."""
+    out = Converted({}, {})
+    for key, t in sd.items():
+        if _is_dropped(key):
+            continue
+        ours = _rename(key, 2, 0)
+        if ours is None:
+            out.unknown.append(key)
+            continue
+        out.state_dict[ours] = t.t().contiguous() if key.endswith("/kernel") else t
+        out.source_names[ours] = key
+    return out
+
+
+def to_hf(sd: dict[str, torch.Tensor], base_model: bool) -> dict[str, torch.Tensor]:
+    """Our full names -> HF names; a base model (BertModel) is written without the "bert." prefix."""
+    out = {}
+    for key, t in sd.items():
+        hf = _rename(key, 0, 1)
+        if hf is None:
+            raise BertkitError(f"weight {key!r} has no Hugging Face name in the key table.")
+        if base_model:
+            hf = hf.removeprefix(f"{BACKBONE_PREFIX}.")
+        out[hf] = t.contiguous()
+    return out
+
+
+# ---- Files ----------------------------------------------------------------------------
+
+CONFIG_FILES = ("config.json", "bert_config.json")  # HF's, then Google's
+
+
+def find_config(d: Path) -> Path:
+    for name in CONFIG_FILES:
+        if (d / name).is_file():
+            return d / name
+    raise BertkitError(f"{d} has no config.json (nor Google's bert_config.json).")
+
+
+def read_checkpoint(d: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The raw tensors of a checkpoint directory and their naming: ("hf" | "google")."""
+    if (d / "model.safetensors").is_file():
+        return _read_safetensors(d / "model.safetensors"), "hf"
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (d / index).is_file():
+            return _read_sharded(d / index), "hf"
+    if (d / "pytorch_model.bin").is_file():
+        return _read_bin(d / "pytorch_model.bin"), "hf"
+    from .tfcheckpoint import find_tf_checkpoint, read_tf_checkpoint
+
+    prefix = find_tf_checkpoint(d)
+    if prefix is not None:
+        return {k: torch.from_numpy(v) for k, v in read_tf_checkpoint(prefix).items()}, "google"
+    raise BertkitError(
+        f"{d} has no weights: expected model.safetensors, a sharded index, pytorch_model.bin "
+        "or a TensorFlow checkpoint (*.ckpt*.index)."
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BertkitError(f"{path} is truncated or corrupted ({e}).") from None
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:  # weights_only: tensors and plain containers only, never arbitrary unpickling
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        raise BertkitError(f"{path} is truncated, corrupted or not a weights-only PyTorch file ({e}).") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise BertkitError(f"{path} does not hold a state dict of tensors.")
+    return sd
+
+
+def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BertkitError(f"{index} is not a valid shard index ({e}).") from None
+    read = _read_safetensors if index.name.startswith("model.safetensors") else _read_bin
+    sd: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = index.parent / shard
+        if not path.is_file():
+            raise BertkitError(f"shard {path} named in {index} does not exist.")
+        sd.update(read(path))
+    missing = sorted(set(weight_map) - set(sd))
+    if missing:
+        raise BertkitError(f"{index} lists {len(missing)} weights the shards do not hold, e.g. {missing[0]!r}.")
+    return sd
+
+
+def atomic_dir(dst: Path, write) -> None:
+    """Call write(tmp_dir), then move tmp_dir into place: a crash leaves nothing half-written."""
+    dst = Path(dst)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise BertkitError(f"{dst} already exists and is not an empty directory; choose a new output path.")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        write(tmp)
+        if dst.exists():
+            dst.rmdir()
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_pretrained(path) -> tuple[Path, BertConfig, Converted]:
+    """Resolve `path`, read its config and weights once, and convert the names to ours."""
+    from .hub import resolve
+
+    d = resolve(path)
+    config = BertConfig.from_json_file(find_config(d))
+    sd, naming = read_checkpoint(d)
+    return d, config, from_hf(sd) if naming == "hf" else from_google(sd)
+
+
+# ---- The mixin every model class uses ----------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    initialised: list[str]  # heads the checkpoint lacked (new_heads=True)
+    unused: list[str]  # checkpoint weights this model class has no place for (other heads)
+
+    def describe(self) -> str:
+        lines = []
+        if self.initialised:
+            lines.append(f"initialised {len(self.initialised)} weights the checkpoint lacks: {_summarise(self.initialised)}")
+        if self.unused:
+            lines.append(f"ignored {len(self.unused)} checkpoint weights this model does not use: {_summarise(self.unused)}")
+        return "\n".join(lines)
+
+
+def _summarise(keys: list[str]) -> str:
+    """['mlm.bias', 'mlm.norm.weight', ...] -> 'mlm.* (5), nsp.* (2)'."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        g = k.split(".")[0] + ".*"
+        groups[g] = groups.get(g, 0) + 1
+    return ", ".join(f"{g} ({n})" for g, n in groups.items())
+
+
+class PretrainedMixin:
+    """from_pretrained / save_pretrained for a module whose state dict uses our names.
+
+    A backbone (`BertModel`) owns names without the "bert." prefix; task models own a `.bert`
+    and their heads. Conversion always produces full names, so loading only has to pick the
+    subset this class owns.
+    """
+
+    config: BertConfig
+    source_dir: Path | None = None
+    load_report: LoadReport | None = None
+
+    @property
+    def _is_backbone(self) -> bool:
+        return not hasattr(self, "bert")
+
+    @classmethod
+    def from_pretrained(cls, path, new_heads: bool = False, strict: bool = True, verbose: bool = True):
+        """Load a checkpoint directory (HF or Google TF) or hub name.
+
+        new_heads: initialise heads (MLM, NSP, pooler) the checkpoint lacks instead of failing.
+        strict: checkpoint keys that no table row knows are an error (False: report them).
+        """
+        return cls.from_converted(*read_pretrained(path), new_heads=new_heads, strict=strict, verbose=verbose)
+
+    @classmethod
+    def from_converted(cls, d: Path, config: BertConfig, conv: Converted, new_heads=False, strict=True, verbose=True):
+        """Build this class from an already read and converted checkpoint (see read_pretrained)."""
+        if conv.unknown and strict:
+            raise BertkitError(
+                f"{d} holds {len(conv.unknown)} weights bertkit does not know for model_type "
+                f"{config.model_type!r}: {', '.join(conv.unknown[:8])}{' ...' if len(conv.unknown) > 8 else ''}."
+            )
+        model = cls(config)
+        model.load_report = model._load_converted(conv, d, new_heads)
+        model.source_dir = d
+        if verbose and model.load_report.describe():
+            print(model.load_report.describe(), file=sys.stderr)
+        return model.eval()
+
+    def _load_converted(self, conv: Converted, d: Path, new_heads: bool) -> LoadReport:
+        # This module's names -> the converted full names (a backbone owns them without "bert.").
+        pre = f"{BACKBONE_PREFIX}." if self._is_backbone else ""
+        theirs = {k.removeprefix(pre): k for k in conv.state_dict if k.startswith(pre)}
+        own = self.state_dict()
+        unused = sorted(set(conv.state_dict) - {full for k, full in theirs.items() if k in own})
+        missing = [k for k in own if k not in theirs]
+        heads = [k for k in missing if k.removeprefix(f"{BACKBONE_PREFIX}.").startswith(HEAD_PREFIXES)]
+        backbone = [k for k in missing if k not in heads]
+        if backbone:
+            name = _rename(pre + backbone[0], 0, 1) or backbone[0]
+            raise BertkitError(
+                f"{d} lacks {len(backbone)} weights its config needs, e.g. {name!r}: the checkpoint does not fit its config."
+            )
+        if heads and not new_heads:
+            raise BertkitError(
+                f"{d} has no weights for {_summarise(heads)} which {type(self).__name__} needs: the checkpoint "
+                "was saved without that head (new_heads=True initialises one)."
+            )
+        for k, full in theirs.items():
+            t = conv.state_dict[full]
+            if k in own and tuple(t.shape) != tuple(own[k].shape):
+                raise BertkitError(
+                    f"{d}: weight {conv.source_names[full]!r} has shape {tuple(t.shape)} but the config asks for "
+                    f"{tuple(own[k].shape)}: the checkpoint does not fit its config."
+                )
+        self.load_state_dict({k: conv.state_dict[full] for k, full in theirs.items() if k in own}, strict=False)
+        return LoadReport(initialised=heads, unused=unused)
+
+    def save_pretrained(self, path, tokenizer=None) -> None:
+        """Write config.json, model.safetensors and the tokenizer files, as transformers expects.
+
+        The tokenizer is the one given, else the one beside the checkpoint this model came from.
+        The directory appears complete or not at all.
+        """
+        from safetensors.torch import save_file
+
+        from .tokenizer import Tokenizer
+
+        if tokenizer is None and self.source_dir is not None and Tokenizer.can_load(self.source_dir):
+            tokenizer = Tokenizer.from_pretrained(self.source_dir)
+        prefix = f"{BACKBONE_PREFIX}." if self._is_backbone else ""
+        sd = {prefix + k: v.detach().cpu() for k, v in self.state_dict().items()}
+        hf = to_hf(sd, base_model=self._is_backbone)
+        config = dataclasses.replace(self.config, architectures=[type(self).__name__])
+
+        def write(tmp: Path) -> None:
+            config.save(tmp / "config.json")
+            save_file(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+
+        atomic_dir(Path(path), write)
