@@ -22,6 +22,8 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "si
 
 ATTENTION_MODES = ("bidirectional", "causal", "unilm")
 
+MODEL_TYPES = ("bert",)  # model_type values whose checkpoints bertkit reads
+
 
 @dataclass
 class BertConfig:
@@ -48,6 +50,10 @@ class BertConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for the round trip
 
     def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise BertkitError(
+                f"model_type {self.model_type!r} is not supported; bertkit reads {', '.join(MODEL_TYPES)}."
+            )
         if self.hidden_size % self.num_attention_heads:
             raise BertkitError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "

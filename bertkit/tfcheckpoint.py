@@ -26,6 +26,7 @@ a bert-base checkpoint (see `_crc32c`), so a corrupted download fails loudly ins
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -173,7 +174,9 @@ def _read_index(index_path: Path) -> tuple[dict[int, list], dict[str, dict[int, 
     data = index_path.read_bytes()
     try:
         records = _table_records(data)
-        header = _parse_proto(records.pop(b"")) if b"" in records else {}
+        if b"" not in records:
+            raise ValueError("it has no bundle header (the entry with the empty key)")
+        header = _parse_proto(records.pop(b""))
         # Keys starting with NUL name the slices of partitioned variables, which are skipped.
         entries = {k.decode("utf-8"): _parse_proto(v) for k, v in records.items() if not k.startswith(b"\0")}
     except (ValueError, UnicodeDecodeError) as error:
@@ -209,7 +212,8 @@ def _block_entries(data: bytes, offset: int, size: int) -> list[tuple[bytes, byt
         raise ValueError(f"block at bytes {offset}..{end} lies outside the file")
     block, compression = data[offset:end], data[end]
     if compression != 0:
-        raise ValueError(f"block at byte {offset} is compressed (type {compression}), which TF never writes")
+        # TF writes checkpoint indexes uncompressed, so this reader carries no snappy decoder.
+        raise ValueError(f"block at byte {offset} is compressed (type {compression}), which this reader does not support")
     stored_crc = int.from_bytes(data[end + 1 : end + 5], "little")
     if masked_crc32c(data[offset : end + 1]) != stored_crc:  # the crc covers the type byte too
         raise ValueError(f"block at byte {offset} fails its crc32c check")
@@ -259,7 +263,7 @@ def _read_tensor(name: str, entry: dict[int, list], shards: list[tuple[Path, np.
     if shard_id >= len(shards):
         raise BertkitError(f"TF checkpoint entry '{name}' points to data shard {shard_id}, which does not exist.")
     shard_path, mapped = shards[shard_id]
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if size != expected:
         raise BertkitError(
             f"TF checkpoint data file {shard_path}: tensor '{name}' of shape {list(shape)} "

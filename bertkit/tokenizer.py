@@ -54,8 +54,12 @@ class Tokenizer:
 
         strip_accents=None follows lowercase, as in BERT.
         """
+        where = "the vocabulary" if isinstance(vocab, dict) else str(vocab)
         if not isinstance(vocab, dict):
             vocab = read_vocab(Path(vocab))
+        missing = [t for t in SPECIALS if t not in vocab]
+        if missing:
+            raise BertkitError(f"{where} lacks BERT's special tokens {', '.join(missing)}.")
         backend = Backend(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         _set_pipeline(backend, lowercase, strip_accents, chinese_chars)
         return cls(backend, model_max_length)

@@ -328,6 +328,8 @@ class PretrainedMixin:
         pre = f"{BACKBONE_PREFIX}." if self._is_backbone else ""
         theirs = {k.removeprefix(pre): k for k in conv.state_dict if k.startswith(pre)}
         own = self.state_dict()
+        if self.config.tie_word_embeddings:  # a tied checkpoint may also store the decoder: a copy of embed.word
+            theirs.pop("mlm.decoder", None)
         unused = sorted(set(conv.state_dict) - {full for k, full in theirs.items() if k in own})
         missing = [k for k in own if k not in theirs]
         heads = [k for k in missing if k.removeprefix(f"{BACKBONE_PREFIX}.").startswith(HEAD_PREFIXES)]
