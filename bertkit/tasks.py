@@ -23,7 +23,7 @@ from .errors import BertkitError
 from .heads import BertForMaskedLM, BertForPreTraining
 from .model import BertModel, mean_pool
 from .tokenizer import Tokenizer
-from .weights import read_pretrained
+from .weights import check_new_dir, read_pretrained
 
 
 def default_device() -> torch.device:
@@ -238,6 +238,7 @@ def convert(src: str, dst: str, lowercase: bool | None = None) -> str:
     The task class follows the weights present: MLM and NSP heads -> BertForPreTraining, MLM
     only -> BertForMaskedLM, else BertModel. Returns a line describing what was written.
     """
+    check_new_dir(dst)  # before the expensive read
     d, config, conv = read_pretrained(src)
     heads = {k.split(".")[0] for k in conv.state_dict}
     cls = BertForPreTraining if {"mlm", "nsp"} <= heads else BertForMaskedLM if "mlm" in heads else BertModel

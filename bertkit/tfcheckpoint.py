@@ -306,8 +306,12 @@ def _crc_byte_table() -> list[int]:
 
 
 CRC_TABLE = _crc_byte_table()
-CRC_TABLE_NP = np.array(CRC_TABLE, dtype=np.uint32)
-LANES_MAX = 1 << 16  # parallel chunks for big inputs: enough to amortise numpy's per-call cost
+# Slicing-by-4: row k advances a crc over one byte followed by k zero bytes, so four lookups
+# advance it over a whole little-endian 32-bit word.
+CRC_WORD_TABLES = [np.array(CRC_TABLE, dtype=np.uint32)]
+for _ in range(3):
+    CRC_WORD_TABLES.append((CRC_WORD_TABLES[-1] >> 8) ^ CRC_WORD_TABLES[0][CRC_WORD_TABLES[-1] & 0xFF])
+LANES_MAX = 1 << 16  # enough parallel chunks to amortise numpy's per-call cost on big inputs
 
 
 def masked_crc32c(data: bytes | np.ndarray) -> int:
@@ -320,9 +324,9 @@ def _crc32c(data: np.ndarray) -> int:
     """Standard crc32c (start and final xor 0xFFFFFFFF) of a uint8 array.
 
     A byte loop in Python would take minutes for bert-base. Instead the input is cut into up to
-    65536 equal chunks whose raw crcs (start 0) advance together, one numpy step per byte
+    65536 equal chunks whose raw crcs (start 0) advance together, one numpy step per 4-byte
     column, and are then merged pairwise: raw(A + B) = zeros_operator(len B)(raw(A)) ^ raw(B),
-    since a crc is linear over GF(2). About 0.5 s per 100 MB.
+    since a crc is linear over GF(2). About 0.25 s per 100 MB.
     """
     size = data.size
     if size < 4096:
@@ -330,15 +334,19 @@ def _crc32c(data: np.ndarray) -> int:
         for byte in data.tobytes():
             crc = CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
         return crc ^ 0xFFFFFFFF
-    lanes = min(LANES_MAX, 1 << (size // 64).bit_length() - 1)  # a power of two, for the merge
-    chunk = -(-size // lanes)
+    # Lanes cost a merge step each, columns a loop step: about sqrt(32 * size) lanes balances the
+    # two. A power of two, so the merge halves evenly.
+    lanes = min(LANES_MAX, 1 << (math.isqrt(32 * size).bit_length() - 1))
+    chunk = -(-size // (4 * lanes)) * 4
     padded = np.zeros(lanes * chunk, dtype=np.uint8)
     padded[-size:] = data  # leading zero bytes leave a raw crc (start 0) unchanged
     padded[-size : -size + 4] ^= 0xFF  # starting from 0xFFFFFFFF = xoring the first 4 bytes with it
-    columns = padded.reshape(lanes, chunk)
+    words = padded.view("<u4").reshape(lanes, chunk // 4)
+    table0, table1, table2, table3 = CRC_WORD_TABLES
     crcs = np.zeros(lanes, dtype=np.uint32)
-    for j in range(chunk):
-        crcs = CRC_TABLE_NP[(crcs ^ columns[:, j]) & 0xFF] ^ (crcs >> 8)
+    for j in range(chunk // 4):
+        x = crcs ^ words[:, j]
+        crcs = table3[x & 0xFF] ^ table2[(x >> 8) & 0xFF] ^ table1[(x >> 16) & 0xFF] ^ table0[x >> 24]
     while crcs.size > 1:
         crcs = _apply(_zeros_operator(chunk), crcs[0::2]) ^ crcs[1::2]
         chunk *= 2

@@ -230,11 +230,17 @@ def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def atomic_dir(dst: Path, write) -> None:
-    """Call write(tmp_dir), then move tmp_dir into place: a crash leaves nothing half-written."""
+def check_new_dir(dst) -> Path:
+    """An output directory must be new (or empty): bertkit never overwrites a checkpoint."""
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise BertkitError(f"{dst} already exists and is not an empty directory; choose a new output path.")
+    return dst
+
+
+def atomic_dir(dst: Path, write) -> None:
+    """Call write(tmp_dir), then move tmp_dir into place: a crash leaves nothing half-written."""
+    dst = check_new_dir(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
@@ -330,7 +336,8 @@ class PretrainedMixin:
         own = self.state_dict()
         if self.config.tie_word_embeddings:  # a tied checkpoint may also store the decoder: a copy of embed.word
             theirs.pop("mlm.decoder", None)
-        unused = sorted(set(conv.state_dict) - {full for k, full in theirs.items() if k in own})
+        unused = sorted(full for k, full in theirs.items() if k not in own)
+        unused += sorted(k for k in conv.state_dict if not k.startswith(pre))  # heads beside a backbone
         missing = [k for k in own if k not in theirs]
         heads = [k for k in missing if k.removeprefix(f"{BACKBONE_PREFIX}.").startswith(HEAD_PREFIXES)]
         backbone = [k for k in missing if k not in heads]

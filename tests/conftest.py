@@ -10,6 +10,17 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hermetic: nothing may come from the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def pytest_configure(config):
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

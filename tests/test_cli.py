@@ -1,0 +1,220 @@
+"""The commands: published preset sizes, fill-mask and convert against transformers, and bad
+input answered with one sentence and a non-zero exit, leaving nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+import bertkit
+from bertkit.cli import main
+from conftest import padded_batch, randomise, save_hf, tiny_hf_config
+
+WORDS = "the a cat dog sat on mat paris is capital of france city big small ran".split()
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()  # only what the command prints
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def mlm_dir(tmp_path) -> Path:
+    """A tiny transformers BertForMaskedLM with a real vocab and tokenizer files."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS + [f"##{w}" for w in WORDS]
+    tok = bertkit.Tokenizer.from_vocab({t: i for i, t in enumerate(vocab)})
+    model = randomise(transformers.BertForMaskedLM(tiny_hf_config(vocab_size=len(vocab))))
+    d = save_hf(model, tmp_path / "mlm", "safetensors")
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "preset,size",
+    [("bert-base-uncased", "109,482,240"), ("bert-large-uncased", "335,141,888"), ("bert-base-chinese", "102,267,648")],
+)
+def test_summary_presets_give_published_sizes(capsys, preset, size):
+    rc, out, _ = run(capsys, "summary", preset)
+    assert rc == 0 and out.strip().splitlines()[-1] == f"Total params: {size}"
+    assert "layers[0] (Layer)" in out and "[1, 128, " in out
+
+
+def test_summary_of_a_directory(capsys, minilm_dir):
+    rc, out, _ = run(capsys, "summary", minilm_dir)
+    assert rc == 0 and out.strip().endswith("Total params: 22,713,216")
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "bertkit.cli", "--help"], capture_output=True, text=True).stdout
+    for cmd in ("summary", "fill-mask", "embed", "convert"):
+        assert cmd in out
+        sub = subprocess.run([sys.executable, "-m", "bertkit.cli", cmd, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "usage: bertkit" in sub.stdout
+
+
+def test_fill_mask_matches_transformers(capsys, mlm_dir):
+    rc, out, _ = run(capsys, "fill-mask", mlm_dir, "the cat [MASK] on the [MASK] .", "--top-k", "3")
+    assert rc == 0
+    ref = transformers.BertForMaskedLM.from_pretrained(mlm_dir).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(mlm_dir)
+    batch = tok("the cat [MASK] on the [MASK] .", return_tensors="pt")
+    with torch.no_grad():
+        logits = ref(**batch).logits[0]
+    where = (batch["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
+    blocks = out.split("[MASK] #")[1:]
+    assert len(blocks) == 2
+    for block, pos in zip(blocks, where):
+        probs, top = logits[pos].softmax(-1).topk(3)
+        rows = [line.split() for line in block.strip().splitlines()[1:]]
+        assert [r[0] for r in rows] == tok.convert_ids_to_tokens(top)
+        assert np.allclose([float(r[1]) for r in rows], probs.numpy(), atol=1e-4)
+
+
+def test_fill_mask_bad_input(capsys, mlm_dir, minilm_dir):
+    rc, _, err = run(capsys, "fill-mask", mlm_dir, "no mask here")
+    assert rc == 1 and "no [MASK]" in one_error_line(err)
+    rc, _, err = run(capsys, "fill-mask", minilm_dir, "the [MASK] sat")
+    assert rc == 1 and "mlm" in one_error_line(err)  # MiniLM was saved without its MLM head
+    rc, _, err = run(capsys, "fill-mask", mlm_dir, "the " * 60 + "[MASK]")
+    assert rc == 1 and "at most 40" in one_error_line(err)
+
+
+def test_convert_bin_to_safetensors_round_trip(capsys, tmp_path):
+    ref = randomise(transformers.BertForPreTraining(tiny_hf_config()))
+    src = save_hf(ref, tmp_path / "src", "bin")
+    rc, out, _ = run(capsys, "convert", src, tmp_path / "dst")
+    assert rc == 0 and "BertForPreTraining" in out
+    back = transformers.BertForPreTraining.from_pretrained(tmp_path / "dst").eval()
+    batch = padded_batch()
+    with torch.no_grad():
+        a, b = ref(**batch), back(**batch)
+    assert (a.prediction_logits - b.prediction_logits).abs().max() <= 1e-5
+    rc, _, err = run(capsys, "convert", src, tmp_path / "dst")  # never overwrite
+    assert rc == 1 and "already exists" in one_error_line(err)
+
+
+# ---- bad checkpoints --------------------------------------------------------------------
+
+
+@pytest.fixture
+def good_dir(tmp_path) -> Path:
+    return save_hf(randomise(transformers.BertModel(tiny_hf_config())), tmp_path / "good", "safetensors")
+
+
+def convert_error(capsys, src, dst) -> str:
+    rc, _, err = run(capsys, "convert", src, dst)
+    assert rc == 1
+    assert not Path(dst).exists() and not list(Path(dst).parent.glob(f".{Path(dst).name}.*")), "half-written output"
+    return one_error_line(err)
+
+
+def test_missing_directory(capsys, tmp_path):
+    assert "does not exist" in convert_error(capsys, tmp_path / "nope" / "model", tmp_path / "out")
+
+
+def test_directory_without_weights_or_config(capsys, tmp_path, good_dir):
+    (good_dir / "model.safetensors").unlink()
+    assert "has no weights" in convert_error(capsys, good_dir, tmp_path / "out")
+    (good_dir / "config.json").unlink()
+    assert "no config.json" in convert_error(capsys, good_dir, tmp_path / "out")
+
+
+def test_truncated_safetensors(capsys, tmp_path, good_dir):
+    f = good_dir / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    assert "truncated or corrupted" in convert_error(capsys, good_dir, tmp_path / "out")
+
+
+def test_corrupted_bin(capsys, tmp_path):
+    d = save_hf(randomise(transformers.BertModel(tiny_hf_config())), tmp_path / "bin", "bin")
+    raw = bytearray((d / "pytorch_model.bin").read_bytes())
+    raw[len(raw) // 3 : len(raw) // 3 + 64] = b"\x00" * 64
+    (d / "pytorch_model.bin").write_bytes(bytes(raw[: len(raw) - 100]))
+    assert "pytorch_model.bin" in convert_error(capsys, d, tmp_path / "out")
+
+
+def test_config_that_does_not_fit_the_weights(capsys, tmp_path, good_dir):
+    cfg = json.loads((good_dir / "config.json").read_text())
+    cfg["intermediate_size"] = 64
+    (good_dir / "config.json").write_text(json.dumps(cfg))
+    msg = convert_error(capsys, good_dir, tmp_path / "out")
+    assert "encoder.layer.0.intermediate.dense." in msg and "(52" in msg and "(64" in msg
+
+
+def test_missing_backbone_weight_is_an_error(capsys, tmp_path, good_dir):
+    sd = load_file(good_dir / "model.safetensors")
+    del sd["encoder.layer.1.output.LayerNorm.weight"]
+    save_file(sd, good_dir / "model.safetensors")
+    assert "encoder.layer.1.output.LayerNorm.weight" in convert_error(capsys, good_dir, tmp_path / "out")
+
+
+def test_unknown_weights_are_listed(capsys, tmp_path, good_dir):
+    sd = load_file(good_dir / "model.safetensors")
+    sd["encoder.layer.0.adapter.weight"] = torch.zeros(3)
+    save_file(sd, good_dir / "model.safetensors")
+    assert "encoder.layer.0.adapter.weight" in convert_error(capsys, good_dir, tmp_path / "out")
+
+
+def test_unknown_model_type(capsys, tmp_path, good_dir):
+    cfg = json.loads((good_dir / "config.json").read_text())
+    cfg["model_type"] = "gpt2"
+    (good_dir / "config.json").write_text(json.dumps(cfg))
+    msg = convert_error(capsys, good_dir, tmp_path / "out")
+    assert "gpt2" in msg and "bert" in msg
+
+
+def test_malformed_config(capsys, tmp_path, good_dir):
+    (good_dir / "config.json").write_text("{not json")
+    assert "not valid JSON" in convert_error(capsys, good_dir, tmp_path / "out")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bertkit.cli", "--debug", "convert", str(tmp_path / "x"), str(tmp_path / "y")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+# ---- bad input to embed -----------------------------------------------------------------
+
+
+def embed_error(capsys, model, text: bytes, tmp_path, *flags) -> str:
+    (tmp_path / "in.txt").write_bytes(text)
+    out = tmp_path / "out.npy"
+    rc, _, err = run(capsys, "embed", model, "--input", tmp_path / "in.txt", "--output", out, "--quiet", *flags)
+    assert rc == 1 and not out.exists() and not list(tmp_path.glob(".out.npy*"))
+    return one_error_line(err)
+
+
+def test_embed_bad_input(capsys, minilm_dir, tmp_path):
+    assert "line 2 is not valid UTF-8" in embed_error(capsys, minilm_dir, b"fine\nbad \xff byte\n", tmp_path)
+    assert "line 3 is empty" in embed_error(capsys, minilm_dir, b"one\ntwo\n\nfour\n", tmp_path)
+    assert "is empty" in embed_error(capsys, minilm_dir, b"", tmp_path)
+    long = b"ok\n" + b"word " * 400 + b"\n"
+    assert "line 2 is" in embed_error(capsys, minilm_dir, long, tmp_path, "--long", "error")
+    rc, _, err = run(capsys, "embed", minilm_dir, "--input", tmp_path / "missing.txt", "--output", tmp_path / "o.npy")
+    assert rc == 1 and "missing.txt does not exist" in one_error_line(err)
+    rc, _, err = run(capsys, "embed", minilm_dir, "--input", tmp_path / "in.txt", "--output", tmp_path / "no" / "o.npy")
+    assert rc == 1 and "does not exist" in one_error_line(err)
+
+
+def test_embed_truncates_long_lines_and_says_so_once(capsys, minilm_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("ok\n" + "word " * 400 + "\n" + "more " * 300 + "\n", encoding="utf-8")
+    rc, _, err = run(capsys, "embed", minilm_dir, "--input", tmp_path / "in.txt", "--output", tmp_path / "o.npy", "--quiet")
+    assert rc == 0 and err.count("truncated") == 1 and "2 of 3 lines" in err
+    assert np.load(tmp_path / "o.npy").shape == (3, 384)
