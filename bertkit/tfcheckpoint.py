@@ -19,8 +19,12 @@ What is read: float32/64, float16, bfloat16 (returned as float32), int8/16/32/64
 bool tensors, as numpy arrays keyed by variable name. Tensors of any other dtype (DT_STRING
 bookkeeping, complex, resources) and partitioned variables (entries made of slices) are
 skipped rather than failing the load: a BERT checkpoint needs only its float and step tensors.
-Every block's and every tensor's crc32c is checked, with a numpy implementation fast enough for
-a bert-base checkpoint (see `_crc32c`), so a corrupted download fails loudly instead of loading.
+Every block's and every tensor's crc32c is checked, so a corrupted download fails loudly instead
+of loading noise. A Python byte loop would take minutes for bert-base; the numpy version in
+`_crc32c` reads and checks bert-base's 440 MB in about 1.5 s on one core.
+
+Every problem (missing file, truncated or corrupted index or data, size mismatch) raises
+BertkitError with one sentence naming the file.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ DT_BFLOAT16 = 14
 def read_tf_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """All readable tensors of a TF checkpoint, by variable name (e.g. 'bert/pooler/dense/kernel').
 
-    `path` is the checkpoint prefix, its `.index` file, or a directory holding the checkpoint.
+    `path` is the checkpoint prefix (`dir/bert_model.ckpt`), its `.index` or a `.data-*` file, or
+    a directory holding the checkpoint (see `find_tf_checkpoint`). Arrays are copies, not views of
+    the files; tensors of unsupported dtypes are left out (see the module docstring).
     """
     prefix = _resolve_prefix(Path(path))
     index_path = Path(f"{prefix}.index")
@@ -104,6 +110,7 @@ def _prefix_from_state_file(directory: Path) -> Path | None:
 
 
 def _resolve_prefix(path: Path) -> Path:
+    """The checkpoint prefix that `path` (prefix, index, data shard or directory) names."""
     if path.is_dir():
         prefix = find_tf_checkpoint(path)
         if prefix is None:
@@ -182,7 +189,7 @@ def _read_index(index_path: Path) -> tuple[dict[int, list], dict[str, dict[int, 
     except (ValueError, UnicodeDecodeError) as error:
         raise BertkitError(f"TF checkpoint index file {index_path} is corrupted or truncated: {error}.") from None
     if header.get(2, [0])[0] != 0:
-        raise BertkitError(f"TF checkpoint {index_path} was written big-endian, which is not supported.")
+        raise BertkitError(f"TF checkpoint index file {index_path} marks its data big-endian, which is not supported.")
     return header, entries
 
 
@@ -213,7 +220,7 @@ def _block_entries(data: bytes, offset: int, size: int) -> list[tuple[bytes, byt
     block, compression = data[offset:end], data[end]
     if compression != 0:
         # TF writes checkpoint indexes uncompressed, so this reader carries no snappy decoder.
-        raise ValueError(f"block at byte {offset} is compressed (type {compression}), which this reader does not support")
+        raise ValueError(f"block at byte {offset} is compressed (type {compression}), which is not supported")
     stored_crc = int.from_bytes(data[end + 1 : end + 5], "little")
     if masked_crc32c(data[offset : end + 1]) != stored_crc:  # the crc covers the type byte too
         raise ValueError(f"block at byte {offset} fails its crc32c check")
@@ -276,7 +283,7 @@ def _read_tensor(name: str, entry: dict[int, list], shards: list[tuple[Path, np.
         )
     raw = mapped[offset : offset + size]
     if 6 in entry and masked_crc32c(raw) != entry[6][0]:
-        raise BertkitError(f"TF checkpoint data file {shard_path} is corrupted: tensor '{name}' fails its crc32c check.")
+        raise BertkitError(f"TF checkpoint data file {shard_path} is corrupted: tensor '{name}' fails its crc32c.")
     return _decode(raw, tf_dtype, shape)
 
 
@@ -296,6 +303,7 @@ CRC32C_POLY = 0x82F63B78  # Castagnoli polynomial, bit-reversed as the byte-wise
 
 
 def _crc_byte_table() -> list[int]:
+    """The classic table: entry b is the crc register after shifting byte b through it."""
     table = []
     for byte in range(256):
         crc = byte
@@ -305,12 +313,17 @@ def _crc_byte_table() -> list[int]:
     return table
 
 
+def _crc_word_tables(byte_table: list[int]) -> list[np.ndarray]:
+    """Slicing-by-4: table k advances a crc over one byte followed by k zero bytes, so four
+    lookups advance it over a whole little-endian 32-bit word."""
+    tables = [np.array(byte_table, dtype=np.uint32)]
+    for _ in range(3):
+        tables.append((tables[-1] >> 8) ^ tables[0][tables[-1] & 0xFF])
+    return tables
+
+
 CRC_TABLE = _crc_byte_table()
-# Slicing-by-4: row k advances a crc over one byte followed by k zero bytes, so four lookups
-# advance it over a whole little-endian 32-bit word.
-CRC_WORD_TABLES = [np.array(CRC_TABLE, dtype=np.uint32)]
-for _ in range(3):
-    CRC_WORD_TABLES.append((CRC_WORD_TABLES[-1] >> 8) ^ CRC_WORD_TABLES[0][CRC_WORD_TABLES[-1] & 0xFF])
+CRC_WORD_TABLES = _crc_word_tables(CRC_TABLE)
 LANES_MAX = 1 << 16  # enough parallel chunks to amortise numpy's per-call cost on big inputs
 
 
@@ -326,7 +339,7 @@ def _crc32c(data: np.ndarray) -> int:
     A byte loop in Python would take minutes for bert-base. Instead the input is cut into up to
     65536 equal chunks whose raw crcs (start 0) advance together, one numpy step per 4-byte
     column, and are then merged pairwise: raw(A + B) = zeros_operator(len B)(raw(A)) ^ raw(B),
-    since a crc is linear over GF(2). About 0.25 s per 100 MB.
+    since a crc is linear over GF(2). About 0.3 s per 100 MB.
     """
     size = data.size
     if size < 4096:

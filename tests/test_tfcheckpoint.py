@@ -145,7 +145,8 @@ def test_truncated_data_file(fixture_copy: Path):
     size = data.stat().st_size
     with open(data, "r+b") as f:
         f.truncate(size - 100)
-    with pytest.raises(BertkitError, match=rf"{DATA_NAME} is {size - 100} bytes but tensor '.+' needs bytes \d+\.\.\d+"):
+    message = rf"{DATA_NAME} is {size - 100} bytes but tensor '.+' needs bytes \d+\.\.\d+"
+    with pytest.raises(BertkitError, match=message):
         read_tf_checkpoint(fixture_copy)
 
 
@@ -154,8 +155,17 @@ def test_corrupted_data_fails_the_crc(fixture_copy: Path):
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0x40
     data.write_bytes(bytes(raw))
-    with pytest.raises(BertkitError, match=rf"{DATA_NAME} is corrupted: tensor '.+' fails its crc32c check"):
+    with pytest.raises(BertkitError, match=rf"{DATA_NAME} is corrupted: tensor '.+' fails its crc32c"):
         read_tf_checkpoint(fixture_copy)
+
+
+def test_entry_size_must_match_its_shape(tmp_path: Path):
+    data = tmp_path / "m.data-00000-of-00001"
+    data.write_bytes(bytes(64))
+    shape_3x2 = b"\x12\x02\x08\x03\x12\x02\x08\x02"  # TensorShapeProto: dim {size: 3} dim {size: 2}
+    entry = {1: [1], 2: [shape_3x2], 3: [0], 4: [0], 5: [20]}  # float32 [3, 2] is 24 bytes, not 20
+    with pytest.raises(BertkitError, match=rf"{data}: tensor 'w' of shape \[3, 2\] needs 24 bytes but .* says 20"):
+        tfcheckpoint._read_tensor("w", entry, tfcheckpoint._open_shards(tmp_path / "m", 1))
 
 
 def index_block_handle(raw: bytes) -> tuple[int, int]:
