@@ -19,13 +19,9 @@ def cmd_summary(a: argparse.Namespace) -> None:
 
 
 def cmd_fill_mask(a: argparse.Namespace) -> None:
-    from .heads import BertForMaskedLM
-    from .tasks import default_device, fill_mask
-    from .tokenizer import Tokenizer
+    from .tasks import fill_mask_command
 
-    model = BertForMaskedLM.from_pretrained(a.model, verbose=False).to(default_device())
-    tok = Tokenizer.from_pretrained(model.source_dir)
-    for n, candidates in enumerate(fill_mask(model, tok, a.text, a.top_k), 1):
+    for n, candidates in enumerate(fill_mask_command(a.model, a.text, a.top_k), 1):
         print(f"[MASK] #{n}:")
         for token, p in candidates:
             print(f"  {token:<16} {p:.4f}")
@@ -37,7 +33,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
     n = embed_file(
         a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet
     )
-    print(f"wrote {n} vectors to {a.output}", file=sys.stderr)
+    print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
 
 def cmd_convert(a: argparse.Namespace) -> None:

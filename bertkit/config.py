@@ -23,6 +23,14 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "si
 ATTENTION_MODES = ("bidirectional", "causal", "unilm")
 
 MODEL_TYPES = ("bert",)  # model_type values whose checkpoints bertkit reads
+POSITION_TYPES = ("absolute",)  # learnt position table; family members add theirs
+
+# Fields checked on construction: whole numbers with their minimum, and non-negative reals.
+WHOLE_NUMBERS = dict(
+    vocab_size=1, hidden_size=1, num_hidden_layers=1, num_attention_heads=1, intermediate_size=1,
+    max_position_embeddings=1, type_vocab_size=0,
+)
+FRACTIONS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps")
 
 
 @dataclass
@@ -39,7 +47,7 @@ class BertConfig:
     type_vocab_size: int = 2  # segment (token type) ids; 0 means no segment embedding
     initializer_range: float = 0.02  # std of the normal init for fresh weights
     layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
+    pad_token_id: int | None = 0
     model_type: str = "bert"  # which family member; decides key tables and switches
     # Switches for family members. BERT leaves them at these defaults.
     embedding_size: int | None = None  # E != H: factorised embeddings with a projection (ALBERT, ELECTRA)
@@ -50,6 +58,25 @@ class BertConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for the round trip
 
     def __post_init__(self) -> None:
+        for name, low in WHOLE_NUMBERS.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise BertkitError(f"{name} must be a whole number of at least {low}, not {v!r}.")
+        for name in FRACTIONS:
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                raise BertkitError(f"{name} must be a non-negative number, not {v!r}.")
+        if self.embedding_size is not None and (not isinstance(self.embedding_size, int) or self.embedding_size < 1):
+            raise BertkitError(f"embedding_size must be a whole number or null, not {self.embedding_size!r}.")
+        if self.pad_token_id is not None and (not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size):
+            raise BertkitError(f"pad_token_id {self.pad_token_id!r} is not an id of the {self.vocab_size}-token vocabulary.")
+        if self.position_embedding_type is None:  # some configs write null for the default
+            self.position_embedding_type = "absolute"
+        if self.position_embedding_type not in POSITION_TYPES:
+            raise BertkitError(
+                f"position_embedding_type {self.position_embedding_type!r} is not supported; bertkit reads "
+                f"{', '.join(POSITION_TYPES)}."
+            )
         if self.model_type not in MODEL_TYPES:
             raise BertkitError(
                 f"model_type {self.model_type!r} is not supported; bertkit reads {', '.join(MODEL_TYPES)}."
@@ -80,11 +107,7 @@ class BertConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
-        extra.update(known.pop("extra", None) or {})
-        try:
-            return cls(**known, extra=extra)
-        except TypeError as e:  # a field of the wrong type reaches the arithmetic in __post_init__
-            raise BertkitError(f"config has a field of the wrong type: {e}.") from None
+        return cls(**known, extra=extra)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "BertConfig":

@@ -26,7 +26,21 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
 TOKENIZER = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def locate(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(checkpoint directory, the weights file or TF prefix the user named in it, if any)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        tf = re.match(r"(.*)\.(index|data-\d+-of-\d+)$", p.name)
+        return p.parent, p.parent / tf.group(1) if tf else p
+    if not p.exists() and p.parent.is_dir() and (p.parent / (p.name + ".index")).is_file():
+        return p.parent, p  # a TF prefix: dir/bert_model.ckpt
+    return resolve(path), None
+
+
 def resolve(path: str | os.PathLike) -> Path:
+    """The checkpoint directory `path` names (see the module docstring)."""
+    if not str(path).strip():
+        raise BertkitError("the model path is empty.")
     p = Path(path).expanduser()
     if p.is_dir():
         return p
@@ -40,7 +54,7 @@ def resolve(path: str | os.PathLike) -> Path:
     cached = _hf_cache(name)
     if cached is not None:
         return cached
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
         raise BertkitError(f"{name} is not a directory and not in the local Hugging Face cache (HF_HUB_OFFLINE is set).")
     try:
         return download(name)

@@ -157,6 +157,8 @@ class BertOutput:
 class BertModel(PretrainedMixin, nn.Module):
     """The encoder of every family member: `BertModel.from_pretrained(dir)`."""
 
+    is_backbone = True
+
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
         self.config = config

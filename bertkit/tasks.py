@@ -5,7 +5,6 @@ The CLI only parses arguments and calls these; they are as usable from Python.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -23,7 +22,7 @@ from .errors import BertkitError
 from .heads import BertForMaskedLM, BertForPreTraining
 from .model import BertModel, mean_pool
 from .tokenizer import Tokenizer
-from .weights import check_new_dir, read_pretrained
+from .weights import check_new_dir, current_umask, read_pretrained
 
 
 def default_device() -> torch.device:
@@ -53,7 +52,7 @@ def summary(model_name: str, head: str = "base", seq_len: int = 128, depth: int 
 
     The model is built on the meta device: no memory for weights, so bert-large costs nothing.
     """
-    config = BertConfig.from_preset(model_name) if model_name in PRESETS else _config_of(model_name)
+    config = _config_of(model_name) if Path(model_name).is_dir() or model_name not in PRESETS else BertConfig.from_preset(model_name)
     seq_len = min(seq_len, config.max_position_embeddings)
     with torch.device("meta"):
         model = HEADS[head](config)
@@ -107,10 +106,25 @@ def format_summary(rows: list[SummaryRow], total: int) -> str:
 # ---- fill-mask ----------------------------------------------------------------------------
 
 
-def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """For each [MASK] in `text`, the top_k tokens and their probabilities."""
+def check_text(text: str) -> None:
     if not text.strip():
         raise BertkitError("the text is empty.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes on the command line arrive as surrogates
+        raise BertkitError("the text is not valid UTF-8.") from None
+
+
+def fill_mask_command(model_name: str, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """`bertkit fill-mask`: check the text first, then load the model with its MLM head."""
+    check_text(text)
+    model = BertForMaskedLM.from_pretrained(model_name, verbose=False).to(default_device())
+    return fill_mask(model, Tokenizer.from_pretrained(model.source_dir), text, top_k)
+
+
+def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """For each [MASK] in `text`, the top_k tokens and their probabilities."""
+    check_text(text)
     batch = tok(text, truncation=False)
     ids = batch["input_ids"]
     if ids.shape[1] > model.config.max_position_embeddings:
@@ -179,9 +193,14 @@ def embed_file(
     out_dir = Path(output_path).resolve().parent
     if not out_dir.is_dir():
         raise BertkitError(f"the output directory {out_dir} does not exist.")
+    if Path(output_path).is_dir():
+        raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
     model = BertModel.from_pretrained(model_name, new_heads=True, verbose=False).to(default_device())
     tok = Tokenizer.from_pretrained(model.source_dir)
-    max_length = max_length or sentence_max_length(model.source_dir, tok, model.config)
+    limit = sentence_max_length(model.source_dir, tok, model.config)
+    if max_length is not None and max_length > model.config.max_position_embeddings:
+        raise BertkitError(f"--max-length {max_length} exceeds the model's limit of {model.config.max_position_embeddings} tokens.")
+    max_length = max_length or limit
     _check_lengths(tok, texts, max_length, long, input_path)
     vectors = encode_sentences(model, tok, texts, pooling, normalize, batch_size, max_length, progress)
     write_atomic(output_path, lambda f: np.save(f, vectors))
@@ -190,10 +209,15 @@ def embed_file(
 
 def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
     """sentence-transformers' max_seq_length when the checkpoint is one of theirs, else the model's limit."""
+    from .tokenizer import read_json
+
     limit = min(tok.model_max_length, config.max_position_embeddings)
     st = d / "sentence_bert_config.json"
     if st.is_file():
-        limit = min(limit, int(json.loads(st.read_text(encoding="utf-8")).get("max_seq_length", limit)))
+        n = read_json(st).get("max_seq_length", limit)
+        if not isinstance(n, int) or n < 1:
+            raise BertkitError(f"{st}: max_seq_length must be a positive whole number, not {n!r}.")
+        limit = min(limit, n)
     return limit
 
 
@@ -217,6 +241,7 @@ def write_atomic(path: str | os.PathLike, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; an output is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -73,7 +73,10 @@ class Tokenizer:
         from .hub import resolve
 
         d = resolve(path)
-        settings = _read_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
+        settings = read_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
+        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
+            if settings.get(key) is not None and not isinstance(settings[key], bool):
+                raise BertkitError(f"{d / 'tokenizer_config.json'}: {key} must be true, false or null, not {settings[key]!r}.")
         max_len = _model_max_length(d, settings)
         if (d / "tokenizer.json").is_file():
             try:
@@ -83,7 +86,8 @@ class Tokenizer:
             _apply_settings(backend, settings)
             return cls(backend, max_len)
         if (d / "vocab.txt").is_file():
-            lower = settings.get("do_lower_case", _guess_lowercase(d / "vocab.txt"))
+            lower = settings.get("do_lower_case", None)
+            lower = _guess_lowercase(d / "vocab.txt") if lower is None else lower
             return cls.from_vocab(
                 d / "vocab.txt", lower, settings.get("strip_accents"), settings.get("tokenize_chinese_chars", True), max_len
             )
@@ -108,10 +112,14 @@ class Tokenizer:
         padding: True pads to the longest in the batch, "max_length" to max_length, False not at all.
         return_tensors: "pt" (torch), "np" (numpy) or None (lists).
         """
+        if isinstance(texts, str) and text_pair == "":
+            text_pair = None  # transformers encodes ("a", "") as the single text "a"
         texts, pairs = _as_batch(texts, "texts"), None if text_pair is None else _as_batch(text_pair, "text_pair")
         if pairs is not None and len(pairs) != len(texts):
             raise BertkitError(f"got {len(texts)} texts but {len(pairs)} text pairs.")
         max_length = max_length or self.model_max_length
+        if truncation and max_length < (2 if pairs is None else 3):
+            raise BertkitError(f"max_length {max_length} leaves no room for the text beside [CLS] and [SEP].")
         if truncation:
             self.backend.enable_truncation(max_length, strategy="longest_first")
         try:
@@ -247,11 +255,12 @@ def _model_max_length(d: Path, settings: dict[str, Any]) -> int:
         return n
     for name in ("config.json", "bert_config.json"):
         if (d / name).is_file():
-            return int(_read_json(d / name).get("max_position_embeddings", 512))
+            n = read_json(d / name).get("max_position_embeddings")
+            return n if isinstance(n, int) and n > 0 else 512
     return 512
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -13,6 +13,7 @@ them. Heads a checkpoint lacks are initialised only when asked (`new_heads=True`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -77,25 +78,27 @@ DROPPED = [
 ]
 BACKBONE_PREFIX = "bert"  # what HF and we put before backbone keys inside a task model
 HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.")  # may be absent from a checkpoint; see new_heads
+# Task heads of other classes (sequence classification, QA): known, reported, not loaded.
+OTHER_HEADS = r"(classifier|qa_outputs)\.(weight|bias)"
 
 
 def _pattern(name: str) -> re.Pattern:
     return re.compile(re.escape(name).replace(r"\{\}", r"(\d+)") + "$")
 
 
-def _rows() -> list[tuple[str, str, str | None]]:
-    """Full names: backbone rows get their prefixes, head rows are already full."""
-    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{BACKBONE_PREFIX}.{h}", g) for o, h, g in BACKBONE_KEYS]
-    return rows + list(HEAD_KEYS)
+@functools.cache
+def _compiled(src: int, dst: int) -> list[tuple[re.Pattern, str]]:
+    """(pattern of column src, template of column dst) for full names: backbone rows get their prefix."""
+    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{BACKBONE_PREFIX}.{h}", g) for o, h, g in BACKBONE_KEYS] + HEAD_KEYS
+    return [(_pattern(row[src]), row[dst]) for row in rows if row[src] is not None and row[dst] is not None]
 
 
 def _rename(key: str, src: int, dst: int) -> str | None:
-    for row in _rows():
-        if row[src] is None or row[dst] is None:
-            continue
-        m = _pattern(row[src]).match(key)
+    """key in column src (0 ours, 1 transformers, 2 Google) -> its name in column dst, or None."""
+    for pattern, template in _compiled(src, dst):
+        m = pattern.match(key)
         if m:
-            return row[dst].format(*m.groups())
+            return template.format(*m.groups())
     return None
 
 
@@ -116,6 +119,7 @@ class Converted:
     state_dict: dict[str, torch.Tensor]  # our full names
     source_names: dict[str, str]  # our name -> the checkpoint's name, for error messages
     unknown: list[str] = field(default_factory=list)  # checkpoint keys no row matches
+    other_heads: list[str] = field(default_factory=list)  # heads of other task classes, not loaded
 
 
 def from_hf(sd: dict[str, torch.Tensor]) -> Converted:
@@ -125,7 +129,9 @@ def from_hf(sd: dict[str, torch.Tensor]) -> Converted:
         if _is_dropped(key):
             continue
         ours = _rename(_normalise_hf_key(key), 1, 0)
-        if ours is None:
+        if ours is None and re.fullmatch(OTHER_HEADS, key):
+            out.other_heads.append(key)
+        elif ours is None:
             out.unknown.append(key)
         else:
             out.state_dict[ours], out.source_names[ours] = t, key
@@ -172,8 +178,13 @@ def find_config(d: Path) -> Path:
     raise BertkitError(f"{d} has no config.json (nor Google's bert_config.json).")
 
 
-def read_checkpoint(d: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """The raw tensors of a checkpoint directory and their naming: ("hf" | "google")."""
+def read_checkpoint(d: Path, chosen: Path | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """The raw tensors of a checkpoint directory and their naming: ("hf" | "google").
+
+    chosen: the weights file or TF prefix the user named; else the directory's, in the order below.
+    """
+    if chosen is not None:
+        return _read_chosen(chosen)
     if (d / "model.safetensors").is_file():
         return _read_safetensors(d / "model.safetensors"), "hf"
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
@@ -192,6 +203,20 @@ def read_checkpoint(d: Path) -> tuple[dict[str, torch.Tensor], str]:
     )
 
 
+def _read_chosen(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    if path.name.endswith(".index.json"):
+        return _read_sharded(path), "hf"
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path), "hf"
+    if path.suffix in (".bin", ".pt", ".pth"):
+        return _read_bin(path), "hf"
+    if path.with_name(path.name + ".index").is_file():
+        from .tfcheckpoint import read_tf_checkpoint
+
+        return {k: torch.from_numpy(v) for k, v in read_tf_checkpoint(path).items()}, "google"
+    raise BertkitError(f"{path} is not a weights file bertkit reads (.safetensors, .bin, a shard index or a TF checkpoint).")
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -206,7 +231,8 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     try:  # weights_only: tensors and plain containers only, never arbitrary unpickling
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        raise BertkitError(f"{path} is truncated, corrupted or not a weights-only PyTorch file ({e}).") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BertkitError(f"{path} is truncated, corrupted or not a weights-only PyTorch file ({first}).") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise BertkitError(f"{path} does not hold a state dict of tensors.")
     return sd
@@ -217,10 +243,14 @@ def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (ValueError, KeyError, TypeError) as e:
         raise BertkitError(f"{index} is not a valid shard index ({e}).") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise BertkitError(f"{index} is not a valid shard index: weight_map must map names to file names.")
     read = _read_safetensors if index.name.startswith("model.safetensors") else _read_bin
     sd: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         path = index.parent / shard
+        if path.resolve().parent != index.parent.resolve():
+            raise BertkitError(f"{index} names a shard outside its directory: {shard!r}.")
         if not path.is_file():
             raise BertkitError(f"shard {path} named in {index} does not exist.")
         sd.update(read(path))
@@ -238,6 +268,12 @@ def check_new_dir(dst) -> Path:
     return dst
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_dir(dst: Path, write) -> None:
     """Call write(tmp_dir), then move tmp_dir into place: a crash leaves nothing half-written."""
     dst = check_new_dir(dst)
@@ -245,6 +281,7 @@ def atomic_dir(dst: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         write(tmp)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; a checkpoint is not
         if dst.exists():
             dst.rmdir()
         os.replace(tmp, dst)
@@ -255,11 +292,11 @@ def atomic_dir(dst: Path, write) -> None:
 
 def read_pretrained(path) -> tuple[Path, BertConfig, Converted]:
     """Resolve `path`, read its config and weights once, and convert the names to ours."""
-    from .hub import resolve
+    from .hub import locate
 
-    d = resolve(path)
+    d, chosen = locate(path)
     config = BertConfig.from_json_file(find_config(d))
-    sd, naming = read_checkpoint(d)
+    sd, naming = read_checkpoint(d, chosen)
     return d, config, from_hf(sd) if naming == "hf" else from_google(sd)
 
 
@@ -274,10 +311,14 @@ class LoadReport:
     def describe(self) -> str:
         lines = []
         if self.initialised:
-            lines.append(f"initialised {len(self.initialised)} weights the checkpoint lacks: {_summarise(self.initialised)}")
+            lines.append(f"initialised {_n(len(self.initialised), 'weight')} the checkpoint lacks: {_summarise(self.initialised)}")
         if self.unused:
-            lines.append(f"ignored {len(self.unused)} checkpoint weights this model does not use: {_summarise(self.unused)}")
+            lines.append(f"ignored {_n(len(self.unused), 'checkpoint weight')} this model does not use: {_summarise(self.unused)}")
         return "\n".join(lines)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _summarise(keys: list[str]) -> str:
@@ -301,9 +342,7 @@ class PretrainedMixin:
     source_dir: Path | None = None
     load_report: LoadReport | None = None
 
-    @property
-    def _is_backbone(self) -> bool:
-        return not hasattr(self, "bert")
+    is_backbone = False  # BertModel sets True: its names carry no "bert." prefix
 
     @classmethod
     def from_pretrained(cls, path, new_heads: bool = False, strict: bool = True, verbose: bool = True):
@@ -330,27 +369,38 @@ class PretrainedMixin:
         return model.eval()
 
     def _load_converted(self, conv: Converted, d: Path, new_heads: bool) -> LoadReport:
-        # This module's names -> the converted full names (a backbone owns them without "bert.").
-        pre = f"{BACKBONE_PREFIX}." if self._is_backbone else ""
-        theirs = {k.removeprefix(pre): k for k in conv.state_dict if k.startswith(pre)}
+        theirs = self._match(conv)
         own = self.state_dict()
+        self._check_fit(conv, theirs, own, d, new_heads)
+        self.load_state_dict({k: conv.state_dict[full] for k, full in theirs.items() if k in own}, strict=False)
+        used = {theirs[k] for k in own if k in theirs} | ({"mlm.decoder"} if self.config.tie_word_embeddings else set())
+        unused = sorted(set(conv.state_dict) - used) + conv.other_heads
+        return LoadReport(initialised=[k for k in own if k not in theirs], unused=unused)
+
+    def _match(self, conv: Converted) -> dict[str, str]:
+        """This module's weight names -> the converted full names (a backbone owns them without "bert.")."""
+        pre = "" if not self.is_backbone else f"{BACKBONE_PREFIX}."
+        theirs = {k.removeprefix(pre): k for k in conv.state_dict if k.startswith(pre)}
         if self.config.tie_word_embeddings:  # a tied checkpoint may also store the decoder: a copy of embed.word
             theirs.pop("mlm.decoder", None)
-        unused = sorted(full for k, full in theirs.items() if k not in own)
-        unused += sorted(k for k in conv.state_dict if not k.startswith(pre))  # heads beside a backbone
+        return theirs
+
+    def _check_fit(self, conv: Converted, theirs: dict[str, str], own: dict, d: Path, new_heads: bool) -> None:
+        """Strictness: every backbone weight present and used, heads only when asked, shapes and dtypes right."""
+        def is_head(name: str) -> bool:
+            return name.removeprefix(f"{BACKBONE_PREFIX}.").startswith(HEAD_PREFIXES)
+
         missing = [k for k in own if k not in theirs]
-        heads = [k for k in missing if k.removeprefix(f"{BACKBONE_PREFIX}.").startswith(HEAD_PREFIXES)]
-        backbone = [k for k in missing if k not in heads]
-        if backbone:
-            name = _rename(pre + backbone[0], 0, 1) or backbone[0]
-            raise BertkitError(
-                f"{d} lacks {len(backbone)} weights its config needs, e.g. {name!r}: the checkpoint does not fit its config."
-            )
+        lacking = [k for k in missing if not is_head(k)]
+        if lacking:
+            name = _rename(theirs.get(lacking[0]) or self._full(lacking[0]), 0, 1) or lacking[0]
+            raise BertkitError(f"{d} lacks {_n(len(lacking), 'weight')} its config needs, e.g. {name!r}: the checkpoint does not fit its config.")
+        extra = [full for k, full in theirs.items() if k not in own and not is_head(k)]
+        if extra:  # e.g. more layers in the weights than num_hidden_layers says
+            raise BertkitError(f"{d} holds {_n(len(extra), 'weight')} its config does not build, e.g. {conv.source_names[extra[0]]!r}: the checkpoint does not fit its config.")
+        heads = [k for k in missing if is_head(k)]
         if heads and not new_heads:
-            raise BertkitError(
-                f"{d} has no weights for {_summarise(heads)} which {type(self).__name__} needs: the checkpoint "
-                "was saved without that head (new_heads=True initialises one)."
-            )
+            raise BertkitError(f"{d} has no weights for {_summarise(heads)}, which {type(self).__name__} needs: the checkpoint was saved without that head.")
         for k, full in theirs.items():
             t = conv.state_dict[full]
             if k in own and tuple(t.shape) != tuple(own[k].shape):
@@ -358,8 +408,11 @@ class PretrainedMixin:
                     f"{d}: weight {conv.source_names[full]!r} has shape {tuple(t.shape)} but the config asks for "
                     f"{tuple(own[k].shape)}: the checkpoint does not fit its config."
                 )
-        self.load_state_dict({k: conv.state_dict[full] for k, full in theirs.items() if k in own}, strict=False)
-        return LoadReport(initialised=heads, unused=unused)
+            if k in own and not t.is_floating_point():
+                raise BertkitError(f"{d}: weight {conv.source_names[full]!r} has dtype {t.dtype}; weights must be floating point.")
+
+    def _full(self, name: str) -> str:
+        return f"{BACKBONE_PREFIX}.{name}" if self.is_backbone else name
 
     def save_pretrained(self, path, tokenizer=None) -> None:
         """Write config.json, model.safetensors and the tokenizer files, as transformers expects.
@@ -373,10 +426,11 @@ class PretrainedMixin:
 
         if tokenizer is None and self.source_dir is not None and Tokenizer.can_load(self.source_dir):
             tokenizer = Tokenizer.from_pretrained(self.source_dir)
-        prefix = f"{BACKBONE_PREFIX}." if self._is_backbone else ""
-        sd = {prefix + k: v.detach().cpu() for k, v in self.state_dict().items()}
-        hf = to_hf(sd, base_model=self._is_backbone)
-        config = dataclasses.replace(self.config, architectures=[type(self).__name__])
+        sd = {self._full(k): v.detach().cpu() for k, v in self.state_dict().items()}
+        hf = to_hf(sd, base_model=self.is_backbone)
+        # the dtype a source config recorded no longer describes what we write
+        extra = {k: v for k, v in self.config.extra.items() if k not in ("dtype", "torch_dtype")}
+        config = dataclasses.replace(self.config, architectures=[type(self).__name__], extra=extra)
 
         def write(tmp: Path) -> None:
             config.save(tmp / "config.json")
