@@ -103,14 +103,14 @@ class BertConfig:
     # ---- JSON in and out ---------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+    def from_dict(cls, d: dict[str, Any]) -> BertConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
         return cls(**known, extra=extra)
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "BertConfig":
+    def from_json_file(cls, path: str | Path) -> BertConfig:
         path = Path(path)
         if not path.is_file():
             raise BertkitError(f"{path} does not exist.")
@@ -140,7 +140,7 @@ class BertConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
-    def from_preset(cls, name: str) -> "BertConfig":
+    def from_preset(cls, name: str) -> BertConfig:
         if name not in PRESETS:
             raise BertkitError(f"unknown preset {name!r}; presets are: {', '.join(sorted(PRESETS))}.")
         return cls(**PRESETS[name])

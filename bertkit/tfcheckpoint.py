@@ -366,7 +366,7 @@ def _crc32c(data: np.ndarray) -> int:
     return int(crcs[0]) ^ 0xFFFFFFFF
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zeros_operator(nbytes: int) -> np.ndarray:
     """The 32x32 GF(2) matrix, as 32 column words, that advances a raw crc over `nbytes` zero bytes."""
     if nbytes == 1:

@@ -49,7 +49,7 @@ class Tokenizer:
         strip_accents: bool | None = None,
         chinese_chars: bool = True,
         model_max_length: int = 512,
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         """BERT's tokenizer for a vocab.txt (one token per line, id = line number) or {token: id}.
 
         strip_accents=None follows lowercase, as in BERT.
@@ -69,7 +69,7 @@ class Tokenizer:
         return (d / "tokenizer.json").is_file() or (d / "vocab.txt").is_file()
 
     @classmethod
-    def from_pretrained(cls, path) -> "Tokenizer":
+    def from_pretrained(cls, path) -> Tokenizer:
         from .hub import resolve
 
         d = resolve(path)

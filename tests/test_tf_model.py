@@ -13,8 +13,8 @@ import transformers
 
 import bertkit
 from bertkit.cli import main
-from conftest import FIXTURES, padded_batch, randomise, tiny_hf_config
 from bertkit.weights import BACKBONE_KEYS, HEAD_KEYS
+from conftest import FIXTURES, padded_batch, randomise, tiny_hf_config
 
 TF_DIR = FIXTURES / "tf_bert_tiny"
 
