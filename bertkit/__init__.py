@@ -4,7 +4,8 @@ Layout (one concern per module):
     config.py     BertConfig, the JSON configs and the preset table
     model.py      the one backbone: embeddings, attention, FFN, layers, pooler
     heads.py      MLM and NSP heads, BertForMaskedLM, BertForPreTraining
-    weights.py    the key table (ours <-> HF <-> Google), checkpoint files, from/save_pretrained
+    weights.py    the key table (ours <-> HF <-> Google) and the pure state-dict conversions
+    checkpoint.py checkpoint files, strict loading, from_pretrained / save_pretrained
     tfcheckpoint.py  Google TF checkpoints read directly, without TensorFlow
     tokenizer.py  BERT WordPiece on `tokenizers`
     hub.py        names -> directories (local, HF cache, download)

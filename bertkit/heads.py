@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .model import ACTIVATIONS, BertModel
-from .weights import PretrainedMixin
 
 IGNORE_INDEX = -100  # label of positions that carry no MLM loss (the convention of torch's cross_entropy)
 

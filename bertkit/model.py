@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import PretrainedMixin
 from .config import BertConfig
-from .weights import PretrainedMixin
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import check_new_dir, current_umask, read_pretrained
 from .config import PRESETS, BertConfig
 from .data import read_lines
 from .errors import BertkitError
 from .heads import BertForMaskedLM, BertForPreTraining
 from .model import BertModel, mean_pool
 from .tokenizer import Tokenizer
-from .weights import check_new_dir, current_umask, read_pretrained
 
 
 def default_device() -> torch.device:
@@ -74,8 +74,8 @@ def summary(model_name: str, head: str = "base", seq_len: int = 128, depth: int 
 
 
 def _config_of(name: str) -> BertConfig:
+    from .checkpoint import find_config
     from .hub import resolve
-    from .weights import find_config
 
     return BertConfig.from_json_file(find_config(resolve(name)))
 
