@@ -9,7 +9,6 @@ Names are translated by the key table in weights.py.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .config import BertConfig
+from .data import read_json
 from .errors import BertkitError
 from .weights import BACKBONE_PREFIX, HEAD_PREFIXES, Converted, from_google, from_hf, rename, to_hf
 
@@ -96,10 +96,7 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise BertkitError(f"{index} is not a valid shard index ({e}).") from None
+    weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise BertkitError(f"{index} is not a valid shard index: weight_map must map names to file names.")
     read = _read_safetensors if index.name.startswith("model.safetensors") else _read_bin

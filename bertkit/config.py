@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import read_json
 from .errors import BertkitError
 
 # hidden_act spellings found in checkpoints -> the activation we run (see model.ACTIVATIONS)
@@ -111,15 +112,7 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> BertConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise BertkitError(f"{path} does not exist.")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BertkitError(f"{path} is not valid JSON: {e}.") from None
-        if not isinstance(d, dict):
-            raise BertkitError(f"{path} must hold a JSON object, not {type(d).__name__}.")
+        d = read_json(path)
         try:
             return cls.from_dict(d)
         except BertkitError as e:

@@ -1,11 +1,13 @@
 """Reading user data files, with errors that name the file and the line.
 
-For now: plain text, one item per line (what `bertkit embed` reads).
+For now: plain text, one item per line (what `bertkit embed` reads), and JSON objects (configs).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from .errors import BertkitError
 
@@ -37,3 +39,17 @@ def read_lines(path: str | Path, allow_empty: bool = False) -> list[str]:
             raise BertkitError(f"{path} line {n} is empty; give one text per line.")
         lines.append(line)
     return lines
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A UTF-8 JSON file holding one object (config.json, tokenizer_config.json, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BertkitError(f"{path} does not exist.")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BertkitError(f"{path} is not valid JSON: {e}.") from None
+    if not isinstance(d, dict):
+        raise BertkitError(f"{path} must hold a JSON object, not {type(d).__name__}.")
+    return d

@@ -18,7 +18,7 @@ from torch import nn
 
 from .checkpoint import check_new_dir, current_umask, read_pretrained
 from .config import PRESETS, BertConfig
-from .data import read_lines
+from .data import read_json, read_lines
 from .errors import BertkitError
 from .heads import BertForMaskedLM, BertForPreTraining
 from .model import BertModel, mean_pool
@@ -209,8 +209,6 @@ def embed_file(
 
 def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
     """sentence-transformers' max_seq_length when the checkpoint is one of theirs, else the model's limit."""
-    from .tokenizer import read_json
-
     limit = min(tok.model_max_length, config.max_position_embeddings)
     st = d / "sentence_bert_config.json"
     if st.is_file():

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
+from .data import read_json
 from .errors import BertkitError
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -258,16 +259,6 @@ def _model_max_length(d: Path, settings: dict[str, Any]) -> int:
             n = read_json(d / name).get("max_position_embeddings")
             return n if isinstance(n, int) and n > 0 else 512
     return 512
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BertkitError(f"{path} is not valid JSON: {e}.") from None
-    if not isinstance(d, dict):
-        raise BertkitError(f"{path} must hold a JSON object.")
-    return d
 
 
 def _special_map() -> dict[str, str]:
