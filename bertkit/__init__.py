@@ -7,6 +7,10 @@ Layout (one concern per module):
     weights.py    the key table (ours <-> HF <-> Google) and the pure state-dict conversions
     checkpoint.py checkpoint files, strict loading, from_pretrained / save_pretrained
     tfcheckpoint.py  Google TF checkpoints read directly, without TensorFlow
+    generate.py   greedy / top-k / beam generation for causal and UniLM masks
+    crf.py        linear-chain CRF: likelihood, Viterbi, BIO/BIOES constraints
+    metrics.py    accuracy, macro-F1, entity-level P/R/F1 (seqeval's default mode)
+    tricks.py     fine-tuning tricks for any loop: AdamW groups, warmup, EMA, FGM/PGD, focal, R-Drop
     tokenizer.py  BERT WordPiece on `tokenizers`
     hub.py        names -> directories (local, HF cache, download)
     tasks.py      what the commands do: summary, fill-mask, embeddings, convert
@@ -14,9 +18,11 @@ Layout (one concern per module):
 """
 
 from .config import PRESETS, BertConfig
+from .crf import CRF
 from .errors import BertkitError
-from .heads import BertForMaskedLM, BertForPreTraining
+from .heads import BertForMaskedLM, BertForPreTraining, ElectraForPreTraining
 from .model import BertModel, BertOutput, mean_pool
+from .generate import generate
 from .tokenizer import Tokenizer, train_wordpiece
 
 __version__ = "0.1.0"
@@ -28,8 +34,11 @@ __all__ = [
     "BertForPreTraining",
     "BertModel",
     "BertOutput",
+    "CRF",
     "BertkitError",
+    "ElectraForPreTraining",
     "Tokenizer",
+    "generate",
     "mean_pool",
     "train_wordpiece",
 ]

@@ -21,7 +21,7 @@ import torch
 from .config import BertConfig
 from .data import read_json
 from .errors import BertkitError
-from .weights import BACKBONE_PREFIX, HEAD_PREFIXES, Converted, from_google, from_hf, rename, to_hf
+from .weights import BACKBONE_PREFIX, HEAD_PREFIXES, Converted, from_google, from_hf, hf_name, to_hf
 
 # ---- Files ----------------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ def read_pretrained(path) -> tuple[Path, BertConfig, Converted]:
     d, chosen = locate(path)
     config = BertConfig.from_json_file(find_config(d))
     sd, naming = read_checkpoint(d, chosen)
-    return d, config, from_hf(sd) if naming == "hf" else from_google(sd)
+    return d, config, from_hf(sd, config) if naming == "hf" else from_google(sd, config)
 
 
 # ---- The mixin every model class uses ----------------------------------------------------
@@ -247,7 +247,7 @@ class PretrainedMixin:
         missing = [k for k in own if k not in theirs]
         lacking = [k for k in missing if not is_head(k)]
         if lacking:
-            name = rename(theirs.get(lacking[0]) or self._full(lacking[0]), 0, 1) or lacking[0]
+            name = hf_name(theirs.get(lacking[0]) or self._full(lacking[0]), self.config) or lacking[0]
             raise BertkitError(f"{d} lacks {_n(len(lacking), 'weight')} its config needs, e.g. {name!r}: the checkpoint does not fit its config.")
         extra = [full for k, full in theirs.items() if k not in own and not is_head(k)]
         if extra:  # e.g. more layers in the weights than num_hidden_layers says
@@ -281,7 +281,7 @@ class PretrainedMixin:
         if tokenizer is None and self.source_dir is not None and Tokenizer.can_load(self.source_dir):
             tokenizer = Tokenizer.from_pretrained(self.source_dir)
         sd = {self._full(k): v.detach().cpu() for k, v in self.state_dict().items()}
-        hf = to_hf(sd, base_model=self.is_backbone)
+        hf = to_hf(sd, self.config, base_model=self.is_backbone)
         # the dtype a source config recorded no longer describes what we write
         extra = {k: v for k, v in self.config.extra.items() if k not in ("dtype", "torch_dtype")}
         config = dataclasses.replace(self.config, architectures=[type(self).__name__], extra=extra)

@@ -23,8 +23,22 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "si
 
 ATTENTION_MODES = ("bidirectional", "causal", "unilm")
 
-MODEL_TYPES = ("bert",)  # model_type values whose checkpoints bertkit reads
-POSITION_TYPES = ("absolute",)  # learnt position table; family members add theirs
+# model_type -> how its positions enter the model. The key tables live in weights.py.
+#   absolute: a learnt table added to the embeddings (BERT, RoBERTa, ALBERT, ELECTRA, DistilBERT)
+#   rotary:   q and k rotated by position in every layer (RoFormer, Su et al. 2021)
+#   relative: fixed sinusoids of clipped relative distances inside attention (NEZHA, Wei et al. 2019)
+FAMILY_POSITIONS = dict(
+    bert="absolute", roberta="absolute", albert="absolute", electra="absolute", distilbert="absolute",
+    roformer="rotary", nezha="relative",
+)
+MODEL_TYPES = tuple(sorted(FAMILY_POSITIONS))  # model_type values whose checkpoints bertkit reads
+POSITION_TYPES = ("absolute", "rotary", "relative")
+NO_POOLER = ("electra", "distilbert", "roformer")  # their transformers base models have no pooler
+# DistilBERT's config.json names -> ours (it also has no segment embedding).
+DISTILBERT_NAMES = dict(
+    dim="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads", hidden_dim="intermediate_size",
+    activation="hidden_act", dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob",
+)
 
 # Fields checked on construction: whole numbers with their minimum, and non-negative reals.
 WHOLE_NUMBERS = dict(
@@ -52,7 +66,11 @@ class BertConfig:
     model_type: str = "bert"  # which family member; decides key tables and switches
     # Switches for family members. BERT leaves them at these defaults.
     embedding_size: int | None = None  # E != H: factorised embeddings with a projection (ALBERT, ELECTRA)
-    position_embedding_type: str = "absolute"  # "absolute" table; later variants add "rotary", "relative"
+    position_embedding_type: str | None = None  # absolute | rotary | relative; None: the family's (FAMILY_POSITIONS)
+    num_hidden_groups: int | None = None  # ALBERT: layers share the weights of this many groups; None: no sharing
+    inner_group_num: int = 1  # ALBERT: blocks inside each shared group
+    max_relative_position: int = 64  # NEZHA: relative distances are clipped to +-this
+    rotary_value: bool = False  # RoFormer: rotate the values too
     attention_mode: str = "bidirectional"  # or "causal" (GPT) or "unilm" (segment 0 sees itself, 1 is causal)
     tie_word_embeddings: bool = True  # MLM decoder shares the word embedding matrix
     architectures: list[str] | None = None  # HF's record of the head the checkpoint was saved with
@@ -71,17 +89,24 @@ class BertConfig:
             raise BertkitError(f"embedding_size must be a whole number or null, not {self.embedding_size!r}.")
         if self.pad_token_id is not None and (not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size):
             raise BertkitError(f"pad_token_id {self.pad_token_id!r} is not an id of the {self.vocab_size}-token vocabulary.")
-        if self.position_embedding_type is None:  # some configs write null for the default
-            self.position_embedding_type = "absolute"
-        if self.position_embedding_type not in POSITION_TYPES:
-            raise BertkitError(
-                f"position_embedding_type {self.position_embedding_type!r} is not supported; bertkit reads "
-                f"{', '.join(POSITION_TYPES)}."
-            )
         if self.model_type not in MODEL_TYPES:
             raise BertkitError(
                 f"model_type {self.model_type!r} is not supported; bertkit reads {', '.join(MODEL_TYPES)}."
             )
+        family_positions = FAMILY_POSITIONS[self.model_type]
+        if self.position_embedding_type is None:  # most configs leave it out; some write null
+            self.position_embedding_type = family_positions
+        if self.position_embedding_type != family_positions:
+            raise BertkitError(
+                f"position_embedding_type {self.position_embedding_type!r} is not supported for model_type "
+                f"{self.model_type!r}; its checkpoints use {family_positions!r}."
+            )
+        groups = self.num_hidden_groups
+        if groups is not None and (not isinstance(groups, int) or not 1 <= groups <= self.num_hidden_layers):
+            raise BertkitError(f"num_hidden_groups must be between 1 and num_hidden_layers ({self.num_hidden_layers}), not {groups!r}.")
+        for name in ("inner_group_num", "max_relative_position"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise BertkitError(f"{name} must be a whole number of at least 1, not {getattr(self, name)!r}.")
         if self.hidden_size % self.num_attention_heads:
             raise BertkitError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -101,11 +126,48 @@ class BertConfig:
         """E: width of the embedding tables (H unless factorised)."""
         return self.embedding_size or self.hidden_size
 
+    @property
+    def has_projection(self) -> bool:
+        """E -> H after the embeddings: when factorised, and always in ALBERT's checkpoints."""
+        return self.embed_size != self.hidden_size or self.model_type == "albert"
+
+    @property
+    def has_pooler(self) -> bool:
+        return self.model_type not in NO_POOLER
+
+    @property
+    def positions_after_padding(self) -> bool:
+        """RoBERTa numbers real tokens from pad_token_id + 1 and gives padding pad_token_id."""
+        return self.model_type == "roberta"
+
+    @property
+    def max_length(self) -> int:
+        """The longest input the positions cover."""
+        used = self.pad_token_id + 1 if self.positions_after_padding else 0
+        return self.max_position_embeddings - used
+
+    def layer_schedule(self) -> list[list[int]]:
+        """For each of the L layers, the unique blocks it runs: [[0], [1], ...] for BERT.
+
+        ALBERT shares: layer i runs group int(i / (L / G)), i.e. blocks g*inner .. g*inner+inner-1.
+        """
+        L, G, inner = self.num_hidden_layers, self.num_hidden_groups or self.num_hidden_layers, self.inner_group_num
+        return [[int(i / (L / G)) * inner + j for j in range(inner)] for i in range(L)]
+
+    @property
+    def num_blocks(self) -> int:
+        """Unique transformer blocks (weights) the model holds."""
+        return (self.num_hidden_groups or self.num_hidden_layers) * self.inner_group_num
+
     # ---- JSON in and out ---------------------------------------------------------------
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BertConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        if d.get("model_type") == "distilbert":
+            if d.get("sinusoidal_pos_embds"):
+                raise BertkitError("DistilBERT with sinusoidal_pos_embds is not supported; bertkit reads learnt positions.")
+            d = {DISTILBERT_NAMES.get(k, k): v for k, v in d.items()} | {"type_vocab_size": 0}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
         return cls(**known, extra=extra)
@@ -122,11 +184,18 @@ class BertConfig:
         d = dataclasses.asdict(self)
         extra = d.pop("extra")
         # Write our switches only when they differ from BERT, so the file stays HF-shaped.
-        for k in ("embedding_size", "attention_mode"):
-            if d[k] == BertConfig.__dataclass_fields__[k].default:
+        for k in ("embedding_size", "attention_mode", "num_hidden_groups", "inner_group_num", "max_relative_position", "rotary_value"):
+            if d[k] == BertConfig.__dataclass_fields__[k].default and not (k in ("num_hidden_groups", "inner_group_num") and self.model_type == "albert"):
                 del d[k]
+        if d["model_type"] == "nezha":
+            d.update(max_relative_position=self.max_relative_position, use_relative_position=True)
         if d["architectures"] is None:
             del d["architectures"]
+        if d["model_type"] in ("distilbert", "roformer", "nezha"):  # implied by the type, not in their configs
+            del d["position_embedding_type"]
+        if d["model_type"] == "distilbert":
+            del d["type_vocab_size"]
+            d = {({v: k for k, v in DISTILBERT_NAMES.items()}).get(k, k): v for k, v in d.items()}
         return {**extra, **d}
 
     def save(self, path: str | Path) -> None:
@@ -151,4 +220,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "all-minilm-l6-v2": dict(
         vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
     ),  # 22,713,216
+    "roberta-base": dict(
+        model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        layer_norm_eps=1e-5,
+    ),  # 124,645,632
+    "albert-base-v2": dict(
+        model_type="albert", vocab_size=30000, embedding_size=128, hidden_act="gelu_new", num_hidden_groups=1,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),  # 11,683,584: one block shared by all 12 layers
+    "electra-small-discriminator": dict(
+        model_type="electra", embedding_size=128, hidden_size=256, num_attention_heads=4, intermediate_size=1024
+    ),  # 13,483,008
+    "electra-base-discriminator": dict(model_type="electra"),  # 108,891,648
+    "distilbert-base-uncased": dict(model_type="distilbert", num_hidden_layers=6, type_vocab_size=0),  # 66,362,880
+    "roformer-chinese-base": dict(model_type="roformer", vocab_size=50000, max_position_embeddings=1536),  # 123,555,840
+    "nezha-base": dict(model_type="nezha", vocab_size=21128),  # 101,874,432 (bert-base-chinese's vocabulary)
 }

@@ -103,3 +103,42 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
         if nsp_labels is not None:
             loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels)
         return PreTrainingOutput(mlm_logits, nsp_logits, loss)
+
+
+class ReplacedTokenHead(nn.Module):
+    """ELECTRA's discriminator: per token, the logit that it was replaced by the generator."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.act = ACTIVATIONS[c.hidden_act]
+        self.out = nn.Linear(c.hidden_size, 1)
+
+    def forward(self, h):  # [B, T, H] -> [B, T]
+        return self.out(self.act(self.dense(h))).squeeze(-1)
+
+
+@dataclass
+class ReplacedTokenOutput:
+    logits: torch.Tensor  # [B, T]: > 0 means "replaced"
+    loss: torch.Tensor | None = None
+
+
+class ElectraForPreTraining(PretrainedMixin, nn.Module):
+    """The ELECTRA discriminator (Clark et al. 2020). Its generator is a BertForMaskedLM."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=False)
+        self.rtd = ReplacedTokenHead(config)
+        self.rtd.apply(self.bert.init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ReplacedTokenOutput:
+        """labels [B, T]: 1 where the token was replaced; the loss averages over real tokens."""
+        logits = self.rtd(self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state)
+        if labels is None:
+            return ReplacedTokenOutput(logits)
+        real = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+        loss = F.binary_cross_entropy_with_logits(logits[real].float(), labels[real].float())
+        return ReplacedTokenOutput(logits, loss)

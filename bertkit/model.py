@@ -8,15 +8,22 @@ Shape legend, used in the comments below:
     B batch, T sequence length, H hidden size, N heads, D = H / N head size,
     F intermediate (FFN) size, E embedding size (= H unless factorised), P max positions.
 
-Where the family differs (the switches, each a few lines):
-    - `config.embedding_size` != H: factorised embeddings projected E -> H (ALBERT, ELECTRA).
-    - `config.type_vocab_size == 0`: no segment embedding (RoBERTa-style, DistilBERT).
-    - `config.position_embedding_type`: "absolute" learnt table (BERT); later "rotary", "relative".
-    - `config.attention_mode`: bidirectional (BERT), causal (GPT), unilm (seq2seq), see `build_mask`.
+Where the family differs (the switches, each a few lines; key names live in weights.py):
+    - RoBERTa: positions count from pad_token_id + 1, padding gets pad_token_id (`padding_positions`).
+    - ALBERT: factorised embeddings projected E -> H (`Embeddings.project`), and layers sharing
+      the weights of `num_hidden_groups` groups (`config.layer_schedule`).
+    - ELECTRA: the E -> H projection when E != H; no pooler.
+    - DistilBERT: no segment embedding (`type_vocab_size == 0`); no pooler.
+    - RoFormer: no position table; q and k rotated by position (`RotaryAttention`, Su et al. 2021).
+    - NEZHA: no position table; fixed sinusoids of clipped relative distances added to the keys
+      and values inside attention (`RelativeAttention`, Wei et al. 2019).
+    - Any member: `config.attention_mode` bidirectional (BERT), causal (GPT), unilm (seq2seq),
+      see `build_mask`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,10 +59,11 @@ class Embeddings(nn.Module):
         E = c.embed_size
         self.word = nn.Embedding(c.vocab_size, E, padding_idx=c.pad_token_id)
         self.segment = nn.Embedding(c.type_vocab_size, E) if c.type_vocab_size > 0 else None
-        self.position = nn.Embedding(c.max_position_embeddings, E) if c.position_embedding_type == "absolute" else None
+        pad = c.pad_token_id if c.positions_after_padding else None  # RoBERTa's padding position
+        self.position = nn.Embedding(c.max_position_embeddings, E, padding_idx=pad) if c.position_embedding_type == "absolute" else None
         self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.hidden_dropout_prob)
-        self.project = nn.Linear(E, c.hidden_size) if E != c.hidden_size else None  # ALBERT, ELECTRA
+        self.project = nn.Linear(E, c.hidden_size) if c.has_projection else None  # ALBERT, ELECTRA
 
     def forward(self, input_ids, token_type_ids, position_ids):  # [B, T] each -> [B, T, H]
         x = self.word(input_ids)
@@ -77,12 +85,51 @@ class Attention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(H, H) for _ in range(4))
         self.p_drop = c.attention_probs_dropout_prob
 
-    def forward(self, x, mask):  # x [B, T, H]; mask bool [B, 1, 1|T, T] (True = may attend) or None
+    def forward(self, x, mask, pos=None):  # x [B, T, H]; mask bool [B, 1, 1|T, T] (True = may attend) or None
         B, T, H = x.shape
         N, D = self.n_heads, H // self.n_heads
         q, k, v = (f(x).view(B, T, N, D).transpose(1, 2) for f in (self.q, self.k, self.v))  # [B, N, T, D]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
+        y = self.attend(q, k, v, mask, pos)  # [B, N, T, D]
         return self.o(y.transpose(1, 2).reshape(B, T, H))  # [B, T, H]
+
+    def attend(self, q, k, v, mask, pos):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
+
+
+def rotate(x, sin, cos):
+    """Rotate each pair (x[2i], x[2i+1]) by its angle: x [B, N, T, D]; sin, cos [T, D/2]."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+class RotaryAttention(Attention):
+    """RoFormer: q and k (and v if asked) rotated by position, so q.k depends on i - j only."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__(c)
+        self.rotary_value = c.rotary_value
+
+    def attend(self, q, k, v, mask, pos):  # pos: (sin, cos), each [T, D/2]
+        q, k = rotate(q, *pos), rotate(k, *pos)
+        return super().attend(q, k, rotate(v, *pos) if self.rotary_value else v, mask, pos)
+
+
+class RelativeAttention(Attention):
+    """NEZHA: a_ij, a fixed sinusoid of the clipped distance j - i, joins the keys and the values.
+
+    scores_ij = q_i . (k_j + a_ij) / sqrt(D);  y_i = sum_j p_ij (v_j + a_ij). No SDPA: it cannot
+    add the a_ij term to the values.
+    """
+
+    def attend(self, q, k, v, mask, pos):  # pos: a [T, T, D]
+        scores = (q @ k.transpose(-1, -2) + torch.einsum("bntd,tsd->bnts", q, pos)) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        p = F.dropout(scores.softmax(-1), self.p_drop, self.training)  # [B, N, T, T]
+        return p @ v + torch.einsum("bnts,tsd->bntd", p, pos)
+
+
+ATTENTIONS = dict(absolute=Attention, rotary=RotaryAttention, relative=RelativeAttention)
 
 
 class FeedForward(nn.Module):
@@ -101,14 +148,14 @@ class Layer(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.attn = Attention(c)
+        self.attn = ATTENTIONS[c.position_embedding_type](c)
         self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.ffn = FeedForward(c)
         self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, x, mask):
-        x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+    def forward(self, x, mask, pos=None):
+        x = self.attn_norm(x + self.drop(self.attn(x, mask, pos)))
         return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
@@ -147,6 +194,41 @@ def build_mask(attention_mask, token_type_ids, mode: str, T: int, device) -> tor
     return allowed
 
 
+def padding_positions(input_ids, pad: int) -> torch.Tensor:
+    """RoBERTa's position ids: real tokens count from pad + 1, padding sits at pad. [B, T] -> [B, T]."""
+    real = (input_ids != pad).long()
+    return real.cumsum(1) * real + pad
+
+
+def sinusoids(n: int, dim: int) -> torch.Tensor:
+    """[n, dim]: row p is [sin(p w_0) .. sin(p w_{dim/2-1}) | cos(p w_0) ..] with w_i = 10000^(-2i/dim)."""
+    w = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [dim/2]
+    angles = torch.arange(n, dtype=torch.float64)[:, None] * w  # [n, dim/2]
+    return torch.cat((angles.sin(), angles.cos()), dim=1).float()
+
+
+class RotaryTable(nn.Module):
+    """RoFormer's sinusoid table [P, D], a frozen weight as in its checkpoints (and parameter counts)."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.weight = nn.Parameter(sinusoids(c.max_position_embeddings, c.head_size), requires_grad=False)
+
+    def forward(self, T: int):  # -> (sin, cos), each [T, D/2]
+        return self.weight[:T].chunk(2, dim=-1)
+
+
+def relative_table(T: int, D: int, max_distance: int, device) -> torch.Tensor:
+    """NEZHA's a_ij [T, T, D]: the sinusoid of row (clip(j - i, -K, K) + K), interleaved sin/cos,
+    as in Huawei's code and transformers' former port (the row index, not the distance, is the angle)."""
+    K = max_distance
+    w = 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64, device=device) / D)  # [D/2]
+    angles = torch.arange(2 * K + 1, dtype=torch.float64, device=device)[:, None] * w  # [2K+1, D/2]
+    table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1).float()  # [2K+1, D]: sin, cos, sin, ...
+    i = torch.arange(T, device=device)
+    return table[(i[None, :] - i[:, None]).clamp(-K, K) + K]  # [T, T, D]
+
+
 @dataclass
 class BertOutput:
     last_hidden_state: torch.Tensor  # [B, T, H]
@@ -163,8 +245,10 @@ class BertModel(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.embed = Embeddings(config)
-        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
-        self.pooler = Pooler(config) if add_pooler else None
+        self.rotary = RotaryTable(config) if config.position_embedding_type == "rotary" else None
+        # One block per layer, or (ALBERT) fewer blocks shared across layers: see config.layer_schedule.
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_blocks))
+        self.pooler = Pooler(config) if add_pooler and config.has_pooler else None
         self.apply(self.init_weights)
 
     def init_weights(self, m: nn.Module) -> None:
@@ -190,18 +274,26 @@ class BertModel(PretrainedMixin, nn.Module):
     ) -> BertOutput:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
-        B, T = input_ids.shape
-        if T > self.config.max_position_embeddings and self.embed.position is not None:
-            raise ValueError(f"input length {T} exceeds max_position_embeddings {self.config.max_position_embeddings}")
+        c, T = self.config, input_ids.shape[1]
+        if T > c.max_length:
+            raise ValueError(f"input length {T} exceeds the model's maximum of {c.max_length} tokens")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
+        if position_ids is None and c.positions_after_padding:
+            position_ids = padding_positions(input_ids, c.pad_token_id)  # [B, T]
+        elif position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)[None]  # [1, T]
-        mask = build_mask(attention_mask, token_type_ids, self.config.attention_mode, T, input_ids.device)
+        mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device)
         x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H]
+        pos = None  # what attention needs to know of positions, computed once for all layers
+        if c.position_embedding_type == "rotary":
+            pos = self.rotary(T)
+        elif c.position_embedding_type == "relative":
+            pos = relative_table(T, c.head_size, c.max_relative_position, input_ids.device).to(x.dtype)
         states = [x]
-        for layer in self.layers:
-            x = layer(x, mask)
+        for blocks in c.layer_schedule():
+            for i in blocks:
+                x = self.layers[i](x, mask, pos)
             states.append(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BertOutput(x, pooled, tuple(states) if output_hidden_states else None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .config import BertConfig
 from .errors import BertkitError
 
 # ---- The table ------------------------------------------------------------------------
@@ -57,18 +58,125 @@ HEAD_KEYS = [
     ("nsp.weight", "cls.seq_relationship.weight", "cls/seq_relationship/output_weights"),  # [2, H] in both
     ("nsp.bias", "cls.seq_relationship.bias", "cls/seq_relationship/output_bias"),
 ]
-# Checkpoint keys that carry nothing to load: buffers, a duplicate of mlm.bias, optimizer state.
+# ---- The family: each member's rows, as differences from BERT's ----------------------------
+# Google's column is BERT's only (Chinese RoBERTa-wwm and NEZHA ship BERT-format TF checkpoints).
+
+
+def _hf_only(rows, drop=(), rename=()):
+    """BERT's rows without Google's column, minus `drop` (our names), with HF substrings renamed."""
+    out = []
+    for ours, hf, _ in rows:
+        if ours in drop:
+            continue
+        for old, new in rename:
+            hf = hf.replace(old, new)
+        out.append((ours, hf, None))
+    return out
+
+
+BERT_MLM = HEAD_KEYS[:6]
+ROBERTA_HEADS = [
+    ("mlm.transform.weight", "lm_head.dense.weight", None),
+    ("mlm.transform.bias", "lm_head.dense.bias", None),
+    ("mlm.norm.weight", "lm_head.layer_norm.weight", None),
+    ("mlm.norm.bias", "lm_head.layer_norm.bias", None),
+    ("mlm.bias", "lm_head.bias", None),
+    ("mlm.decoder", "lm_head.decoder.weight", None),
+]
+_albert_block = [  # ALBERT's blocks: albert_layer_groups.{g}.albert_layers.{i}, flattened to one index (_albert_flat)
+    ("attn.q", "attention.query"), ("attn.k", "attention.key"), ("attn.v", "attention.value"),
+    ("attn.o", "attention.dense"), ("attn_norm", "attention.LayerNorm"), ("ffn.up", "ffn"),
+    ("ffn.down", "ffn_output"), ("ffn_norm", "full_layer_layer_norm"),
+]
+ALBERT_BACKBONE = _hf_only(BACKBONE_KEYS[:5]) + [
+    ("embed.project.weight", "encoder.embedding_hidden_mapping_in.weight", None),
+    ("embed.project.bias", "encoder.embedding_hidden_mapping_in.bias", None),
+    *[(f"layers.{{}}.{o}.{p}", f"encoder.albert_layer_groups.{{}}.{h}.{p}", None) for o, h in _albert_block for p in ("weight", "bias")],
+    ("pooler.dense.weight", "pooler.weight", None),
+    ("pooler.dense.bias", "pooler.bias", None),
+]
+ALBERT_HEADS = [
+    ("mlm.transform.weight", "predictions.dense.weight", None),
+    ("mlm.transform.bias", "predictions.dense.bias", None),
+    ("mlm.norm.weight", "predictions.LayerNorm.weight", None),
+    ("mlm.norm.bias", "predictions.LayerNorm.bias", None),
+    ("mlm.bias", "predictions.bias", None),
+    ("mlm.decoder", "predictions.decoder.weight", None),
+    ("nsp.weight", "sop_classifier.classifier.weight", None),  # sentence-order prediction
+    ("nsp.bias", "sop_classifier.classifier.bias", None),
+]
+ELECTRA_BACKBONE = _hf_only(BACKBONE_KEYS[:-2]) + [
+    ("embed.project.weight", "embeddings_project.weight", None),
+    ("embed.project.bias", "embeddings_project.bias", None),
+]
+ELECTRA_HEADS = [
+    ("mlm.transform.weight", "generator_predictions.dense.weight", None),  # the generator (an MLM)
+    ("mlm.transform.bias", "generator_predictions.dense.bias", None),
+    ("mlm.norm.weight", "generator_predictions.LayerNorm.weight", None),
+    ("mlm.norm.bias", "generator_predictions.LayerNorm.bias", None),
+    ("mlm.bias", "generator_lm_head.bias", None),
+    ("mlm.decoder", "generator_lm_head.weight", None),
+    ("rtd.dense.weight", "discriminator_predictions.dense.weight", None),  # the discriminator
+    ("rtd.dense.bias", "discriminator_predictions.dense.bias", None),
+    ("rtd.out.weight", "discriminator_predictions.dense_prediction.weight", None),
+    ("rtd.out.bias", "discriminator_predictions.dense_prediction.bias", None),
+]
+DISTILBERT_BACKBONE = [
+    ("embed.word.weight", "embeddings.word_embeddings.weight", None),
+    ("embed.position.weight", "embeddings.position_embeddings.weight", None),
+    ("embed.norm.weight", "embeddings.LayerNorm.weight", None),
+    ("embed.norm.bias", "embeddings.LayerNorm.bias", None),
+    *[(f"layers.{{}}.{o}.{p}", f"transformer.layer.{{}}.{h}.{p}", None) for o, h in [
+        ("attn.q", "attention.q_lin"), ("attn.k", "attention.k_lin"), ("attn.v", "attention.v_lin"),
+        ("attn.o", "attention.out_lin"), ("attn_norm", "sa_layer_norm"), ("ffn.up", "ffn.lin1"),
+        ("ffn.down", "ffn.lin2"), ("ffn_norm", "output_layer_norm")] for p in ("weight", "bias")],
+]
+DISTILBERT_HEADS = [
+    ("mlm.transform.weight", "vocab_transform.weight", None),
+    ("mlm.transform.bias", "vocab_transform.bias", None),
+    ("mlm.norm.weight", "vocab_layer_norm.weight", None),
+    ("mlm.norm.bias", "vocab_layer_norm.bias", None),
+    ("mlm.bias", "vocab_projector.bias", None),
+    ("mlm.decoder", "vocab_projector.weight", None),
+]
+NO_POSITION_TABLE = ("embed.position.weight",)
+
+
+@dataclass(frozen=True)
+class Family:
+    prefix: str  # transformers' name of the backbone inside its task models
+    backbone: list  # rows relative to the backbone
+    heads: list  # rows of full names
+
+
+FAMILIES = {
+    "bert": Family("bert", BACKBONE_KEYS, HEAD_KEYS),
+    "roberta": Family("roberta", _hf_only(BACKBONE_KEYS), ROBERTA_HEADS),
+    "albert": Family("albert", ALBERT_BACKBONE, ALBERT_HEADS),
+    "electra": Family("electra", ELECTRA_BACKBONE, ELECTRA_HEADS),
+    "distilbert": Family("distilbert", DISTILBERT_BACKBONE, DISTILBERT_HEADS),
+    "roformer": Family(
+        "roformer",
+        _hf_only(BACKBONE_KEYS[:-2], drop=NO_POSITION_TABLE) + ELECTRA_BACKBONE[-2:]
+        + [("rotary.weight", "encoder.embed_positions.weight", None)],
+        BERT_MLM,
+    ),
+    "nezha": Family("nezha", _hf_only(BACKBONE_KEYS, drop=NO_POSITION_TABLE), HEAD_KEYS),
+}
+
+# Checkpoint keys that carry nothing to load: buffers, duplicates of the MLM bias, optimizer state.
 DROPPED = [
-    r"(bert\.)?embeddings\.position_ids",
-    r"cls\.predictions\.decoder\.bias",  # the same tensor as cls.predictions.bias
+    r"(\w+\.)?embeddings\.(position_ids|token_type_ids)",
+    r"(cls\.predictions|lm_head|predictions)\.decoder\.bias",  # the same tensor as the MLM bias
+    r"(nezha\.)?encoder\.layer\.\d+\.attention\.self\.relative_positions_encoding\.positions_encoding",
     r"global_step",
     r".*/adam_[mv]",
     r"(bad_steps|good_steps|loss_scale)",
 ]
-BACKBONE_PREFIX = "bert"  # what HF and we put before backbone keys inside a task model
-HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.")  # may be absent from a checkpoint; see new_heads
+BACKBONE_PREFIX = "bert"  # what we put before backbone keys inside a task model
+HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.", "rtd.")  # may be absent from a checkpoint; see new_heads
 # Task heads of other classes (sequence classification, QA): known, reported, not loaded.
-OTHER_HEADS = r"(classifier|qa_outputs)\.(weight|bias)"
+OTHER_HEADS = r"(classifier|pre_classifier|qa_outputs)\.(.+\.)?(weight|bias)"
 
 
 def _pattern(name: str) -> re.Pattern:
@@ -76,26 +184,35 @@ def _pattern(name: str) -> re.Pattern:
 
 
 @functools.cache
-def _compiled(src: int, dst: int) -> list[tuple[re.Pattern, str]]:
+def _compiled(family: str, src: int, dst: int) -> list[tuple[re.Pattern, str]]:
     """(pattern of column src, template of column dst) for full names: backbone rows get their prefix."""
-    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{BACKBONE_PREFIX}.{h}", g) for o, h, g in BACKBONE_KEYS] + HEAD_KEYS
+    f = FAMILIES[family]
+    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{f.prefix}.{h}", g) for o, h, g in f.backbone] + f.heads
     return [(_pattern(row[src]), row[dst]) for row in rows if row[src] is not None and row[dst] is not None]
 
 
-def rename(key: str, src: int, dst: int) -> str | None:
+def rename(key: str, src: int, dst: int, family: str = "bert") -> str | None:
     """key in column src (0 ours, 1 transformers, 2 Google) -> its name in column dst, or None."""
-    for pattern, template in _compiled(src, dst):
+    for pattern, template in _compiled(family, src, dst):
         m = pattern.match(key)
         if m:
             return template.format(*m.groups())
     return None
 
 
-def _normalise_hf_key(key: str) -> str:
-    """Older HF checkpoints say LayerNorm.gamma/beta; base-model checkpoints lack the "bert." prefix."""
+def _albert_flat(key: str, inner: int, to_flat: bool) -> str:
+    """ALBERT names blocks by (group g, inner i); our table by one index g * inner + i."""
+    if to_flat:
+        return re.sub(r"albert_layer_groups\.(\d+)\.albert_layers\.(\d+)", lambda m: f"albert_layer_groups.{int(m[1]) * inner + int(m[2])}", key)
+    return re.sub(r"albert_layer_groups\.(\d+)\.", lambda m: f"albert_layer_groups.{int(m[1]) // inner}.albert_layers.{int(m[1]) % inner}.", key)
+
+
+def _normalise_hf_key(key: str, family: str) -> str:
+    """Older HF checkpoints say LayerNorm.gamma/beta; base-model checkpoints lack the backbone prefix."""
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
-    if not key.startswith(("cls.", f"{BACKBONE_PREFIX}.")):
-        key = f"{BACKBONE_PREFIX}.{key}"
+    prefix = FAMILIES[family].prefix
+    if not key.startswith(f"{prefix}.") and rename(key, 1, 0, family) is None and not re.fullmatch(OTHER_HEADS, key):
+        key = f"{prefix}.{key}"
     return key
 
 
@@ -111,13 +228,17 @@ class Converted:
     other_heads: list[str] = field(default_factory=list)  # heads of other task classes, not loaded
 
 
-def from_hf(sd: dict[str, torch.Tensor]) -> Converted:
-    """HF state dict (any task model or base model) -> our full names."""
+def from_hf(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Converted:
+    """HF state dict (any task model or base model of config.model_type) -> our full names."""
+    family = config.model_type if config is not None else "bert"
     out = Converted({}, {})
     for key, t in sd.items():
         if _is_dropped(key):
             continue
-        ours = rename(_normalise_hf_key(key), 1, 0)
+        name = _normalise_hf_key(key, family)
+        if family == "albert":
+            name = _albert_flat(name, config.inner_group_num, to_flat=True)
+        ours = rename(name, 1, 0, family)
         if ours is None and re.fullmatch(OTHER_HEADS, key):
             out.other_heads.append(key)
         elif ours is None:
@@ -127,8 +248,18 @@ def from_hf(sd: dict[str, torch.Tensor]) -> Converted:
     return out
 
 
-def from_google(sd: dict[str, torch.Tensor]) -> Converted:
+def hf_name(ours: str, config: BertConfig) -> str | None:
+    """Our full name -> the transformers name this family's checkpoints use."""
+    name = rename(ours, 0, 1, config.model_type)
+    if name is not None and config.model_type == "albert":
+        name = _albert_flat(name, config.inner_group_num, to_flat=False)
+    return name
+
+
+def from_google(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Converted:
     """Google TF checkpoint tensors -> our full names (kernels transposed to [out, in])."""
+    if config is not None and config.model_type not in ("bert", "nezha"):
+        raise BertkitError(f"Google TF checkpoints are read for BERT-format models only, not model_type {config.model_type!r}; convert it with transformers first.")
     out = Converted({}, {})
     for key, t in sd.items():
         if _is_dropped(key):
@@ -142,14 +273,14 @@ def from_google(sd: dict[str, torch.Tensor]) -> Converted:
     return out
 
 
-def to_hf(sd: dict[str, torch.Tensor], base_model: bool) -> dict[str, torch.Tensor]:
-    """Our full names -> HF names; a base model (BertModel) is written without the "bert." prefix."""
+def to_hf(sd: dict[str, torch.Tensor], config: BertConfig, base_model: bool) -> dict[str, torch.Tensor]:
+    """Our full names -> HF names; a base model (BertModel) is written without the backbone prefix."""
     out = {}
     for key, t in sd.items():
-        hf = rename(key, 0, 1)
+        hf = hf_name(key, config)
         if hf is None:
-            raise BertkitError(f"weight {key!r} has no Hugging Face name in the key table.")
+            raise BertkitError(f"weight {key!r} has no Hugging Face name for model_type {config.model_type!r}.")
         if base_model:
-            hf = hf.removeprefix(f"{BACKBONE_PREFIX}.")
+            hf = hf.removeprefix(f"{FAMILIES[config.model_type].prefix}.")
         out[hf] = t.contiguous()
     return out

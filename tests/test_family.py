@@ -1,0 +1,279 @@
+"""The family on one core, against randomly initialised transformers models of each type.
+
+Odd sizes on purpose: hidden 36 (3 heads of 12), embedding size 20 != hidden for ALBERT,
+ELECTRA and RoFormer, ALBERT with 3 layers over 2 shared groups of 2 blocks. Every output is
+compared within 1e-5 (fp32) on a batch with padding, then written back by bertkit and read
+by transformers. NEZHA has no transformers reference any more: it is checked against a slow,
+loop-by-loop implementation of the paper's attention written here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import transformers as tf
+
+import bertkit
+from bertkit.model import relative_table
+from conftest import randomise
+from test_parity import assert_close, outputs
+
+SIZES = dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=52)
+
+
+def roberta():
+    return tf.RobertaConfig(**SIZES, max_position_embeddings=42, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+
+
+def albert():
+    return tf.AlbertConfig(**(SIZES | dict(num_hidden_layers=3)), embedding_size=20, num_hidden_groups=2, inner_group_num=2,
+                           max_position_embeddings=40, hidden_act="gelu_new")
+
+
+def electra():
+    return tf.ElectraConfig(**SIZES, embedding_size=20, max_position_embeddings=40)
+
+
+def distilbert():
+    return tf.DistilBertConfig(vocab_size=99, dim=36, n_layers=2, n_heads=3, hidden_dim=52, max_position_embeddings=40)
+
+
+def roformer(**kw):
+    return tf.RoFormerConfig(**SIZES, embedding_size=20, max_position_embeddings=40, **kw)
+
+
+# (name, transformers config, transformers class, bertkit class)
+CASES = [
+    ("roberta", roberta, tf.RobertaModel, bertkit.BertModel),
+    ("roberta", roberta, tf.RobertaForMaskedLM, bertkit.BertForMaskedLM),
+    ("albert", albert, tf.AlbertModel, bertkit.BertModel),
+    ("albert", albert, tf.AlbertForMaskedLM, bertkit.BertForMaskedLM),
+    ("albert", albert, tf.AlbertForPreTraining, bertkit.BertForPreTraining),
+    ("electra", electra, tf.ElectraModel, bertkit.BertModel),
+    ("electra", electra, tf.ElectraForMaskedLM, bertkit.BertForMaskedLM),
+    ("electra", electra, tf.ElectraForPreTraining, bertkit.ElectraForPreTraining),
+    ("distilbert", distilbert, tf.DistilBertModel, bertkit.BertModel),
+    ("distilbert", distilbert, tf.DistilBertForMaskedLM, bertkit.BertForMaskedLM),
+    ("roformer", roformer, tf.RoFormerModel, bertkit.BertModel),
+    ("roformer", roformer, tf.RoFormerForMaskedLM, bertkit.BertForMaskedLM),
+    ("roformer-rotary-value", lambda: roformer(rotary_value=True), tf.RoFormerModel, bertkit.BertModel),
+]
+IDS = [f"{name}-{hf.__name__}" for name, _, hf, _ in CASES]
+
+
+def family_batch(config, seed: int = 1) -> dict[str, torch.Tensor]:
+    """3 sequences of lengths 9, 5 and 2, padded with the config's pad id; two segments where the type has them."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 99, (3, 9), generator=g)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    ids[mask == 0] = config.pad_token_id
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if getattr(config, "type_vocab_size", 0) >= 2:
+        types = torch.zeros_like(ids)
+        types[0, 5:] = 1
+        batch["token_type_ids"] = types
+    return batch
+
+
+def reference(make_config, hf_cls, seed=0):
+    model = randomise(hf_cls(make_config()), seed)
+    rotary = [m for n, m in model.named_modules() if n.endswith("embed_positions")]
+    for m in rotary:  # keep RoFormer's table the real sinusoids, so the formula is what is tested
+        m.weight.data.copy_(type(m)(*m.weight.shape).weight)
+    return model
+
+
+def outputs_all(model, batch):
+    out = outputs(model, batch)
+    with torch.no_grad():
+        o = model(**batch)
+    if getattr(o, "sop_logits", None) is not None:  # ALBERT's sentence-order head is our nsp head
+        out["nsp_logits"] = o.sop_logits
+    return out
+
+
+@pytest.mark.parametrize("name,make_config,hf_cls,our_cls", CASES, ids=IDS)
+def test_family_matches_transformers(tmp_path, name, make_config, hf_cls, our_cls):
+    ref = reference(make_config, hf_cls)
+    ref.save_pretrained(tmp_path / "ckpt")
+    ours = our_cls.from_pretrained(tmp_path / "ckpt")
+    assert ours.config.model_type == ref.config.model_type
+    batch = family_batch(ref.config)
+    assert_close(outputs_all(ours, batch), outputs_all(ref, batch))
+
+
+@pytest.mark.parametrize("name,make_config,hf_cls,our_cls", CASES, ids=IDS)
+def test_family_round_trip_through_transformers(tmp_path, name, make_config, hf_cls, our_cls):
+    ref = reference(make_config, hf_cls, seed=3)
+    ref.save_pretrained(tmp_path / "src")
+    our_cls.from_pretrained(tmp_path / "src").save_pretrained(tmp_path / "out")
+    back = hf_cls.from_pretrained(tmp_path / "out").eval()
+    batch = family_batch(ref.config)
+    assert_close(outputs_all(back, batch), outputs_all(ref, batch))
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["model_type"] == ref.config.model_type
+
+
+def test_roberta_positions_skip_padding():
+    """RoBERTa numbers real tokens from pad + 1: a left-padded sequence gives the same vectors."""
+    c = bertkit.BertConfig(**SIZES, model_type="roberta", max_position_embeddings=42, type_vocab_size=1, pad_token_id=1)
+    m = randomise(bertkit.BertModel(c))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    left = torch.tensor([[1, 1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        a = m(ids).last_hidden_state
+        b = m(left, attention_mask=(left != 1).long()).last_hidden_state[:, 2:]
+    assert (a - b).abs().max() < 1e-5
+
+
+def test_albert_shares_blocks():
+    """3 layers over 2 groups of 2 blocks: 4 blocks of weights, layers run groups 0, 0, 1."""
+    c = bertkit.BertConfig(**(SIZES | dict(num_hidden_layers=3)), model_type="albert", embedding_size=20,
+                           num_hidden_groups=2, inner_group_num=2)
+    assert c.layer_schedule() == [[0, 1], [0, 1], [2, 3]]
+    assert len(bertkit.BertModel(c).layers) == 4
+    one = bertkit.BertConfig(**(SIZES | dict(num_hidden_layers=12)), model_type="albert", num_hidden_groups=1)
+    assert one.layer_schedule() == [[0]] * 12
+
+
+# ---- NEZHA: against the paper's formula, written out slowly ----------------------------
+
+
+def slow_nezha_attention(attn, x, real, max_distance):
+    """Wei et al. 2019, section 3.2, one (batch, head, i, j) at a time, sinusoids from math.sin/cos.
+
+    e_ij = q_i . (k_j + a_ij) / sqrt(D), softmax over real j, z_i = sum_j p_ij (v_j + a_ij),
+    a_ij[2k] = sin(r / 10000^(2k/D)), a_ij[2k+1] = cos(r / 10000^(2k/D)), r = clip(j - i, -K, K) + K.
+    """
+    B, T, H = x.shape
+    N = attn.n_heads
+    D = H // N
+    q, k, v = (f(x).view(B, T, N, D) for f in (attn.q, attn.k, attn.v))
+    out = torch.zeros(B, T, N, D, dtype=torch.float64)
+    for b in range(B):
+        for n in range(N):
+            for i in range(T):
+                a = {}
+                for j in range(T):
+                    r = min(max(j - i, -max_distance), max_distance) + max_distance
+                    a[j] = torch.tensor([math.sin(r / 10000 ** (2 * (d // 2) / D)) if d % 2 == 0 else math.cos(r / 10000 ** (2 * (d // 2) / D))
+                                         for d in range(D)], dtype=torch.float64)
+                js = [j for j in range(T) if real[b, j]]
+                e = torch.stack([q[b, i, n].double() @ (k[b, j, n].double() + a[j]) / math.sqrt(D) for j in js])
+                p = e.softmax(0)
+                out[b, i, n] = sum(p[t] * (v[b, j, n].double() + a[j]) for t, j in enumerate(js))
+    return attn.o(out.reshape(B, T, H).float())
+
+
+def test_nezha_attention_equals_the_formula():
+    c = bertkit.BertConfig(**SIZES, model_type="nezha", max_relative_position=3)
+    m = randomise(bertkit.BertModel(c))
+    batch = family_batch(c)
+    with torch.no_grad():
+        x = m.embed(batch["input_ids"], batch["token_type_ids"], None)
+        layer = m.layers[0]
+        ours = layer.attn(x, batch["attention_mask"].bool()[:, None, None, :], relative_table(9, 12, 3, x.device))
+        slow = slow_nezha_attention(layer.attn, x, batch["attention_mask"].bool(), 3)
+    real = batch["attention_mask"].bool()
+    assert (ours - slow)[real].abs().max() < 1e-5
+
+
+def test_nezha_checkpoint_names_load_and_round_trip(tmp_path):
+    """NEZHA checkpoints (Huawei's, converted by transformers' former port) use BERT's names under
+    "nezha." plus a relative-position buffer per layer, which is dropped on loading."""
+    c = bertkit.BertConfig(**SIZES, model_type="nezha", max_relative_position=4)
+    m = randomise(bertkit.BertForPreTraining(c))
+    m.save_pretrained(tmp_path / "a")
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(tmp_path / "a" / "model.safetensors")
+    assert "nezha.encoder.layer.1.attention.self.query.weight" in sd and "cls.seq_relationship.weight" in sd
+    assert not any("position_embeddings" in k for k in sd)
+    sd["nezha.encoder.layer.0.attention.self.relative_positions_encoding.positions_encoding"] = torch.zeros(40, 40, 12)
+    save_file(sd, str(tmp_path / "a" / "model.safetensors"))
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["max_relative_position"] == 4 and config["use_relative_position"] is True
+    back = bertkit.BertForPreTraining.from_pretrained(tmp_path / "a")
+    batch = family_batch(c)
+    with torch.no_grad():
+        assert torch.equal(back(**batch).mlm_logits, m(**batch).mlm_logits)
+
+
+# ---- Masks on every attention kind -------------------------------------------------------
+
+KINDS = [dict(), dict(model_type="roformer"), dict(model_type="nezha"), dict(model_type="albert", embedding_size=20)]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.get("model_type", "bert"))
+def test_causal_mask_never_sees_the_future(kind):
+    m = randomise(bertkit.BertModel(bertkit.BertConfig(**SIZES, attention_mode="causal", max_position_embeddings=40, **kind)))
+    ids = torch.randint(5, 99, (2, 8), generator=torch.Generator().manual_seed(0))
+    changed = ids.clone()
+    changed[:, 5] = 4
+    with torch.no_grad():
+        a, b = m(ids).last_hidden_state, m(changed).last_hidden_state
+    assert torch.equal(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.get("model_type", "bert"))
+def test_unilm_mask_source_bidirectional_target_causal(kind):
+    m = randomise(bertkit.BertModel(bertkit.BertConfig(**SIZES, attention_mode="unilm", max_position_embeddings=40, **kind)))
+    ids = torch.randint(5, 99, (1, 8), generator=torch.Generator().manual_seed(0))
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
+    with torch.no_grad():
+        base = m(ids, token_type_ids=types).last_hidden_state
+        target = ids.clone()
+        target[0, 6] = 4  # a later target token: source and earlier target positions unchanged
+        t = m(target, token_type_ids=types).last_hidden_state
+        source = ids.clone()
+        source[0, 3] = 4  # the last source token: every position sees it
+        s = m(source, token_type_ids=types).last_hidden_state
+    assert torch.equal(base[:, :6], t[:, :6]) and not torch.allclose(base[:, 6:], t[:, 6:])
+    assert not torch.allclose(base[:, :3], s[:, :3])
+
+
+# ---- Presets and bad input --------------------------------------------------------------
+
+PUBLISHED = {
+    "roberta-base": 124_645_632,
+    "albert-base-v2": 11_683_584,
+    "distilbert-base-uncased": 66_362_880,
+    "electra-small-discriminator": 13_483_008,
+    "electra-base-discriminator": 108_891_648,
+    "roformer-chinese-base": 123_555_840,
+    "nezha-base": 101_874_432,
+}
+
+
+@pytest.mark.parametrize("preset", PUBLISHED)
+def test_preset_sizes(preset, capsys):
+    from bertkit.cli import main
+
+    assert main(["summary", preset]) == 0
+    assert f"Total params: {PUBLISHED[preset]:,}" in capsys.readouterr().out
+
+
+def test_unsupported_type_names_it_and_the_supported(tmp_path):
+    ref = tf.XLNetModel(tf.XLNetConfig(vocab_size=99, d_model=36, n_layer=1, n_head=3, d_inner=52))
+    ref.save_pretrained(tmp_path)
+    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bert, distilbert, electra, nezha, roberta, roformer"):
+        bertkit.BertModel.from_pretrained(tmp_path)
+
+
+def test_config_and_weights_disagree(tmp_path):
+    ref = reference(albert, tf.AlbertModel)
+    ref.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    good = json.loads(path.read_text())
+    path.write_text(json.dumps(good | {"embedding_size": 24}))
+    with pytest.raises(bertkit.BertkitError, match=r"weight 'embeddings\.[\w.]+' has shape \((99, )?20,?\) but the config asks for \((99, )?24,?\)"):
+        bertkit.BertModel.from_pretrained(tmp_path)
+    path.write_text(json.dumps(good | {"num_hidden_groups": 3}))  # a third shared group (2 blocks of 16 weights) the weights lack
+    with pytest.raises(bertkit.BertkitError, match=r"lacks 32 weights .*'albert\.encoder\.albert_layer_groups\.2\.albert_layers\.0\.[\w.]+'"):
+        bertkit.BertModel.from_pretrained(tmp_path)

@@ -1,0 +1,76 @@
+"""The generation helper: greedy against a hand loop, beam against brute force, top-k within its k."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import bertkit
+from bertkit.generate import generate
+from conftest import randomise
+
+
+def lm(mode: str, vocab: int = 7):
+    c = bertkit.BertConfig(vocab_size=vocab, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=40, max_position_embeddings=16, attention_mode=mode)
+    return randomise(bertkit.BertForMaskedLM(c), seed=5)
+
+
+def next_log_probs(model, seq, n_prompt):
+    types = torch.zeros(1, len(seq), dtype=torch.long)
+    if model.config.attention_mode == "unilm":
+        types[0, n_prompt:] = 1
+    with torch.no_grad():
+        logits = model(torch.tensor([seq]), token_type_ids=types).logits[0, -1]
+    return logits.log_softmax(-1)
+
+
+@pytest.mark.parametrize("mode", ["causal", "unilm"])
+def test_greedy_equals_a_hand_loop(mode):
+    model, prompt = lm(mode), [1, 4, 2]
+    seq = list(prompt)
+    for _ in range(5):
+        seq.append(int(next_log_probs(model, seq, 3).argmax()))
+    assert generate(model, prompt, max_new_tokens=5) == seq[3:]
+
+
+@pytest.mark.parametrize("mode", ["causal", "unilm"])
+def test_beam_wide_enough_equals_brute_force(mode):
+    """With as many beams as sequences, beam search finds the most probable 3-token continuation."""
+    model, prompt = lm(mode), [1, 3]
+    best = max(itertools.product(range(7), repeat=3),
+               key=lambda cont: sum(float(next_log_probs(model, prompt + list(cont[:i]), 2)[cont[i]]) for i in range(3)))
+    assert generate(model, prompt, max_new_tokens=3, strategy="beam", num_beams=7 ** 3) == list(best)
+
+
+def test_one_beam_is_greedy_and_top1_is_greedy():
+    model = lm("causal")
+    greedy = generate(model, [2], max_new_tokens=6)
+    assert generate(model, [2], max_new_tokens=6, strategy="beam", num_beams=1) == greedy
+    assert generate(model, [2], max_new_tokens=6, strategy="topk", top_k=1) == greedy
+
+
+def test_topk_samples_only_the_top_k():
+    model = lm("causal")
+    allowed = set(next_log_probs(model, [2], 1).topk(3).indices.tolist())
+    g = torch.Generator().manual_seed(0)
+    seen = {generate(model, [2], max_new_tokens=1, strategy="topk", top_k=3, generator=g)[0] for _ in range(60)}
+    assert seen <= allowed and len(seen) > 1
+
+
+def test_stops_at_end_token_and_length_limit():
+    model = lm("causal")
+    first = generate(model, [2], max_new_tokens=1)[0]
+    assert generate(model, [2], max_new_tokens=10, end_id=first) == [first]
+    assert len(generate(model, [1] * 14, max_new_tokens=10)) == 2  # 16 positions in all
+
+
+def test_bad_requests():
+    with pytest.raises(bertkit.BertkitError, match="needs attention_mode 'causal' or 'unilm'"):
+        generate(lm("bidirectional"), [1])
+    with pytest.raises(bertkit.BertkitError, match="prompt is empty"):
+        generate(lm("causal"), [])
+    with pytest.raises(bertkit.BertkitError, match="strategy 'nucleus'"):
+        generate(lm("causal"), [1], strategy="nucleus")
