@@ -10,6 +10,9 @@ Layout (one concern per module):
     generate.py   greedy / top-k / beam generation for causal and UniLM masks
     crf.py        linear-chain CRF: likelihood, Viterbi, BIO/BIOES constraints
     metrics.py    accuracy, macro-F1, entity-level P/R/F1 (seqeval's default mode)
+    datasets.py   task data files (TSV/CSV/JSONL/CoNLL/CLUENER) and the bundled reviews-zh, peoples-daily-ner
+    finetune.py   classification and token-classification models, features, evaluation, prediction
+    train.py      the fine-tuning trainer (DDP, exact resume, the tricks below)
     tricks.py     fine-tuning tricks for any loop: AdamW groups, warmup, EMA, FGM/PGD, focal, R-Drop
     tokenizer.py  BERT WordPiece on `tokenizers`
     hub.py        names -> directories (local, HF cache, download)
@@ -20,9 +23,10 @@ Layout (one concern per module):
 from .config import PRESETS, BertConfig
 from .crf import CRF
 from .errors import BertkitError
+from .finetune import BertForSequenceClassification, BertForTokenClassification
+from .generate import generate
 from .heads import BertForMaskedLM, BertForPreTraining, ElectraForPreTraining
 from .model import BertModel, BertOutput, mean_pool
-from .generate import generate
 from .tokenizer import Tokenizer, train_wordpiece
 
 __version__ = "0.1.0"
@@ -32,6 +36,8 @@ __all__ = [
     "BertConfig",
     "BertForMaskedLM",
     "BertForPreTraining",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
     "BertModel",
     "BertOutput",
     "CRF",

@@ -42,6 +42,99 @@ def cmd_convert(a: argparse.Namespace) -> None:
     print(convert(a.src, a.dst, lowercase=a.lowercase))
 
 
+def cmd_train(a: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .train import TrainConfig, train
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names}))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    import json
+
+    from .finetune import evaluate_command
+
+    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size), indent=2, ensure_ascii=False))
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    import json
+
+    from .finetune import predict_command
+
+    for row in predict_command(a.dir, a.texts, a.input, a.batch_size):
+        print(json.dumps(row, ensure_ascii=False))
+
+
+def cmd_data_export(a: argparse.Namespace) -> None:
+    from .datasets import export_dataset
+
+    print(export_dataset(a.name, a.dir))
+
+
+# TrainConfig fields as flags: --name type (from the default), with these choices and help texts.
+TRAIN_FLAGS = {
+    "data": ("bundled dataset (reviews-zh, peoples-daily-ner) or a directory of train/dev/test files", None),
+    "train": ("training file (overrides the data's train split)", None),
+    "dev": ("dev file", None),
+    "test": ("test file", None),
+    "tokenizer": ("tokenizer directory (default: the checkpoint's; a preset trains one on the training texts)", None),
+    "vocab_size": ("size of that trained vocabulary", None),
+    "epochs": ("passes over the training data", None),
+    "max_steps": ("optimizer steps (overrides --epochs)", None),
+    "batch_size": ("global batch: over all processes and accumulation steps", None),
+    "accum": ("gradient accumulation steps per optimizer step", None),
+    "lr": ("peak learning rate", None),
+    "weight_decay": ("AdamW weight decay (never on biases and LayerNorm)", None),
+    "warmup": ("warm-up: a fraction of the steps (< 1) or a number of steps", None),
+    "schedule": ("learning-rate schedule after warm-up", ["linear", "cosine", "constant"]),
+    "clip": ("max gradient norm (0: off)", None),
+    "max_length": ("tokens per example; longer ones are truncated and counted in the log", None),
+    "bf16": ("bf16 autocast on CPU or GPU", None),
+    "ema": ("EMA decay of the weights (e.g. 0.999; 0: off); evaluation uses the average", None),
+    "adv": ("adversarial training on the word embeddings", ["fgm", "pgd"]),
+    "adv_eps": ("adversarial perturbation size", None),
+    "rdrop": ("R-Drop weight (0: off)", None),
+    "loss": ("loss function", ["ce", "focal", "smooth"]),
+    "focal_gamma": ("focal loss gamma", None),
+    "smoothing": ("label smoothing", None),
+    "class_weights": ("weigh classes by inverse frequency", ["inverse", "sqrt_inverse"]),
+    "crf": ("CRF head for ner", None),
+    "repair_bio": ("turn an I-X after O into B-X (default: keep and report)", None),
+    "dropout": ("override the model's dropout probabilities", None),
+    "seed": ("seed of the data order, dropout and fresh weights", None),
+    "eval_every": ("steps between dev evaluations (0: each epoch)", None),
+    "save_every": ("steps between checkpoints", None),
+    "patience": ("early stopping: evaluations without improvement (0: off)", None),
+    "resume": ("continue the run in --out from its last checkpoint", None),
+    "device": ("cpu, cuda, ... (default: cuda if available)", None),
+    "quiet": ("no progress bar or messages", None),
+}
+
+
+def add_train_flags(s: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in TRAIN_FLAGS:
+            continue
+        help_text, choices = TRAIN_FLAGS[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        if f.default is False:
+            s.add_argument(flag, action="store_true", help=help_text)
+            continue
+        kind = {int: int, float: float}.get(type(f.default), str)
+        if f.name in ("max_steps",):
+            kind = positive_int
+        elif f.name == "dropout":
+            kind = float
+        s.add_argument(flag, type=kind, default=f.default, choices=choices, help=help_text)
+
+
 def positive_int(s: str) -> int:
     try:
         n = int(s)
@@ -89,6 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--uncased", dest="lowercase", action="store_const", const=True, help="tokenizer lower-cases")
     case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="tokenizer keeps case")
     s.set_defaults(run=cmd_convert, lowercase=None)
+
+    s = sub.add_parser("train", help="fine-tune a model: classify, pair or ner")
+    s.add_argument("task", choices=["classify", "pair", "ner"])
+    s.add_argument("--model", required=True, help="checkpoint directory or hub name, a preset (random init), or a config.json")
+    s.add_argument("--out", required=True, help="new output directory (or the run's, with --resume)")
+    add_train_flags(s)
+    s.set_defaults(run=cmd_train)
+
+    s = sub.add_parser("evaluate", help="metrics of a fine-tuned model on labelled data, as JSON")
+    s.add_argument("dir", help="a fine-tuned model directory (or a training run's --out)")
+    s.add_argument("--data", required=True, help="bundled dataset, data directory, or a labelled file")
+    s.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    s.add_argument("--batch-size", type=positive_int, default=64)
+    s.set_defaults(run=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="labels with probabilities, or entities with their spans, as JSON lines")
+    s.add_argument("dir", help="a fine-tuned model directory (or a training run's --out)")
+    s.add_argument("texts", nargs="*", help="texts (a pair model takes them two at a time)")
+    s.add_argument("--input", help="a file of texts in any format the task reads (labels ignored)")
+    s.add_argument("--batch-size", type=positive_int, default=64)
+    s.set_defaults(run=cmd_predict)
+
+    s = sub.add_parser("data", help="the bundled datasets")
+    data = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    e = data.add_parser("export", help="write a bundled dataset's splits as files")
+    e.add_argument("name", help="reviews-zh or peoples-daily-ner")
+    e.add_argument("dir", help="new output directory")
+    e.set_defaults(run=cmd_data_export)
     return p
 
 

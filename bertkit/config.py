@@ -220,6 +220,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "all-minilm-l6-v2": dict(
         vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
     ),  # 22,713,216
+    # Google's small BERTs (Turc et al. 2019, "Well-Read Students Learn Better"): fine-tuning from scratch
+    # on a CPU starts here. Trained with a vocabulary of its own, a preset's vocab_size is replaced.
+    "bert-tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # 4,385,920
+    "bert-mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),  # 11,170,560
     "roberta-base": dict(
         model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
         layer_norm_eps=1e-5,

@@ -174,7 +174,16 @@ DROPPED = [
     r"(bad_steps|good_steps|loss_scale)",
 ]
 BACKBONE_PREFIX = "bert"  # what we put before backbone keys inside a task model
-HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.", "rtd.")  # may be absent from a checkpoint; see new_heads
+HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.", "rtd.", "classifier.", "crf.")  # may be absent from a checkpoint; see new_heads
+# Fine-tuning heads (finetune.py), the same in every family: transformers' BERT classifiers name theirs
+# "classifier"; the CRF has no transformers counterpart and keeps our names.
+TASK_HEADS = [
+    ("classifier.weight", "classifier.weight", None),
+    ("classifier.bias", "classifier.bias", None),
+    ("crf.start", "crf.start", None),
+    ("crf.end", "crf.end", None),
+    ("crf.trans", "crf.trans", None),
+]
 # Task heads of other classes (sequence classification, QA): known, reported, not loaded.
 OTHER_HEADS = r"(classifier|pre_classifier|qa_outputs)\.(.+\.)?(weight|bias)"
 
@@ -187,7 +196,7 @@ def _pattern(name: str) -> re.Pattern:
 def _compiled(family: str, src: int, dst: int) -> list[tuple[re.Pattern, str]]:
     """(pattern of column src, template of column dst) for full names: backbone rows get their prefix."""
     f = FAMILIES[family]
-    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{f.prefix}.{h}", g) for o, h, g in f.backbone] + f.heads
+    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{f.prefix}.{h}", g) for o, h, g in f.backbone] + f.heads + TASK_HEADS
     return [(_pattern(row[src]), row[dst]) for row in rows if row[src] is not None and row[dst] is not None]
 
 
