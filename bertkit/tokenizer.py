@@ -186,15 +186,22 @@ class Tokenizer:
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2) -> Tokenizer:
-    """A BERT WordPiece vocabulary learnt from `texts` (CJK characters stay one per token)."""
+    """A BERT WordPiece vocabulary learnt from `texts` (CJK characters stay one per token).
+
+    Ids are specials first, then the tokens in sorted order, so the same token set always gets the
+    same ids. (The `tokenizers` trainer breaks frequency ties in hash order, so when vocab_size cuts
+    into tied merges two trainings can differ in a few tokens: keep the vocabulary you trained;
+    bertkit saves it beside every model.)
+    """
     backend = Backend(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     _set_pipeline(backend, lowercase, None, True)
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS), continuing_subword_prefix="##"
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
+        continuing_subword_prefix="##", show_progress=False,
     )
     backend.train_from_iterator(texts, trainer)
-    _set_pipeline(backend, lowercase, None, True)  # the post-processor needs the trained [CLS]/[SEP] ids
-    return Tokenizer(backend)
+    learnt = sorted(t for t in backend.get_vocab() if t not in SPECIALS)
+    return Tokenizer.from_vocab({t: i for i, t in enumerate([*SPECIALS, *learnt])}, lowercase=lowercase)
 
 
 # ---- helpers ----------------------------------------------------------------------------

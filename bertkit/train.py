@@ -201,12 +201,17 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log):
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
     if random_init:
         config = BertConfig.from_preset(cfg.model) if cfg.model in PRESETS else BertConfig.from_json_file(cfg.model)
-        if cfg.tokenizer:
+        if cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
+            tokenizer = Tokenizer.from_pretrained(existing_dir(Path(cfg.out) / "checkpoint") / "model")
+        elif cfg.tokenizer:
             tokenizer = Tokenizer.from_pretrained(cfg.tokenizer)
         else:
-            texts = _texts(splits["train"], cfg.task)
-            tokenizer = train_wordpiece(texts, cfg.vocab_size, lowercase=True, min_frequency=2)
-            log(f"trained a {tokenizer.vocab_size}-token WordPiece vocabulary on the training texts")
+            tokenizer = train_wordpiece(_texts(splits["train"], cfg.task), cfg.vocab_size, lowercase=True, min_frequency=2)
+            if torch.distributed.is_initialized():  # ties may break differently per process: use rank 0's
+                vocab = [tokenizer.vocab()]
+                torch.distributed.broadcast_object_list(vocab, src=0)
+                tokenizer = Tokenizer.from_vocab(vocab[0])
+            log(f"trained a {tokenizer.vocab_size}-token WordPiece vocabulary on the training texts (saved with the model)")
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, extra=dict(config.extra))
         d, conv = None, None
     else:
@@ -271,6 +276,21 @@ def save_checkpoint(out: Path, model, tokenizer, optimizer, scheduler, ema, stat
     replace_dir(out / "checkpoint", write)
 
 
+FREE_ON_RESUME = ("resume", "quiet", "device", "log_every", "save_every")  # settings that do not change the result
+
+
+def check_resume(cfg: TrainConfig, out: Path) -> None:
+    """A resumed run must use the settings it started with, or it would not end where the run would have."""
+    if existing_dir(out / "checkpoint") is None:
+        raise BertkitError(f"--resume: {out} has no checkpoint to resume from.")
+    saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+    now = dataclasses.asdict(cfg)
+    changed = [k for k in now if k not in FREE_ON_RESUME and saved.get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise BertkitError(f"--resume: --{k.replace('_', '-')} was {saved.get(k)!r} when the run started, now {now[k]!r}; resume with the same settings.")
+
+
 def load_checkpoint(out: Path, model, optimizer, scheduler, ema) -> State:
     from safetensors.torch import load_file
 
@@ -312,8 +332,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     log = (lambda msg: print(msg, file=sys.stderr)) if dist.main and not cfg.quiet else (lambda msg: None)
     if not cfg.resume and out.exists() and any(out.iterdir()):
         raise BertkitError(f"{out} is not empty; choose a new --out, or pass --resume to continue the run in it.")
-    if cfg.resume and existing_dir(out / "checkpoint") is None:
-        raise BertkitError(f"--resume: {out} has no checkpoint to resume from.")
+    if cfg.resume:
+        check_resume(cfg, out)
     splits = load_splits(cfg)
     labels = make_labels(cfg, splits, log)
     model, tokenizer = build_model(cfg, labels, splits, log)
@@ -343,6 +363,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     loss = sum_loss(cfg.loss, weight, cfg.focal_gamma, cfg.smoothing)
     net = model if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
 
+    if dist.world > 1:  # every rank has checked the output directory before rank 0 writes into it
+        torch.distributed.barrier()
     if cfg.resume:
         state = load_checkpoint(out, model, optimizer, scheduler, ema)
         log(f"resumed {out} at step {state.step} of {total}")

@@ -1,0 +1,260 @@
+"""The trainer on real data: it learns, it resumes exactly (also after SIGKILL), two processes equal
+one, and bad input stops it before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import bertkit
+import bertkit.train
+from bertkit.cli import main
+from bertkit.datasets import load_dataset, write_conll, write_table
+from bertkit.train import TrainConfig, train
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return load_dataset("reviews-zh")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, reviews) -> Path:
+    """400 train / 100 dev / 100 test reviews as TSV files."""
+    d = tmp_path_factory.mktemp("small")
+    for name, n in (("train", 400), ("dev", 100), ("test", 100)):
+        write_table(d / f"{name}.tsv", "classify", reviews[name][:n])
+    return d
+
+
+@pytest.fixture(scope="module")
+def small_tok(tmp_path_factory, small) -> str:
+    """One vocabulary for runs that are compared (the tokenizers trainer breaks frequency ties in hash
+    order, so two trainings on the same texts can differ in a few tokens)."""
+    from bertkit.datasets import read_task_file
+
+    d = tmp_path_factory.mktemp("tok")
+    bertkit.train_wordpiece([e.text for e in read_task_file(small / "train.tsv", "classify")], 3000).save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def small_ner(tmp_path_factory) -> Path:
+    pd = load_dataset("peoples-daily-ner")
+    d = tmp_path_factory.mktemp("small_ner")
+    for name, n in (("train", 300), ("dev", 60)):
+        write_conll(d / f"{name}.conll", pd[name][:n])
+    return d
+
+
+def tiny(out: Path, data: Path, **kw) -> TrainConfig:
+    base = dict(task="classify", model="bert-tiny", data=str(data), out=str(out), max_steps=12, batch_size=16,
+                lr=5e-4, max_length=48, vocab_size=3000, save_every=4, eval_every=6, quiet=True)
+    return TrainConfig(**(base | kw))
+
+
+def weights(out: Path, sub: str = "checkpoint/model") -> dict[str, torch.Tensor]:
+    return load_file(out / sub / "model.safetensors")
+
+
+def assert_same_weights(a: dict, b: dict, tol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= tol, f"max weight difference {worst}"
+
+
+def test_reviews_zh_learns(tmp_path, reviews):
+    """A real run on the bundled reviews: the loss falls and dev accuracy beats the majority class."""
+    result = train(TrainConfig(task="classify", model="bert-tiny", data="reviews-zh", out=str(tmp_path / "run"),
+                               max_steps=150, batch_size=32, lr=5e-4, max_length=64, eval_every=75, quiet=True))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert sum(losses[-20:]) / 20 < 0.9 * sum(losses[:20]) / 20
+    dev_labels = [e.label for e in reviews["dev"]]
+    majority = max(dev_labels.count(x) for x in set(dev_labels)) / len(dev_labels)
+    assert result["dev"]["accuracy"] > majority + 0.1, (result["dev"]["accuracy"], majority)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())) >= {"dev", "test", "best_step"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_is_exact(tmp_path, small, small_tok, monkeypatch):
+    """Interrupted at step 7 (last checkpoint: step 4) and resumed, the run ends with the same weights,
+    EMA and all, as the uninterrupted one."""
+    kw = dict(ema=0.99, adv="fgm", max_steps=12, save_every=4, eval_every=6, tokenizer=small_tok)
+    train(tiny(tmp_path / "full", small, **kw))
+    write = bertkit.train.StepLog.write
+
+    def crash(self, row):
+        if row.get("step") == 7 and "loss" in row:
+            raise Interrupt
+        write(self, row)
+
+    monkeypatch.setattr(bertkit.train.StepLog, "write", crash)
+    with pytest.raises(Interrupt):
+        train(tiny(tmp_path / "cut", small, **kw))
+    monkeypatch.setattr(bertkit.train.StepLog, "write", write)
+    train(tiny(tmp_path / "cut", small, resume=True, **kw))
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
+    assert_same_weights(weights(tmp_path / "full", "model"), weights(tmp_path / "cut", "model"))
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([str(BIN / "bertkit"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _cli_args(out: Path, data: Path, steps: int, tok: str) -> list[str]:
+    return ["train", "classify", "--model", "bert-tiny", "--data", str(data), "--out", str(out), "--max-steps", str(steps), "--tokenizer", tok,
+            "--batch-size", "16", "--lr", "5e-4", "--max-length", "48", "--vocab-size", "3000", "--save-every", "5",
+            "--eval-every", "10", "--ema", "0.99", "--quiet"]
+
+
+def test_sigkill_mid_run_resumes_to_the_same_weights(tmp_path, small, small_tok):
+    steps = 40
+    full = _run_cli(_cli_args(tmp_path / "full", small, steps, small_tok))
+    victim = _run_cli(_cli_args(tmp_path / "cut", small, steps, small_tok))
+    log = tmp_path / "cut" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once a checkpoint exists and the run is past it, mid-way
+        if log.exists() and sum(1 for line in log.read_text().splitlines() if '"loss"' in line) >= 13:
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    state = torch.load(tmp_path / "cut" / "checkpoint" / "trainer_state.pt", weights_only=True)["state"]
+    assert 0 < state["step"] < steps
+    resumed = _run_cli(_cli_args(tmp_path / "cut", small, steps, small_tok) + ["--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert full.wait(timeout=300) == 0, full.stderr.read().decode()
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
+    assert_same_weights(weights(tmp_path / "full", "model"), weights(tmp_path / "cut", "model"))
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))  # one clean log
+
+
+def test_two_processes_equal_one(tmp_path, small, small_tok):
+    """torchrun with 2 processes (gloo) and the same global batch: the same weights as 1 process."""
+    common = ["train", "classify", "--model", "bert-tiny", "--data", str(small), "--max-steps", "8", "--batch-size", "16",
+              "--lr", "5e-4", "--max-length", "48", "--tokenizer", small_tok, "--dropout", "0", "--accum", "2", "--quiet"]
+    one = subprocess.run([str(BIN / "bertkit"), *common, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "bertkit"),
+                          *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), tol=2e-6)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(bf16=True), dict(adv="pgd"), dict(rdrop=1.0), dict(loss="focal", class_weights="inverse"),
+    dict(loss="smooth", schedule="cosine", accum=2),
+], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+def test_tricks_run(tmp_path, small, kw):
+    result = train(tiny(tmp_path / "run", small, max_steps=6, eval_every=6, **kw))
+    assert 0 <= result["dev"]["accuracy"] <= 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(rows) == 6 and all(r["loss"] == r["loss"] and r["loss"] < 10 for r in rows)
+
+
+def test_ner_with_crf_and_predict(tmp_path, small_ner, capsys):
+    result = train(tiny(tmp_path / "ner", small_ner, task="ner", crf=True, max_steps=30, eval_every=30, max_length=64, repair_bio=True))
+    assert 0 <= result["dev"]["f1"] <= 1
+    assert main(["predict", str(tmp_path / "ner"), "江泽民在北京会见克林顿"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert set(row) == {"text", "entities", "truncated"}
+    for ent in row["entities"]:
+        assert row["text"][ent["start"]:ent["end"]] == ent["text"] and ent["type"] in ("PER", "LOC", "ORG")
+
+
+def test_evaluate_and_predict_commands(tmp_path, small, capsys):
+    train(tiny(tmp_path / "run", small))
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(small / "test.tsv")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["examples"] == 100 and 0 <= metrics["accuracy"] <= 1
+    assert main(["predict", str(tmp_path / "run" / "model"), "很好", "好" * 500]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["truncated"] for r in rows] == [False, True]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 and r["label"] in ("0", "1") for r in rows)
+
+
+def test_bert_classifier_loads_in_transformers(tmp_path, small):
+    """A BERT classifier bertkit fine-tunes is transformers' BertForSequenceClassification."""
+    import transformers
+
+    train(tiny(tmp_path / "run", small, max_steps=3, eval_every=3))
+    ours, tok = bertkit.finetune.load_finetuned(tmp_path / "run")
+    ref = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
+    batch = tok(["很好用", "太差了，再也不买"])
+    with torch.no_grad():
+        a = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        b = ref(**batch).logits
+    assert (a - b).abs().max() < 1e-5
+    assert ref.config.id2label == {0: "0", 1: "1"}
+
+
+# ---- bad input: one sentence, exit 1, nothing written ------------------------------------------
+
+
+def bad(tmp_path, capsys, args) -> str:
+    out = tmp_path / "out"
+    code = main(["train", "classify", "--model", "bert-tiny", "--out", str(out), "--max-steps", "2", "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir()), "something was written"
+    return err
+
+
+def test_bad_input(tmp_path, capsys, small):
+    (tmp_path / "dev.tsv").write_text("text\tlabel\n很好\t1\n一般\tmaybe\n", encoding="utf-8")
+    assert "label 'maybe' appears in dev but never in train" in bad(tmp_path, capsys, ["--train", str(small / "train.tsv"), "--dev", str(tmp_path / "dev.tsv")])
+    (tmp_path / "empty.tsv").write_text("", encoding="utf-8")
+    assert "empty" in bad(tmp_path, capsys, ["--train", str(tmp_path / "empty.tsv")])
+    (tmp_path / "broken.tsv").write_text("text\tlabel\n很好\t1\n一\t般\t0\n", encoding="utf-8")
+    assert "line 3" in bad(tmp_path, capsys, ["--train", str(tmp_path / "broken.tsv")])
+    assert "no training data" in bad(tmp_path, capsys, [])
+    assert "does not exist" in bad(tmp_path, capsys, ["--train", str(tmp_path / "missing.tsv")])
+
+
+def test_tokenizer_model_mismatch_and_busy_out(tmp_path, capsys, small, minilm_dir):
+    zh = bertkit.train_wordpiece(["很好", "太差了"] * 50, vocab_size=40000)
+    big = bertkit.Tokenizer.from_vocab({t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"t{i}" for i in range(40000)])})
+    big.save_pretrained(tmp_path / "tok")
+    assert zh.vocab_size < 40000
+    err = bad(tmp_path, capsys, ["--data", str(small), "--model", str(minilm_dir), "--tokenizer", str(tmp_path / "tok")])
+    assert "the tokenizer has 40005 tokens but the model's embedding only 30522 rows" in err
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    code = main(["train", "classify", "--model", "bert-tiny", "--data", str(small), "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 1 and "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, small, capsys):
+    train(tiny(tmp_path / "run", small, max_steps=4))
+    code = main(["train", "classify", "--model", "bert-tiny", "--data", str(small), "--out", str(tmp_path / "run"), "--max-steps", "4",
+                 "--batch-size", "16", "--lr", "1e-3", "--max-length", "48", "--vocab-size", "3000", "--resume", "--quiet"])
+    assert code == 1 and "--lr was 0.0005 when the run started" in capsys.readouterr().err
+
+
+def test_predict_bad_input(tmp_path, small, capsys):
+    train(tiny(tmp_path / "run", small, max_steps=2, eval_every=2))
+    assert main(["predict", str(tmp_path / "run"), ""]) == 1
+    assert "text 1 is empty" in capsys.readouterr().err
+    (tmp_path / "labelled.tsv").write_text("text\tlabel\n很好\t7\n", encoding="utf-8")
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "labelled.tsv")]) == 1
+    assert "label '7' is not one the model knows" in capsys.readouterr().err
