@@ -258,3 +258,30 @@ def test_predict_bad_input(tmp_path, small, capsys):
     (tmp_path / "labelled.tsv").write_text("text\tlabel\n很好\t7\n", encoding="utf-8")
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "labelled.tsv")]) == 1
     assert "label '7' is not one the model knows" in capsys.readouterr().err
+
+
+def test_pair_task_jsonl(tmp_path, reviews, capsys):
+    """Sentence pairs in LCQMC's JSON lines: label 1 when both reviews share a sentiment."""
+    rows = reviews["train"][:300]
+    with (tmp_path / "train.jsonl").open("w", encoding="utf-8") as f:
+        for a, b in zip(rows[0::2], rows[1::2]):
+            f.write(json.dumps({"sentence1": a.text, "sentence2": b.text, "label": int(a.label == b.label)}, ensure_ascii=False) + "\n")
+    result = train(TrainConfig(task="pair", model="bert-tiny", train=str(tmp_path / "train.jsonl"), dev=str(tmp_path / "train.jsonl"),
+                               out=str(tmp_path / "run"), max_steps=4, batch_size=16, max_length=64, vocab_size=3000, quiet=True))
+    assert result["dev"]["examples"] == 150
+    assert main(["predict", str(tmp_path / "run"), "很好", "不错", "很差"]) == 1
+    assert "two at a time" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "run"), "很好", "不错"]) == 0
+    assert json.loads(capsys.readouterr().out)["pair"] == ["很好", "不错"]
+
+
+def test_bio_i_after_o_reported_repaired_or_refused(tmp_path, capsys):
+    sentences = ["北 B-LOC\n京 I-LOC\n好 O\n", "上 O\n海 I-LOC\n很 O\n大 O\n"] * 20  # the second: I- after O
+    (tmp_path / "train.conll").write_text("\n".join(sentences), encoding="utf-8")
+    args = ["train", "ner", "--model", "bert-tiny", "--train", str(tmp_path / "train.conll"), "--max-steps", "1", "--batch-size", "8"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "train: 20 sentences have an I- tag after O" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--crf"]) == 1
+    assert "pass --repair-bio" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main([*args, "--out", str(tmp_path / "c"), "--crf", "--repair-bio"]) == 0
+    assert "train: repaired 20 sentences" in capsys.readouterr().err
