@@ -69,9 +69,46 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def cmd_data_export(a: argparse.Namespace) -> None:
+    from .corpus import ZH_CORPUS, export_corpus
     from .datasets import export_dataset
 
-    print(export_dataset(a.name, a.dir))
+    print(export_corpus(a.dir) if a.name == ZH_CORPUS else export_dataset(a.name, a.dir))
+
+
+def cmd_distill(a: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .train import TrainConfig, train
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names} | {"model": a.student}))
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .pretrain import PretrainConfig, pretrain
+
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    result = pretrain(PretrainConfig(**{k: v for k, v in vars(a).items() if k in names}))
+    if result and a.quiet:
+        print(result["model"])
+
+
+def cmd_vocab_build(a: argparse.Namespace) -> None:
+    from .corpus import build_vocab
+
+    tok = build_vocab(a.corpus, a.size, a.out, lowercase=a.lowercase)
+    print(f"wrote a {tok.vocab_size}-token vocabulary to {a.out}")
+
+
+def cmd_corpus_prepare(a: argparse.Namespace) -> None:
+    from .corpus import Corpus, prepare
+    from .tokenizer import Tokenizer
+
+    out = prepare(a.corpus, Tokenizer.from_pretrained(a.tokenizer), a.out, shard_tokens=a.shard_tokens, wwm=a.wwm)
+    c = Corpus(out)
+    print(f"wrote {c.tokens:,} tokens in {len(c.shards)} shards to {out}")
 
 
 # TrainConfig fields as flags: --name type (from the default), with these choices and help texts.
@@ -120,7 +157,7 @@ def add_train_flags(s: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
-        if f.name not in TRAIN_FLAGS:
+        if f.name not in TRAIN_FLAGS or any(a.dest == f.name for a in s._actions):
             continue
         help_text, choices = TRAIN_FLAGS[f.name]
         flag = "--" + f.name.replace("_", "-")
@@ -204,10 +241,67 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.set_defaults(run=cmd_predict)
 
+    s = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student")
+    s.add_argument("--teacher", required=True, help="a fine-tuned model directory (or a training run's --out)")
+    s.add_argument("--student", required=True, help="a preset (random init) or a checkpoint directory")
+    s.add_argument("--task", required=True, choices=["classify", "pair", "ner"])
+    s.add_argument("--out", required=True, help="new output directory")
+    s.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the soft targets")
+    s.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss (1 - alpha on the labels)")
+    s.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state matching weight (same widths)")
+    s.add_argument("--layer-map", help="teacher layer per student layer, e.g. 2,4,6 (default: evenly spaced)")
+    s.add_argument("--init-from-teacher", action="store_true", help="copy embeddings and mapped layers from the teacher")
+    add_train_flags(s)
+    s.set_defaults(run=cmd_distill)
+
+    s = sub.add_parser("pretrain", help="pretrain (or continue pretraining) with MLM, MLM+NSP, MLM+SOP or ELECTRA")
+    s.add_argument("--model", required=True, help="a preset or config.json (random init), or a checkpoint directory")
+    s.add_argument("--out", required=True, help="new output directory (or the run's, with --resume)")
+    s.add_argument("--corpus", default="zh-corpus", help="zh-corpus, a text file, or a prepared corpus directory")
+    s.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's or the prepared corpus's)")
+    s.add_argument("--objective", choices=["mlm", "mlm+nsp", "mlm+sop", "electra"], default="mlm")
+    s.add_argument("--wwm", action="store_true", help="whole-word masking (Chinese words by jieba)")
+    budget = s.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--max-steps", type=positive_int)
+    budget.add_argument("--minutes", type=float, help="a wall-clock budget")
+    for flag, kind, default, help_text in [
+        ("--batch-size", positive_int, 64, "global batch (sequences)"), ("--accum", positive_int, 1, "accumulation steps"),
+        ("--lr", float, 5e-4, "peak learning rate"), ("--weight-decay", float, 0.01, "AdamW weight decay"),
+        ("--warmup", float, 0.06, "warm-up: a fraction of the steps (< 1) or a number of steps"),
+        ("--clip", float, 1.0, "max gradient norm"), ("--max-length", positive_int, 128, "tokens per sequence"),
+        ("--mask-rate", float, 0.15, "share of tokens (or words) masked"), ("--seed", int, 42, "seed"),
+        ("--save-every", positive_int, 200, "steps between checkpoints"), ("--device", str, None, "cpu, cuda, ..."),
+        ("--electra-weight", float, 50.0, "ELECTRA's discriminator loss weight"),
+        ("--generator-fraction", float, 0.5, "ELECTRA generator width / discriminator width"),
+    ]:
+        s.add_argument(flag, type=kind, default=default, help=help_text)
+    s.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
+    s.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(run=cmd_pretrain)
+
+    s = sub.add_parser("vocab", help="vocabularies")
+    v = s.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser("build", help="train a WordPiece vocabulary")
+    v.add_argument("--corpus", nargs="+", required=True, help="zh-corpus and/or text files")
+    v.add_argument("--size", type=positive_int, required=True, help="vocabulary size")
+    v.add_argument("--out", required=True, help="new output directory")
+    v.add_argument("--cased", dest="lowercase", action="store_false", help="keep case (default: lower-case)")
+    v.set_defaults(run=cmd_vocab_build)
+
+    s = sub.add_parser("corpus", help="pretraining corpora")
+    c = s.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser("prepare", help="tokenize into sharded token files")
+    c.add_argument("--corpus", nargs="+", required=True, help="zh-corpus and/or text files")
+    c.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    c.add_argument("--out", required=True, help="new output directory")
+    c.add_argument("--wwm", action="store_true", help="store word starts for whole-word masking")
+    c.add_argument("--shard-tokens", type=positive_int, default=1 << 24, help="tokens per shard")
+    c.set_defaults(run=cmd_corpus_prepare)
+
     s = sub.add_parser("data", help="the bundled datasets")
     data = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    e = data.add_parser("export", help="write a bundled dataset's splits as files")
-    e.add_argument("name", help="reviews-zh or peoples-daily-ner")
+    e = data.add_parser("export", help="write a bundled dataset's splits (or zh-corpus's text) as files")
+    e.add_argument("name", help="reviews-zh, peoples-daily-ner or zh-corpus")
     e.add_argument("dir", help="new output directory")
     e.set_defaults(run=cmd_data_export)
     return p

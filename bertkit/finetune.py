@@ -63,10 +63,12 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
         self.classifier = nn.Linear(config.hidden_size, len(labels_of(config)))
         self.classifier.apply(self.bert.init_weights)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:  # -> [B, C]
-        out = self.bert(input_ids, attention_mask, token_type_ids)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, hidden: bool = False):
+        """-> logits [B, C]; with hidden=True also the hidden states (for distillation)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden)
         pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
-        return self.classifier(self.drop(pooled))
+        logits = self.classifier(self.drop(pooled))
+        return (logits, out.hidden_states) if hidden else logits
 
 
 class BertForTokenClassification(PretrainedMixin, nn.Module):
@@ -82,11 +84,14 @@ class BertForTokenClassification(PretrainedMixin, nn.Module):
         self.classifier.apply(self.bert.init_weights)
         self.crf = CRF(len(labels), bio_constraints(labels)) if config.extra.get("bertkit", {}).get("crf") else None
 
-    def forward(self, input_ids, attention_mask, token_type_ids, word_index) -> torch.Tensor:
-        """word_index [B, W]: the token position of each word's first piece (0 at padding words)."""
-        h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state  # [B, T, H]
+    def forward(self, input_ids, attention_mask, token_type_ids, word_index, hidden: bool = False):
+        """word_index [B, W]: the token position of each word's first piece (0 at padding words).
+        -> emissions [B, W, C]; with hidden=True also the hidden states (for distillation)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden)
+        h = out.last_hidden_state  # [B, T, H]
         words = h.gather(1, word_index[..., None].expand(-1, -1, h.shape[-1]))  # [B, W, H]
-        return self.classifier(self.drop(words))  # [B, W, C]
+        logits = self.classifier(self.drop(words))  # [B, W, C]
+        return (logits, out.hidden_states) if hidden else logits
 
     def decode(self, emissions, word_mask) -> list[list[int]]:
         if self.crf is not None:
@@ -195,11 +200,11 @@ def collate(f: Features, idx: list[int], pad_id: int, device) -> dict[str, torch
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def forward(model, batch) -> torch.Tensor:
-    """Logits [B, C] or emissions [B, W, C] for a collated batch."""
+def forward(model, batch, hidden: bool = False):
+    """Logits [B, C] or emissions [B, W, C] for a collated batch (and the hidden states if asked)."""
     if isinstance(model, BertForTokenClassification) or batch.get("word_index") is not None:
-        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["word_index"])
-    return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["word_index"], hidden=hidden)
+    return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], hidden=hidden)
 
 
 def batches_by_length(f: Features, batch_size: int) -> list[list[int]]:
@@ -301,22 +306,26 @@ def loss_of_batch(model, batch, loss, rdrop: float = 0.0) -> tuple[torch.Tensor,
     """
     from .tricks import rdrop_loss
 
-    core = getattr(model, "module", model)  # under DistributedDataParallel
     count = len(batch["labels"]) if "labels" in batch else int(batch["word_mask"].sum())
     if rdrop:
         batch = {k: torch.cat([v, v]) for k, v in batch.items()}
     logits = forward(model, batch)
-    if "labels" in batch:
-        total = loss(logits, batch["labels"])
-    elif getattr(core, "crf", None) is not None:
-        total = core.crf.nll(logits, batch["word_labels"], batch["word_mask"]).sum()
-    else:
-        total = loss(logits, batch["word_labels"])  # padding words carry IGNORE_INDEX
+    total = task_loss(model, batch, logits, loss)
     if rdrop:
         half, mask = len(logits) // 2, batch.get("word_mask")
         kl = rdrop_loss(logits[:half], logits[half:], None if mask is None else mask[:half])
         total = total / 2 + rdrop * kl * count
     return total, count
+
+
+def task_loss(model, batch, logits, loss) -> torch.Tensor:
+    """The summed hard-label loss of a batch's logits: the loss function, or the CRF's likelihood."""
+    core = getattr(model, "module", model)  # under DistributedDataParallel
+    if "labels" in batch:
+        return loss(logits, batch["labels"])
+    if getattr(core, "crf", None) is not None:
+        return core.crf.nll(logits, batch["word_labels"], batch["word_mask"]).sum()
+    return loss(logits, batch["word_labels"])  # padding words carry IGNORE_INDEX
 
 
 def sum_loss(kind: str, class_weight=None, gamma: float = 2.0, smoothing: float = 0.1):

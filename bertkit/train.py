@@ -32,11 +32,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import read_pretrained
 from .config import PRESETS, BertConfig
 from .datasets import SPLITS, load_dataset, read_task_file
+from .distill import distill_loss
 from .errors import BertkitError
 from .finetune import (
     MODEL_CLASSES,
@@ -96,6 +98,13 @@ class TrainConfig:
     device: str | None = None  # default: cuda if available, else cpu
     log_every: int = 10  # steps between progress-bar updates
     quiet: bool = False
+    # Distillation (distill.py): a fine-tuned teacher's soft targets (and hidden states) teach this model.
+    teacher: str | None = None
+    temperature: float = 2.0
+    alpha: float = 0.9  # weight of the soft-target loss; 1 - alpha on the hard labels
+    hidden_weight: float = 0.0  # hidden-state matching (needs equal widths)
+    layer_map: str | None = None  # teacher layer per student layer, "2,4,6"; default evenly spaced
+    init_from_teacher: bool = False  # copy embeddings and mapped layers from the teacher
 
 
 @dataclass
@@ -193,7 +202,7 @@ def make_labels(cfg: TrainConfig, splits: dict, log) -> list[str]:
     return labels
 
 
-def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log):
+def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenizer: Tokenizer | None = None):
     """(model, tokenizer): a checkpoint with a new classifier, or a random model from a preset/config."""
     info = dict(crf=cfg.crf, max_length=cfg.max_length)
     if cfg.task == "ner":
@@ -201,7 +210,9 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log):
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
     if random_init:
         config = BertConfig.from_preset(cfg.model) if cfg.model in PRESETS else BertConfig.from_json_file(cfg.model)
-        if cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
+        if tokenizer is not None:  # the teacher's, when distilling
+            pass
+        elif cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
             tokenizer = Tokenizer.from_pretrained(existing_dir(Path(cfg.out) / "checkpoint") / "model")
         elif cfg.tokenizer:
             tokenizer = Tokenizer.from_pretrained(cfg.tokenizer)
@@ -216,7 +227,7 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log):
         d, conv = None, None
     else:
         d, config, conv = read_pretrained(cfg.model)
-        tokenizer = Tokenizer.from_pretrained(cfg.tokenizer or d)
+        tokenizer = tokenizer or Tokenizer.from_pretrained(cfg.tokenizer or d)
         old = config.extra.get("id2label")
         if old and [old[k] for k in sorted(old, key=int)] != labels:  # a classifier for other labels: start afresh
             for k in [k for k in conv.state_dict if k.startswith(("classifier.", "crf."))]:
@@ -242,6 +253,20 @@ def _texts(examples, task: str) -> list[str]:
     if task == "pair":
         return [t for e in examples for t in (e.text_a, e.text_b)]
     return [e.text for e in examples]
+
+
+def load_teacher(cfg: TrainConfig, data_labels: list[str]):
+    """The fine-tuned teacher, its tokenizer (the student reads the same ids) and its label order."""
+    from .finetune import load_finetuned, task_of
+
+    teacher, tok = load_finetuned(cfg.teacher)
+    if task_of(teacher.config)["task"] != cfg.task:
+        raise BertkitError(f"the teacher {cfg.teacher} was fine-tuned for {task_of(teacher.config)['task']}, not {cfg.task}.")
+    labels = labels_of(teacher.config)
+    unknown = sorted(set(data_labels) - set(labels))
+    if unknown:
+        raise BertkitError(f"label {unknown[0]!r} of the data is not one the teacher knows ({', '.join(labels)}).")
+    return teacher, tok, labels
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
@@ -336,7 +361,20 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
         check_resume(cfg, out)
     splits = load_splits(cfg)
     labels = make_labels(cfg, splits, log)
-    model, tokenizer = build_model(cfg, labels, splits, log)
+    teacher, teacher_tok, layer_map = None, None, []
+    if cfg.teacher:
+        teacher, teacher_tok, labels = load_teacher(cfg, labels)
+    model, tokenizer = build_model(cfg, labels, splits, log, teacher_tok)
+    if teacher is not None:
+        from .distill import init_student, parse_layer_map
+
+        layer_map = parse_layer_map(cfg.layer_map, model.config.num_hidden_layers, teacher.config.num_hidden_layers)
+        if cfg.hidden_weight and model.config.hidden_size != teacher.config.hidden_size:
+            raise BertkitError(f"--hidden-weight needs the student's hidden size ({model.config.hidden_size}) to equal the teacher's ({teacher.config.hidden_size}).")
+        if cfg.init_from_teacher and not cfg.resume:
+            init_student(model, teacher, layer_map)
+            log(f"student initialised from teacher layers {layer_map}")
+        teacher.to(dist.device).eval().requires_grad_(False)
     feats = {name: encode(tokenizer, ex, cfg.task, labels, cfg.max_length) for name, ex in splits.items()}
     for name, f in feats.items():
         if f.truncated:
@@ -399,7 +437,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
 
             def loss_of(m, b, scale=dist.world / count):  # DDP averages over ranks: this makes it the global mean
                 with autocast:
-                    summed, _ = loss_of_batch(m, b, loss, cfg.rdrop)
+                    if teacher is not None:
+                        summed, _ = distill_loss(m, teacher, b, loss, cfg.temperature, cfg.alpha, cfg.hidden_weight, layer_map)
+                    else:
+                        summed, _ = loss_of_batch(m, b, loss, cfg.rdrop)
                 return summed * scale
 
             sync = net.no_sync() if dist.world > 1 and j < len(micros) - 1 else nullcontext()
@@ -500,8 +541,9 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
 
 
-def plot_curves(log_path: Path, png: Path, metric: str) -> bool:
-    """Training loss (and its running mean) and the dev metric against the step; False without matplotlib."""
+def plot_curves(log_path: Path, png: Path, metric: str | None, train_keys: tuple[str, ...] = ()) -> bool:
+    """Training loss (and its running mean), other logged training values (`train_keys`, e.g. masked-token
+    accuracy) and the dev metric against the step; False without matplotlib."""
     try:
         import matplotlib
 
@@ -511,18 +553,20 @@ def plot_curves(log_path: Path, png: Path, metric: str) -> bool:
         return False
     rows = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
     steps = [r["step"] for r in rows if "loss" in r]
-    losses = [r["loss"] for r in rows if "loss" in r]
-    k = max(1, len(losses) // 50)
-    smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
-    evals = [(r["step"], r["dev"][metric]) for r in rows if "dev" in r]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 4), squeeze=False)
-    ax = axes[0][0]
-    ax.plot(steps, losses, alpha=0.3, label="loss")
-    ax.plot(steps, smooth, label=f"running mean ({k} steps)")
-    ax.set(xlabel="step", ylabel="training loss", title="training loss")
-    ax.legend()
+    panels = [("loss", "training loss")] + [(k, k) for k in train_keys]
+    evals = [(r["step"], r["dev"][metric]) for r in rows if "dev" in r] if metric else []
+    n = len(panels) + bool(evals)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        ys = [r.get(key, float("nan")) for r in rows if "loss" in r]
+        k = max(1, len(ys) // 50)
+        smooth = [float(np.nanmean(ys[max(0, i - k + 1):i + 1])) for i in range(len(ys))]
+        ax.plot(steps, ys, alpha=0.3, label=key)
+        ax.plot(steps, smooth, label=f"running mean ({k} steps)")
+        ax.set(xlabel="step", ylabel=title, title=title)
+        ax.legend()
     if evals:
-        ax = axes[0][1]
+        ax = axes[0][-1]
         ax.plot(*zip(*evals), marker="o")
         ax.set(xlabel="step", ylabel=f"dev {metric}", title=f"dev {metric}")
     fig.tight_layout()

@@ -1,0 +1,76 @@
+"""Knowledge distillation of a fine-tuned teacher into a smaller student, inside the fine-tuning trainer.
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))    soft targets (Hinton et al. 2015)
+         + (1 - alpha) * the task's hard-label loss
+         + hidden_weight * MSE(student layer i, teacher layer layer_map[i])   hidden states (TinyBERT, Jiao et al. 2019)
+
+Per example (classify, pair) or per word (ner); summed, so the trainer makes it the mean of the global
+batch. The student reads the teacher's tokenizer and labels. `init_student` copies the teacher's
+embeddings and the mapped layers into the student (DistilBERT's initialisation, Sanh et al. 2019).
+Hidden-state matching needs equal widths (no learnt projection).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import BertkitError
+from .finetune import forward, task_loss
+
+
+def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Student layer i (1-based) <- teacher layer round((i) * L_t / L_s): evenly spaced, ending at the top."""
+    return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
+
+
+def parse_layer_map(text: str | None, student_layers: int, teacher_layers: int) -> list[int]:
+    if not text:
+        return default_layer_map(student_layers, teacher_layers)
+    try:
+        m = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise BertkitError(f"--layer-map {text!r} is not a comma-separated list of teacher layers.") from None
+    if len(m) != student_layers or not all(1 <= x <= teacher_layers for x in m):
+        raise BertkitError(f"--layer-map needs {student_layers} teacher layers between 1 and {teacher_layers}, got {text!r}.")
+    return m
+
+
+@torch.no_grad()
+def init_student(student, teacher, layer_map: list[int]) -> None:
+    """Copy embeddings, mapped layers (and pooler, classifier) from teacher to student where shapes agree."""
+    if student.config.hidden_size != teacher.config.hidden_size:
+        raise BertkitError("initialising the student from the teacher needs the same hidden size.")
+    student.bert.embed.load_state_dict(teacher.bert.embed.state_dict())
+    for i, t in enumerate(layer_map):
+        student.bert.layers[i].load_state_dict(teacher.bert.layers[t - 1].state_dict())
+    for name in ("pooler", "classifier"):
+        s_mod, t_mod = getattr(student.bert if name == "pooler" else student, name, None), getattr(teacher.bert if name == "pooler" else teacher, name, None)
+        if s_mod is not None and t_mod is not None:
+            s_mod.load_state_dict(t_mod.state_dict())
+
+
+def distill_loss(student, teacher, batch, hard_loss, temperature: float, alpha: float, hidden_weight: float,
+                 layer_map: list[int]) -> tuple[torch.Tensor, int]:
+    """(summed loss, count), as finetune.loss_of_batch."""
+    want_hidden = hidden_weight > 0
+    s_out = forward(student, batch, hidden=want_hidden)
+    s_logits, s_states = s_out if want_hidden else (s_out, None)
+    with torch.no_grad():
+        t_out = forward(teacher, batch, hidden=want_hidden)
+        t_logits, t_states = t_out if want_hidden else (t_out, None)
+    mask = batch.get("word_mask")  # [B, W] for ner; None for sentence tasks
+    T = temperature
+    kl = F.kl_div(F.log_softmax(s_logits.float() / T, -1), F.log_softmax(t_logits.float() / T, -1), log_target=True,
+                  reduction="none").sum(-1)  # [B] or [B, W]
+    soft = (kl[mask] if mask is not None else kl).sum() * T * T
+    count = int(mask.sum()) if mask is not None else len(s_logits)
+    total = alpha * soft
+    if alpha < 1:
+        total = total + (1 - alpha) * task_loss(student, batch, s_logits, hard_loss)
+    if want_hidden:
+        real = batch["attention_mask"].bool()  # [B, T]
+        mse = sum(F.mse_loss(s_states[i + 1][real].float(), t_states[t][real].float(), reduction="sum") / s_states[i + 1].shape[-1]
+                  for i, t in enumerate(layer_map))
+        total = total + hidden_weight * mse * count / max(int(real.sum()), 1)  # per real token, scaled to the count
+    return total, count
