@@ -31,7 +31,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
     from .tasks import embed_file
 
     n = embed_file(
-        a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet
+        a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend
     )
     print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
@@ -56,7 +56,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     from .finetune import evaluate_command
 
-    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size), indent=2, ensure_ascii=False))
+    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend), indent=2, ensure_ascii=False))
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -64,7 +64,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     from .finetune import predict_command
 
-    for row in predict_command(a.dir, a.texts, a.input, a.batch_size):
+    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend):
         print(json.dumps(row, ensure_ascii=False))
 
 
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length", type=positive_int, default=None, help="token limit (default: the model's)")
     s.add_argument("--long", choices=["truncate", "error"], default="truncate", help="what to do with longer lines")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
     s.set_defaults(run=cmd_embed)
 
     s = sub.add_parser("convert", help="convert a checkpoint (HF .bin/sharded, Google TF) to an HF safetensors dir")
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="bundled dataset, data directory, or a labelled file")
     s.add_argument("--split", default="test", choices=["train", "dev", "test"])
     s.add_argument("--batch-size", type=positive_int, default=64)
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
     s.set_defaults(run=cmd_evaluate)
 
     s = sub.add_parser("predict", help="labels with probabilities, or entities with their spans, as JSON lines")
@@ -239,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("texts", nargs="*", help="texts (a pair model takes them two at a time)")
     s.add_argument("--input", help="a file of texts in any format the task reads (labels ignored)")
     s.add_argument("--batch-size", type=positive_int, default=64)
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
     s.set_defaults(run=cmd_predict)
 
     s = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student")
@@ -304,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("name", help="reviews-zh, peoples-daily-ner or zh-corpus")
     e.add_argument("dir", help="new output directory")
     e.set_defaults(run=cmd_data_export)
+
+    from .export import add_export_parser
+    from .serve import add_serve_parser
+
+    add_export_parser(sub)
+    add_serve_parser(sub)
     return p
 
 

@@ -18,6 +18,7 @@ word only where jieba's segmentation of its sentence starts one (so 北京 is ma
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -68,7 +69,8 @@ def _sentences(text: str) -> list[str]:
 
 def zh_corpus_documents() -> list[list[str]]:
     """zh-corpus: People's Daily 1998-01 as raw text (POS tags removed) and the reviews-zh *train*
-    split only (its dev and test texts are never seen in pretraining).
+    split only: its dev and test texts are never seen in pretraining, and a train review that
+    contains a dev/test review or one of its sentences (8 characters or more) is left out too.
 
     People's Daily has no document marks: a short line without sentence-final punctuation (a
     headline) starts a new document. A review is a document; paragraphs and reviews are cut
@@ -87,8 +89,28 @@ def zh_corpus_documents() -> list[list[str]]:
             doc = []
         doc.extend(_sentences(text))
     docs.append(doc)
-    docs.extend(_sentences(e.text) or [e.text] for e in load_dataset("reviews-zh")["train"])
+    reviews = load_dataset("reviews-zh")
+    train = [e.text for e in reviews["train"]]
+    held_out = [e.text for e in reviews["dev"] + reviews["test"]]
+    leaking = _containing(train, [t for t in held_out for t in {t, *_sentences(t)} if len(t) >= 8])
+    docs.extend(_sentences(t) or [t] for i, t in enumerate(train) if i not in leaking)
     return [d for d in docs if d]
+
+
+def _containing(texts: list[str], needles: list[str]) -> set[int]:
+    """Indices of the texts that contain any of the needles (the train reviews that repeat a dev/test
+    review or one of its sentences: different reviews, the same words, so they stay out of pretraining)."""
+    import bisect
+
+    joined = "\n".join(texts)
+    starts = list(itertools.accumulate((len(t) + 1 for t in texts[:-1]), initial=0))
+    found = set()
+    for needle in set(needles):
+        at = joined.find(needle)
+        while at != -1:
+            found.add(bisect.bisect_right(starts, at) - 1)
+            at = joined.find(needle, at + 1)
+    return found
 
 
 def corpus_documents(sources: str | Path | list) -> Iterator[list[str]]:

@@ -346,13 +346,20 @@ def sum_loss(kind: str, class_weight=None, gamma: float = 2.0, smoothing: float 
 # ---- fine-tuned directories: evaluate and predict -----------------------------------------------
 
 
-def load_finetuned(path):
-    """(model, tokenizer) from a fine-tuned model directory, or a training run's --out directory."""
+def load_finetuned(path, backend: str = "torch"):
+    """(model, tokenizer) from a fine-tuned model directory, or a training run's --out directory.
+
+    backend "onnx": path is an export (`bertkit export onnx`), run by onnxruntime through the same calls.
+    """
     from pathlib import Path
 
     from .checkpoint import read_pretrained
     from .tokenizer import Tokenizer
 
+    if backend == "onnx":
+        from .export import load_onnx
+
+        return load_onnx(path, TASKS)
     p = Path(path)
     if p.is_dir() and not (p / "config.json").exists() and (p / "model" / "config.json").exists():
         p = p / "model"
@@ -362,12 +369,12 @@ def load_finetuned(path):
     return model, Tokenizer.from_pretrained(d)
 
 
-def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64) -> dict:
+def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch") -> dict:
     from pathlib import Path
 
     from .datasets import BUNDLED, load_dataset, read_task_file
 
-    model, tokenizer = load_finetuned(path)
+    model, tokenizer = load_finetuned(path, backend)
     task = task_of(model.config)["task"]
     if data in BUNDLED or Path(data).is_dir():
         splits = load_dataset(data, task)
@@ -381,11 +388,12 @@ def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64)
     return evaluate_examples(model, tokenizer, examples, batch_size)
 
 
-def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64) -> list[dict]:
+def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64,
+                    backend: str = "torch") -> list[dict]:
     """Predictions for texts given on the command line (pairs as two texts each) or in a file."""
     from .datasets import read_task_file
 
-    model, tokenizer = load_finetuned(path)
+    model, tokenizer = load_finetuned(path, backend)
     task = task_of(model.config)["task"]
     if input_file:
         examples = read_task_file(input_file, task)

@@ -190,7 +190,8 @@ def build_mask(attention_mask, token_type_ids, mode: str, T: int, device) -> tor
         allowed = (c[:, None, :] <= c[:, :, None])[:, None]  # [B, 1, T, T]
     if keys is not None:
         # A padding query may see nothing else; it always sees itself so softmax stays finite.
-        allowed = (allowed & keys) | torch.eye(T, dtype=torch.bool, device=device)
+        eye = torch.arange(T, device=device)
+        allowed = (allowed & keys) | (eye[:, None] == eye)  # an identity ONNX can export (a bool EyeLike it cannot run)
     return allowed
 
 

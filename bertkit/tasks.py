@@ -185,8 +185,12 @@ def embed_file(
     max_length: int | None = None,
     long: str = "truncate",
     progress: bool = True,
+    backend: str = "torch",
 ) -> int:
-    """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count."""
+    """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count.
+
+    backend "onnx": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime.
+    """
     texts = read_lines(input_path)
     if not output_path.endswith(".npy"):
         raise BertkitError(f"{output_path}: the output must be a .npy file.")
@@ -195,8 +199,13 @@ def embed_file(
         raise BertkitError(f"the output directory {out_dir} does not exist.")
     if Path(output_path).is_dir():
         raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
-    model = BertModel.from_pretrained(model_name, new_heads=True, verbose=False).to(default_device())
-    tok = Tokenizer.from_pretrained(model.source_dir)
+    if backend == "onnx":
+        from .export import load_onnx
+
+        model, tok = load_onnx(model_name, ("embed", "encoder"))
+    else:
+        model = BertModel.from_pretrained(model_name, new_heads=True, verbose=False).to(default_device())
+        tok = Tokenizer.from_pretrained(model.source_dir)
     limit = sentence_max_length(model.source_dir, tok, model.config)
     if max_length is not None and max_length > model.config.max_position_embeddings:
         raise BertkitError(f"--max-length {max_length} exceeds the model's limit of {model.config.max_position_embeddings} tokens.")

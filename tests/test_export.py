@@ -1,0 +1,209 @@
+"""ONNX export: the graph equals the PyTorch model (1e-4) for the real MiniLM, a fine-tuned classifier,
+a CRF tagger and every family member, at any batch and length; int8 keeps MiniLM's sentence vectors;
+the onnx backend returns what the torch functions return; bad input gets one clear sentence."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit import BertkitError, BertModel, Tokenizer, train_wordpiece
+from bertkit.datasets import load_dataset, write_table
+from bertkit.finetune import BertForTokenClassification, load_finetuned, predict_texts, set_task
+from bertkit.tasks import encode_sentences
+from conftest import randomise, tiny_config
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from bertkit.export import (  # noqa: E402
+    OnnxRunner,
+    add_export_parser,
+    cosine,
+    export_onnx,
+    onnx_embed,
+    onnx_predict,
+)
+
+ROOT = Path(__file__).parent.parent
+SENTENCES = [
+    "A man is eating food.",
+    "The new movie is awesome and everybody should see it at least twice this year, with friends.",
+    "Hi",
+    "Return a new dictionary initialized from an optional positional argument and keyword arguments.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Two padded batches of different shapes show whether a size was baked into the graph.",
+    "The cat sat on the mat.",
+    "Quantisation stores each weight in one byte instead of four.",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return BertModel.from_pretrained(minilm_dir, new_heads=True, verbose=False), Tokenizer.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def minilm_onnx(minilm_dir, tmp_path_factory):
+    return export_onnx(minilm_dir, tmp_path_factory.mktemp("minilm") / "minilm.onnx")
+
+
+@pytest.fixture(scope="module")
+def minilm_int8(minilm_dir, tmp_path_factory):
+    return export_onnx(minilm_dir, tmp_path_factory.mktemp("minilm8") / "minilm.onnx", int8=True)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Path:
+    """bert-tiny fine-tuned for 3 steps on 200 reviews: a real bertkit classifier directory."""
+    from bertkit.train import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("cls")
+    write_table(d / "train.tsv", "classify", load_dataset("reviews-zh")["train"][:200])
+    train(TrainConfig(task="classify", model="bert-tiny", train=str(d / "train.tsv"), out=str(d / "run"), max_steps=3,
+                      batch_size=16, vocab_size=1500, max_length=64, quiet=True))
+    return d / "run" / "model"
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory) -> Path:
+    """A tiny random CRF tagger with a character vocabulary, saved as a fine-tuned directory."""
+    texts = [e.text for e in load_dataset("reviews-zh")["train"][:300]]
+    tok = train_wordpiece(texts, 500, min_frequency=1)
+    config = tiny_config(vocab_size=tok.vocab_size)
+    set_task(config, "ner", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], crf=True, max_length=40, tokens="chars")
+    model = randomise(BertForTokenClassification(config))
+    d = tmp_path_factory.mktemp("ner") / "model"
+    model.save_pretrained(d, tokenizer=tok)
+    return d
+
+
+def test_minilm_parity(minilm, minilm_onnx):
+    """Sentence vectors through onnxruntime equal bertkit's within 1e-4; the export wrote its sidecars."""
+    model, tok = minilm
+    assert minilm_onnx.max_diff <= 1e-4 and minilm_onnx.task == "embed"
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "sentence_bert_config.json"):
+        assert (minilm_onnx.path.parent / name).is_file()
+    ours = onnx_embed(minilm_onnx.path, SENTENCES, batch_size=3)
+    ref = encode_sentences(model, tok, SENTENCES, batch_size=3)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert np.abs(ours - ref).max() <= 1e-4
+    # cls pooling and normalisation go through the same code; the directory names the model too
+    cls = onnx_embed(minilm_onnx.path.parent, SENTENCES, pooling="cls", normalize=True)
+    assert np.abs(cls - encode_sentences(model, tok, SENTENCES, pooling="cls", normalize=True)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("batch,length", [(1, 3), (5, 3), (1, 40), (5, 40)])
+def test_dynamic_axes(minilm, minilm_onnx, batch, length):
+    """Any batch size and length runs, with padding, and matches on the real tokens."""
+    model, _ = minilm
+    g = torch.Generator().manual_seed(batch * 100 + length)
+    ids = torch.randint(1000, 30000, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1:, length // 2 + 1:] = 0  # every row but the first padded
+    ids = ids.masked_fill(mask == 0, 0)
+    types = torch.zeros_like(ids)
+    runner = OnnxRunner(minilm_onnx.path)
+    h, e = runner.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    with torch.no_grad():
+        ref = model(ids, mask, types).last_hidden_state.numpy()
+    real = mask.numpy() == 1
+    assert h.shape == (batch, length, 384) and e.shape == (batch, 384)
+    assert np.abs(h - ref)[real].max() <= 1e-4
+
+
+def test_int8_keeps_minilm(minilm_onnx, minilm_int8):
+    """Per-channel int8 weights: sentence vectors at cosine >= 0.99 (mean) to fp32, and a smaller file."""
+    fp32 = onnx_embed(minilm_onnx.path, SENTENCES)
+    int8 = onnx_embed(minilm_int8.path, SENTENCES)
+    c = cosine(int8, fp32)
+    assert c.mean() >= 0.99 and c.min() >= 0.97, c
+    assert OnnxRunner(minilm_int8.path).precision == "int8" and minilm_int8.int8_cosine > 0.9
+    assert minilm_int8.path.stat().st_size < 0.7 * minilm_onnx.path.stat().st_size
+
+
+def test_classifier_parity(classifier, tmp_path):
+    """A fine-tuned classifier: logits within 1e-4, and predict through onnx equals predict_texts."""
+    result = export_onnx(classifier, tmp_path / "cls.onnx")
+    assert result.task == "classify" and result.max_diff <= 1e-4
+    model, tok = load_finetuned(classifier)
+    texts = ["这本书很好看", "质量太差了,不推荐购买。", "还行"]
+    ours, ref = onnx_predict(result.path, texts), predict_texts(model, tok, texts)
+    assert [r["label"] for r in ours] == [r["label"] for r in ref]
+    for a, b in zip(ours, ref):
+        assert a.keys() == b.keys() and a["text"] == b["text"] and a["truncated"] == b["truncated"]
+        assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in b["probabilities"]) <= 1e-4
+
+
+def test_crf_tagger_parity(tagger, tmp_path):
+    """A CRF tagger: the emissions graph takes word_index, the CRF goes beside it, entities are equal."""
+    result = export_onnx(tagger, tmp_path / "ner.onnx")
+    assert result.task == "ner" and (tmp_path / "crf.safetensors").is_file()
+    model, tok = load_finetuned(tagger)
+    texts = ["这本书很好看", "质量太差了不推荐购买这家店的东西", "好"]
+    assert onnx_predict(result.path, texts) == predict_texts(model, tok, texts)
+
+
+@pytest.mark.parametrize("kw", [dict(model_type="roberta", pad_token_id=1), dict(model_type="albert", embedding_size=16, num_hidden_groups=1),
+                                dict(model_type="electra", embedding_size=16), dict(model_type="distilbert", type_vocab_size=0),
+                                dict(model_type="roformer"), dict(model_type="nezha")], ids=lambda kw: kw["model_type"])
+def test_family_exports(kw, tmp_path):
+    """Every family member's switches trace (export_onnx checks parity itself, at two shapes)."""
+    randomise(BertModel(tiny_config(**kw))).save_pretrained(tmp_path / "m")
+    assert export_onnx(tmp_path / "m", tmp_path / "m.onnx", task="encoder").max_diff <= 1e-4
+
+
+def test_bad_input(minilm_dir, minilm_onnx, classifier, tmp_path):
+    with pytest.raises(BertkitError, match="does not exist"):
+        export_onnx(tmp_path / "missing", tmp_path / "x.onnx")
+    with pytest.raises(BertkitError, match="output directory .* does not exist"):
+        export_onnx(minilm_dir, tmp_path / "nowhere" / "x.onnx")
+    with pytest.raises(BertkitError, match="already holds minilm.onnx"):
+        export_onnx(minilm_dir, minilm_onnx.path)
+    with pytest.raises(BertkitError, match="must be a .onnx file"):
+        export_onnx(minilm_dir, tmp_path / "x.bin")
+    with pytest.raises(BertkitError, match="cannot run bfloat16"):
+        export_onnx(minilm_dir, tmp_path / "x.onnx", bf16=True)
+    with pytest.raises(BertkitError, match="not a model bertkit fine-tuned"):
+        export_onnx(minilm_dir, tmp_path / "x.onnx", task="classify")
+    with pytest.raises(BertkitError, match="does not exist"):
+        OnnxRunner(tmp_path / "missing.onnx")
+    with pytest.raises(BertkitError, match="exported for embed; this needs a fine-tuned model"):
+        onnx_predict(minilm_onnx.path, ["a"])
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary directory left behind
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(BertkitError, match="already holds config.json"):  # never overwrites a checkpoint's files
+        export_onnx(minilm_dir, tmp_path / "x.onnx")
+    (tmp_path / "cls").mkdir()
+    cls = export_onnx(classifier, tmp_path / "cls" / "c.onnx")
+    with pytest.raises(BertkitError, match="exported for classify; this needs an embed or encoder export"):
+        onnx_embed(cls.path, ["a"])
+
+
+def test_cli_parser(classifier, tmp_path, capsys):
+    p = argparse.ArgumentParser()
+    add_export_parser(p.add_subparsers(dest="command"))
+    a = p.parse_args(["export", "onnx", str(classifier), "--out", str(tmp_path / "c.onnx"), "--int8"])
+    a.run(a)
+    assert "int8" in capsys.readouterr().out and OnnxRunner(tmp_path / "c.onnx").precision == "int8"
+    with pytest.raises(SystemExit):
+        p.parse_args(["export", "onnx", str(classifier), "--out", "x.onnx", "--int8", "--bf16"])
+
+
+def test_benchmark_runs_tiny(classifier, tmp_path):
+    """benchmarks/onnx_int8.py end to end on tiny settings (no timing assertions)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import onnx_int8
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "results.md"
+    onnx_int8.main(["--embedder", str(classifier), "--classifier", str(classifier), "--sentences", "12",
+                    "--limit", "24", "--repeats", "1", "--out", str(out)])
+    text = out.read_text()
+    assert "cosine" in text and "accuracy" in text and "onnx_int8.py" in text

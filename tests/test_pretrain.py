@@ -1,0 +1,275 @@
+"""Pretraining: masking statistics, whole words, NSP/SOP pairs, ELECTRA labels, the sparse MLM head,
+sharded corpora, zh-corpus hygiene, short runs that learn, distillation, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bertkit
+from bertkit.cli import main
+from bertkit.corpus import Corpus, prepare, write_corpus, zh_corpus_documents
+from bertkit.heads import IGNORE_INDEX
+from bertkit.pretrain import ElectraPretrainer, PretrainConfig, dense_mlm_loss, make_batch, mask_tokens, pack, pretrain
+from conftest import randomise
+
+
+@pytest.fixture(scope="module")
+def zh_docs():
+    return zh_corpus_documents()
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory, zh_docs) -> tuple[Path, Path]:
+    """(text file of 400 documents, a 2,000-token vocabulary trained on it)."""
+    d = tmp_path_factory.mktemp("corpus")
+    write_corpus(zh_docs[:400], d / "corpus.txt")
+    tok = bertkit.train_wordpiece([s for doc in zh_docs[:400] for s in doc], 2000)
+    tok.save_pretrained(d / "tok")
+    return d / "corpus.txt", d / "tok"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, small_corpus) -> Corpus:
+    text, tok = small_corpus
+    out = tmp_path_factory.mktemp("prep") / "c"
+    return Corpus(prepare(text, bertkit.Tokenizer.from_pretrained(tok), out, shard_tokens=5000, wwm=True))
+
+
+def test_zh_corpus_never_holds_reviews_dev_or_test(zh_docs):
+    from bertkit.datasets import load_dataset
+
+    reviews = load_dataset("reviews-zh")
+    text = "\n".join(s for d in zh_docs for s in d)
+    documents = {"".join(d) for d in zh_docs}
+    held_out = [e.text for e in reviews["dev"] + reviews["test"]]
+    # No dev/test review is a document, and none of 8 characters or more appears anywhere (shorter ones,
+    # such as "谢谢!", are everyday sentences that other texts contain too).
+    leaked = [t for t in held_out if t in documents or (len(t) >= 8 and t in text)]
+    assert not leaked, leaked[:3]
+    documents = {d.replace(" ", "") for d in documents}
+    kept = sum(e.text.replace(" ", "") in documents for e in reviews["train"])
+    assert 0.9 * len(reviews["train"]) < kept < len(reviews["train"])  # the train split is in, less what repeats dev/test
+
+
+def test_prepare_streams_every_token_once(small_corpus, prepared):
+    text, tok_dir = small_corpus
+    tok = bertkit.Tokenizer.from_pretrained(tok_dir)
+    assert len(prepared.shards) > 3  # more than one shard
+    expected = [tok.backend.encode(s, add_special_tokens=False).ids for doc in bertkit.corpus.read_documents(text) for s in doc]
+    streamed = [list(x) for x in prepared.stream()]
+    assert streamed == expected
+    assert prepared.tokens == sum(map(len, expected))
+    by_rank = [list(prepared.stream(list(range(len(prepared.shards)))[r::2])) for r in range(2)]
+    assert sum(len(x) for x in by_rank) == len(expected)  # two processes split the shards
+
+
+MASK, IDS = 4, {"cls": 2, "sep": 3, "pad": 0, "mask": 4}
+
+
+def test_masking_statistics():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (200, 128), generator=g)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = special[:, 100:] = True
+    ids[:, 0], ids[:, -1] = 2, 3
+    random_ids = torch.arange(5, 1000)
+    out, labels = mask_tokens(ids, special, MASK, random_ids, 0.15, generator=g)
+    chosen = labels != IGNORE_INDEX
+    assert not chosen[special].any() and torch.equal(out[special], ids[special])  # specials and padding untouched
+    assert abs(chosen.float().sum() / (~special).sum() - 0.15) < 0.01
+    assert torch.equal(labels[chosen], ids[chosen])
+    n = chosen.sum().item()
+    as_mask = (out[chosen] == MASK).sum().item() / n
+    unchanged = (out[chosen] == ids[chosen]).sum().item() / n
+    random = 1 - as_mask - unchanged
+    assert abs(as_mask - 0.8) < 0.02 and abs(unchanged - 0.1) < 0.02 and abs(random - 0.1) < 0.02
+
+
+def test_whole_word_masking_masks_words_together(prepared):
+    rows = pack(prepared, list(range(len(prepared.shards))), 64, None, seed=0)[:64]
+    b = make_batch(prepared, rows, IDS)
+    g = torch.Generator().manual_seed(1)
+    random_ids = torch.arange(5, 2000)
+    _, labels = mask_tokens(b["input_ids"], b["special"], MASK, random_ids, 0.15, b["starts"], g)
+    chosen = labels != IGNORE_INDEX
+    word = torch.cumsum(b["starts"] & ~b["special"], 1)
+    multi = 0
+    for r in range(len(rows)):
+        for w in word[r].unique().tolist():
+            at = (word[r] == w) & ~b["special"][r]
+            if at.sum() > 1:
+                multi += 1
+                assert chosen[r][at].all() or not chosen[r][at].any()  # all pieces of a word, or none
+    assert multi > 50 and chosen.any()
+    assert abs(chosen.float().sum() / (~b["special"]).sum() - 0.15) < 0.06
+
+
+@pytest.mark.parametrize("kind", ["nsp", "sop"])
+def test_sentence_pairs(prepared, kind):
+    rows = pack(prepared, list(range(len(prepared.shards))), 64, kind, seed=0)
+    assert 0.3 < rows[:, 5].mean() < 0.7
+    for si, a0, a1, b0, b1, label in rows:
+        assert a1 > a0 and b1 > b0 and (a1 - a0) + (b1 - b0) <= 61
+        doc_starts = prepared.shards[si].sent[np.asarray(prepared.shards[si].doc)]  # token offset of each document
+
+        def doc_of(t, doc_starts=doc_starts):
+            return int(np.searchsorted(doc_starts, t, side="right")) - 1
+        if kind == "nsp":
+            assert (doc_of(a0) == doc_of(b0)) == (label == 0)
+            if label == 0:
+                assert b0 >= a1  # B follows A
+        else:
+            assert doc_of(a0) == doc_of(b0)
+            assert (b0 >= a1) == (label == 0)  # label 1: B is the earlier text
+    b = make_batch(prepared, rows[:8], IDS)
+    for r, (_, a0, a1, b0, b1, _) in enumerate(rows[:8]):
+        n = (a1 - a0) + (b1 - b0) + 3
+        assert b["token_type_ids"][r, : a1 - a0 + 2].eq(0).all() and b["token_type_ids"][r, a1 - a0 + 2:n].eq(1).all()
+
+
+def test_sparse_mlm_head_equals_dense():
+    c = bertkit.BertConfig(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=52, max_position_embeddings=40)
+    m = randomise(bertkit.BertForMaskedLM(c))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 99, (4, 20), generator=g)
+    mask = torch.ones_like(ids)
+    mask[2, 12:] = 0
+    special = mask == 0
+    masked, labels = mask_tokens(ids, special, 4, torch.arange(5, 99), 0.3, generator=g)
+    with torch.no_grad():
+        sparse = m(masked, mask, labels=labels).loss
+        dense = dense_mlm_loss(m, masked, mask, None, labels)
+    assert abs(sparse - dense) < 1e-5
+
+
+def test_electra_labels_mark_exactly_the_replaced_tokens():
+    c = bertkit.BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
+                           max_position_embeddings=40, model_type="electra", embedding_size=16)
+    from bertkit.pretrain import generator_config
+
+    torch.manual_seed(0)
+    model = ElectraPretrainer(bertkit.ElectraForPreTraining(c), bertkit.BertForMaskedLM(generator_config(c, 0.5)))
+    assert model.generator.bert.embed.word is model.discriminator.bert.embed.word  # shared tables
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 30, (8, 16), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    masked, labels = mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), 4, torch.arange(5, 30), 0.5, generator=g)
+    _, _, replaced = model({**batch, "input_ids": masked}, labels, g, 50.0)
+    picked = labels != IGNORE_INDEX
+    assert not replaced[~picked].any()  # unmasked positions never count as replaced
+    assert replaced.sum() > 0 and replaced[picked].float().mean() < 1  # the generator sometimes guesses right
+
+
+@pytest.mark.parametrize("objective,wwm", [("mlm", False), ("mlm", True), ("mlm+nsp", False), ("mlm+sop", False), ("electra", False)])
+def test_short_pretraining_lowers_the_loss(tmp_path, prepared, objective, wwm):
+    result = pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "run"), corpus=str(prepared.dir), objective=objective,
+                                     wwm=wwm, max_steps=30, batch_size=16, max_length=64, lr=1e-3, warmup=3, quiet=True))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    first, last = np.mean([r["loss"] for r in rows[:5]]), np.mean([r["loss"] for r in rows[-5:]])
+    assert last < first - 0.3, (first, last)
+    model_dir = tmp_path / "run" / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "vocab.txt").is_file() and (tmp_path / "run" / "curves.png").is_file()
+    if objective == "electra":
+        assert json.loads((model_dir / "config.json").read_text())["model_type"] == "electra"
+        assert (tmp_path / "run" / "generator" / "model.safetensors").is_file()
+    else:
+        assert result["mlm_acc"] > 0
+
+
+def test_pretrained_model_fills_masks_and_fine_tunes(tmp_path, prepared):
+    pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "pt"), corpus=str(prepared.dir), max_steps=5, batch_size=8,
+                            max_length=64, quiet=True))
+    assert main(["fill-mask", str(tmp_path / "pt" / "model"), "中国[MASK]民"]) == 0
+    from bertkit.train import TrainConfig, train
+
+    rows = zh_corpus_documents  # noqa: F841  (the reviews come from the bundled dataset)
+    r = train(TrainConfig(task="classify", model=str(tmp_path / "pt" / "model"), data="reviews-zh", out=str(tmp_path / "ft"),
+                          max_steps=3, batch_size=8, max_length=32, quiet=True))
+    assert 0 <= r["test"]["accuracy"] <= 1
+
+
+def test_pretrain_resumes_exactly(tmp_path, prepared, monkeypatch):
+    kw = dict(model="bert-tiny", corpus=str(prepared.dir), max_steps=8, batch_size=8, max_length=64, save_every=3, quiet=True)
+    pretrain(PretrainConfig(out=str(tmp_path / "full"), **kw))
+    import bertkit.pretrain as P
+
+    real = P.Runner.step
+
+    def crash(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    monkeypatch.setattr(P.Runner, "step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(PretrainConfig(out=str(tmp_path / "cut"), **kw))
+    monkeypatch.setattr(P.Runner, "step", real)
+    pretrain(PretrainConfig(out=str(tmp_path / "cut"), resume=True, **kw))
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "full" / "model" / "model.safetensors"), load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distillation_lowers_the_kl_to_the_teacher(tmp_path):
+    from bertkit.datasets import load_dataset, write_table
+    from bertkit.train import TrainConfig, train
+
+    reviews = load_dataset("reviews-zh")
+    write_table(tmp_path / "train.tsv", "classify", reviews["train"][:300])
+    write_table(tmp_path / "dev.tsv", "classify", reviews["dev"][:64])
+    common = dict(task="classify", train=str(tmp_path / "train.tsv"), dev=str(tmp_path / "dev.tsv"), batch_size=16,
+                  max_length=32, vocab_size=1500, quiet=True, lr=1e-3)
+    train(TrainConfig(model="bert-tiny", out=str(tmp_path / "teacher"), max_steps=25, **common))
+    (tmp_path / "student.json").write_text(json.dumps(dict(num_hidden_layers=1, hidden_size=128, num_attention_heads=2, intermediate_size=256)))
+    # alpha 1 and no hidden term: the logged loss is exactly the KL to the teacher's soft targets (times T^2)
+    train(TrainConfig(model=str(tmp_path / "student.json"), out=str(tmp_path / "student"), max_steps=30, teacher=str(tmp_path / "teacher"),
+                      alpha=1.0, hidden_weight=0.0, temperature=2.0, **common))
+    rows = [json.loads(line) for line in (tmp_path / "student" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    first, last = np.mean([r["loss"] for r in rows[:5]]), np.mean([r["loss"] for r in rows[-5:]])
+    assert last < 0.7 * first, (first, last)
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_corpus_input(tmp_path, small_corpus, capsys):
+    _, tok = small_corpus
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    assert main(["vocab", "build", "--corpus", str(tmp_path / "empty.txt"), "--size", "100", "--out", str(tmp_path / "v")]) == 1
+    assert "the corpus is empty" in capsys.readouterr().err and not (tmp_path / "v").exists()
+    (tmp_path / "gbk.txt").write_bytes("第一句\n".encode() + "中文".encode("gbk") + b"\n")
+    assert main(["corpus", "prepare", "--corpus", str(tmp_path / "gbk.txt"), "--tokenizer", str(tok), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert "gbk.txt is not UTF-8: byte 0xd6 at offset 10" in err and not (tmp_path / "p").exists()
+    assert not list(tmp_path.glob(".p.*"))  # no temporary left behind
+
+
+def test_bad_pretrain_input(tmp_path, small_corpus, prepared, capsys, minilm_dir):
+    text, tok = small_corpus
+    args = ["pretrain", "--corpus", str(prepared.dir), "--quiet"]
+    assert main([*args, "--model", str(minilm_dir), "--max-steps", "1", "--out", str(tmp_path / "a")]) == 1  # its own vocabulary
+    assert "was prepared with another vocabulary" in capsys.readouterr().err
+    big = bertkit.Tokenizer.from_vocab({t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"t{i}" for i in range(40000)])})
+    big.save_pretrained(tmp_path / "big")
+    assert main(["pretrain", "--corpus", str(text), "--tokenizer", str(tmp_path / "big"), "--model", str(minilm_dir), "--max-steps", "1",
+                 "--out", str(tmp_path / "b"), "--quiet"]) == 1
+    assert "the tokenizer has 40005 tokens but the model's embedding only 30522 rows" in capsys.readouterr().err
+    assert main([*args, "--model", "bert-tiny", "--minutes", "0.00001", "--out", str(tmp_path / "c")]) == 1
+    assert "is too short: one step takes" in capsys.readouterr().err
+    for d in "abc":
+        assert not (tmp_path / d).exists()
+    assert not list(tmp_path.glob(".[abc].*"))
+
+
+def test_continued_pretraining_reports_a_new_mlm_head(tmp_path, minilm_dir, capsys):
+    docs = [["the battery lasts all day", "charge it overnight"], ["a quiet keyboard", "the screen is bright"]] * 30
+    write_corpus(docs, tmp_path / "en.txt")
+    assert main(["pretrain", "--model", str(minilm_dir), "--corpus", str(tmp_path / "en.txt"), "--max-steps", "2", "--batch-size", "4",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert "initialised 5 weights the checkpoint lacks: mlm.* (5)" in capsys.readouterr().err
