@@ -76,7 +76,12 @@ class Embeddings(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through torch's fused scaled_dot_product_attention."""
+    """Multi-head self-attention through torch's fused scaled_dot_product_attention.
+
+    Two layouts: a padded batch x [B, T, H] with a boolean mask (see build_mask), or the real
+    tokens of a right-padded batch packed back to back, x [sum of lengths, H] with `Packed`
+    bounds; then attention runs sequence by sequence and no work goes to padding.
+    """
 
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -84,16 +89,40 @@ class Attention(nn.Module):
         self.n_heads = c.num_attention_heads
         self.q, self.k, self.v, self.o = (nn.Linear(H, H) for _ in range(4))
         self.p_drop = c.attention_probs_dropout_prob
+        self._fused = None  # (the weights it was built from, [3H, H] weight, [3H] bias): see project
 
-    def forward(self, x, mask, pos=None):  # x [B, T, H]; mask bool [B, 1, 1|T, T] (True = may attend) or None
-        B, T, H = x.shape
-        N, D = self.n_heads, H // self.n_heads
-        q, k, v = (f(x).view(B, T, N, D).transpose(1, 2) for f in (self.q, self.k, self.v))  # [B, N, T, D]
-        y = self.attend(q, k, v, mask, pos)  # [B, N, T, D]
-        return self.o(y.transpose(1, 2).reshape(B, T, H))  # [B, T, H]
+    def forward(self, x, mask, pos=None):
+        q, k, v = (t.unflatten(-1, (self.n_heads, -1)) for t in self.project(x))  # [..., N, D] each
+        if isinstance(mask, Packed):  # [L, N, D] per sequence -> [1, N, L, D]
+            y = torch.cat([self.attend(*(t[a:b].transpose(0, 1)[None] for t in (q, k, v)), None, first(pos, b - a))[0].transpose(0, 1)
+                           for a, b in mask.bounds if b > a])  # [sum L, N, D]
+        else:
+            y = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, pos).transpose(1, 2)  # [B, T, N, D]
+        return self.o(y.flatten(-2))  # [..., H]
 
-    def attend(self, q, k, v, mask, pos):
+    def project(self, x):
+        """q, k, v [..., H] each. Without gradients, one matmul with the three weights stacked (cached,
+        rebuilt when a weight changes in place, dtype or device); when training, three matmuls."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.q(x), self.k(x), self.v(x)
+        params = [self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias]
+        built = self._fused[0] if self._fused is not None else None
+        if built is None or any(p.data_ptr() != b.data_ptr() or p._version != v for p, (b, v) in zip(params, built)):
+            # keeping the weights it came from (detached, same storage) stops their memory being reused unseen
+            self._fused = ([(p.detach(), p._version) for p in params], torch.cat(params[:3]), torch.cat(params[3:]))
+        return F.linear(x, self._fused[1], self._fused[2]).chunk(3, dim=-1)
+
+    def attend(self, q, k, v, mask, pos):  # q, k, v [B, N, T, D] -> [B, N, T, D]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_drop if self.training else 0.0)
+
+
+def first(pos, n: int):
+    """The position information attention needs, cut to a sequence of n tokens (packed layout)."""
+    if pos is None:
+        return None
+    if isinstance(pos, tuple):  # rotary (sin, cos), each [T, D/2]
+        return pos[0][:n], pos[1][:n]
+    return pos[:n, :n]  # relative [T, T, D]
 
 
 def rotate(x, sin, cos):
@@ -231,16 +260,52 @@ def relative_table(T: int, D: int, max_distance: int, device) -> torch.Tensor:
 
 
 @dataclass
+class Packed:
+    """A right-padded batch as its real tokens only (the fast path): the layers see [sum of lengths, H]."""
+
+    index: torch.Tensor  # [sum L] where each real token sits in the flattened [B * T] batch
+    bounds: list[tuple[int, int]]  # each sequence's [start, end) among the packed tokens
+
+    @staticmethod
+    def of(attention_mask: torch.Tensor) -> Packed | None:
+        """Packing for a batch worth it (padded, right-aligned, >= 10% padding), else None."""
+        keep = attention_mask.bool()
+        lengths = keep.sum(1)
+        real = int(lengths.sum())
+        if real >= UNPAD_BELOW * keep.numel() or not torch.equal(keep.cumprod(1).sum(1), lengths):
+            return None  # (almost) no padding, or padding not only at the right: the padded path
+        ends = lengths.cumsum(0).tolist()
+        return Packed(keep.flatten().nonzero().squeeze(1), list(zip([0, *ends[:-1]], ends)))
+
+    def unpack(self, x: torch.Tensor, B: int, T: int) -> torch.Tensor:  # [sum L, H] -> [B, T, H], zeros at padding
+        return x.new_zeros(B * T, x.shape[-1]).index_copy(0, self.index, x).view(B, T, -1)
+
+
+UNPAD_BELOW = 0.9  # pack a batch whose real tokens are fewer than this share of its padded shape
+
+
 class BertOutput:
-    last_hidden_state: torch.Tensor  # [B, T, H]
-    pooler_output: torch.Tensor | None  # [B, H], None when the model has no pooler
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + each layer, when asked
+    """What BertModel returns. The pooler runs when pooler_output is first read: no work unless asked."""
+
+    def __init__(self, last_hidden_state: torch.Tensor, pooler: nn.Module | None = None,
+                 hidden_states: tuple[torch.Tensor, ...] | None = None):
+        self.last_hidden_state = last_hidden_state  # [B, T, H]
+        self.hidden_states = hidden_states  # embeddings + each layer, when asked
+        self._pooler, self._pooled = pooler, None
+
+    @property
+    def pooler_output(self) -> torch.Tensor | None:  # [B, H], None when the model has no pooler
+        if self._pooled is None and self._pooler is not None:
+            self._pooled = self._pooler(self.last_hidden_state)
+        return self._pooled
 
 
 class BertModel(PretrainedMixin, nn.Module):
     """The encoder of every family member: `BertModel.from_pretrained(dir)`."""
 
     is_backbone = True
+    unpad = True  # the fast path: a padded batch runs as its real tokens only (False: the reference path)
+    checkpointing = False  # activation checkpointing when training: recompute each layer in backward
 
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
@@ -284,20 +349,41 @@ class BertModel(PretrainedMixin, nn.Module):
             position_ids = padding_positions(input_ids, c.pad_token_id)  # [B, T]
         elif position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)[None]  # [1, T]
-        mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device)
-        x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H]
+        B = input_ids.shape[0]
+        packed = self.packing(attention_mask, position_ids)
+        if packed is not None:  # only the real tokens go through the layers: [sum L] inputs, [sum L, H] states
+            mask = packed
+            input_ids, token_type_ids = input_ids.flatten()[packed.index], token_type_ids.flatten()[packed.index]
+            position_ids = position_ids.expand(B, T).flatten()[packed.index]
+        else:
+            mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device)
+        x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H] (or [sum L, H])
         pos = None  # what attention needs to know of positions, computed once for all layers
         if c.position_embedding_type == "rotary":
             pos = self.rotary(T)
         elif c.position_embedding_type == "relative":
             pos = relative_table(T, c.head_size, c.max_relative_position, input_ids.device).to(x.dtype)
-        states = [x]
+        states = [x] if output_hidden_states else None
         for blocks in c.layer_schedule():
             for i in blocks:
-                x = self.layers[i](x, mask, pos)
-            states.append(x)
-        pooled = self.pooler(x) if self.pooler is not None else None
-        return BertOutput(x, pooled, tuple(states) if output_hidden_states else None)
+                if self.checkpointing and self.training and torch.is_grad_enabled():  # recompute in backward: less memory
+                    x = torch.utils.checkpoint.checkpoint(self.layers[i], x, mask, pos, use_reentrant=False)
+                else:
+                    x = self.layers[i](x, mask, pos)
+            if states is not None:
+                states.append(x)
+        if packed is not None:
+            x = packed.unpack(x, B, T)
+            states = [packed.unpack(h, B, T) for h in states] if states is not None else None
+        return BertOutput(x, self.pooler, tuple(states) if states is not None else None)
+
+    def packing(self, attention_mask, position_ids) -> Packed | None:
+        """The fast path's packing of this batch, when it applies and gives the reference path's result."""
+        if not self.unpad or attention_mask is None or self.config.attention_mode != "bidirectional":
+            return None
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or attention_mask.dim() != 2:
+            return None  # a traced or compiled graph cannot hold the per-sequence loop
+        return Packed.of(attention_mask)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,164 @@
+"""The inference fast path equals the reference path: packed (unpadded) execution, the fused QKV
+projection, the lazy pooler, activation checkpointing, and bf16 within a stated tolerance.
+
+The reference path is the same model with `unpad = False` and gradients on (three separate
+q/k/v matmuls over the padded batch): what the parity tests prove equal to transformers.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_family import CASES, reference
+
+import bertkit
+from bertkit.model import Packed
+from conftest import randomise
+
+TOL = 1e-5
+FAMILY = {name: make for name, make, _, _ in CASES}  # roberta, albert, electra, distilbert, roformer, ...
+
+
+def tiny_bert(**kw):
+    config = bertkit.BertConfig(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=52,
+                                max_position_embeddings=64, **kw)
+    return randomise(bertkit.BertModel(config)).eval()
+
+
+def encoder(tmp_path, name):
+    """A randomised bertkit encoder of a family member, loaded from a transformers checkpoint
+    (NEZHA, which transformers no longer has, and plain BERT are built directly)."""
+    if name == "bert":
+        return tiny_bert()
+    if name == "nezha":
+        return tiny_bert(model_type="nezha", max_relative_position=8)
+    hf_cls = next(hf for n, _, hf, ours in CASES if n == name and ours is bertkit.BertModel)
+    reference(FAMILY[name], hf_cls).save_pretrained(tmp_path / name)
+    return bertkit.BertModel.from_pretrained(tmp_path / name).eval()
+
+
+def hard_batches(pad: int, max_len: int, vocab: int = 99):
+    """Heavy padding, a single token, a full-length row, and an all-padding row."""
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for lengths, T in [([9, 1, 4, 2], 9), ([1], 1), ([max_len, 3], max_len), ([5, 0, 2], 6)]:
+        ids = torch.randint(5, vocab, (len(lengths), T), generator=g)
+        mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
+        ids[mask == 0] = pad
+        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+    return out
+
+
+def reference_run(model, batch):
+    """The reference path: padded, three q/k/v matmuls (gradients on), no packing."""
+    model.unpad = False
+    try:
+        with torch.enable_grad():
+            out = model(**batch)
+        return out.last_hidden_state.detach(), out.pooler_output.detach() if out.pooler_output is not None else None
+    finally:
+        model.unpad = True
+
+
+def real(h, mask):
+    return h[mask.bool()]
+
+
+@pytest.mark.parametrize("name", ["bert", *FAMILY, "nezha"])
+def test_fast_path_equals_reference(tmp_path, name):
+    model = encoder(tmp_path, name)
+    c = model.config
+    batch_types = c.type_vocab_size >= 1
+    for batch in hard_batches(c.pad_token_id, min(c.max_length, 40)):
+        if not batch_types:
+            batch.pop("token_type_ids")
+        ref, ref_pooled = reference_run(model, batch)
+        with torch.no_grad():
+            out = model(**batch)
+        mask = batch["attention_mask"]
+        assert torch.isfinite(real(out.last_hidden_state, mask)).all()
+        assert (real(out.last_hidden_state, mask) - real(ref, mask)).abs().max() <= TOL, name
+        if ref_pooled is not None:
+            rows = mask.sum(1) > 0  # a row with no real token has no [CLS] to pool
+            assert (out.pooler_output[rows] - ref_pooled[rows]).abs().max() <= TOL
+
+
+def test_packing_applies_only_where_exact():
+    right = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    p = Packed.of(right)
+    assert p is not None and p.bounds == [(0, 3), (3, 4)] and p.index.tolist() == [0, 1, 2, 4]
+    assert Packed.of(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])) is None  # left padding: the padded path
+    assert Packed.of(torch.ones(2, 10, dtype=torch.long)) is None  # nothing to drop
+    config = bertkit.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
+                                attention_mode="causal")
+    assert bertkit.BertModel(config).packing(right, None) is None  # causal and unilm masks: the padded path
+
+
+def test_fused_qkv_follows_weight_changes():
+    model = tiny_bert()
+    batch = hard_batches(0, 20)[0]
+    with torch.no_grad():
+        before = model(**batch).last_hidden_state
+        for p in model.layers[0].attn.k.parameters():
+            p.mul_(1.5)  # an in-place change (as an optimizer step makes) must reach the fused matrix
+        after = model(**batch).last_hidden_state
+    ref, _ = reference_run(model, batch)
+    mask = batch["attention_mask"]
+    assert (real(after, mask) - real(before, mask)).abs().max() > 1e-3
+    assert (real(after, mask) - real(ref, mask)).abs().max() <= TOL
+    model.to(torch.float64)  # a dtype change rebuilds it too
+    with torch.no_grad():
+        assert model(**batch).last_hidden_state.dtype == torch.float64
+
+
+def test_training_through_the_packed_path_gives_the_reference_gradients():
+    model = tiny_bert().train()
+    for m in model.modules():  # dropout off: the two paths draw different masks
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    model.layers[0].attn.p_drop = model.layers[1].attn.p_drop = 0.0
+    batch = hard_batches(0, 20)[0]
+    mask = batch["attention_mask"]
+
+    def grads(unpad: bool, checkpointing: bool = False):
+        m = copy.deepcopy(model)
+        m.unpad, m.checkpointing = unpad, checkpointing
+        out = m(**batch)
+        (real(out.last_hidden_state, mask).pow(2).sum() + out.pooler_output.sum()).backward()
+        return {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+
+    ref, fast, ckpt = grads(False), grads(True), grads(True, checkpointing=True)
+    assert ref.keys() == fast.keys() == ckpt.keys()
+    for n in ref:
+        assert (fast[n] - ref[n]).abs().max() <= 1e-4 * max(1.0, ref[n].abs().max().item()), n
+        assert torch.equal(ckpt[n], fast[n]), n  # recomputation changes nothing
+
+
+def test_pooler_runs_only_when_read():
+    model = tiny_bert()
+    calls = []
+    model.pooler.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        out = model(torch.tensor([[5, 6, 7]]))
+        assert calls == []
+        out.pooler_output, out.pooler_output  # noqa: B018  (read twice, computed once)
+    assert calls == [1]
+
+
+def test_bf16_keeps_minilm_embeddings(minilm_dir):
+    """bf16 weights and activations: mean-pooled sentence vectors at cosine >= 0.999 of fp32 (real weights)."""
+    model = bertkit.BertModel.from_pretrained(minilm_dir).eval()
+    tok = bertkit.Tokenizer.from_pretrained(minilm_dir)
+    texts = ["A man is playing a guitar.", "The new movie is awesome", "short", "A cat sits on the mat in the sun, " * 6]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        fp32 = bertkit.mean_pool(model(ids, mask).last_hidden_state, mask)
+        model.to(torch.bfloat16)
+        h = model(ids, mask).last_hidden_state
+        assert h.dtype == torch.bfloat16
+        bf16 = bertkit.mean_pool(h.float(), mask)
+    cos = torch.nn.functional.cosine_similarity(fp32, bf16)
+    assert cos.min() >= 0.999, cos
