@@ -31,7 +31,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
     from .tasks import embed_file
 
     n = embed_file(
-        a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend
+        a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend, bf16=a.bf16
     )
     print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
@@ -56,7 +56,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     from .finetune import evaluate_command
 
-    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend), indent=2, ensure_ascii=False))
+    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend, a.bf16), indent=2, ensure_ascii=False))
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -64,7 +64,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     from .finetune import predict_command
 
-    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend):
+    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend, a.bf16):
         print(json.dumps(row, ensure_ascii=False))
 
 
@@ -130,6 +130,7 @@ TRAIN_FLAGS = {
     "clip": ("max gradient norm (0: off)", None),
     "max_length": ("tokens per example; longer ones are truncated and counted in the log", None),
     "bf16": ("bf16 autocast on CPU or GPU", None),
+    "checkpointing": ("activation checkpointing: less memory for long sequences, ~1/3 more compute", None),
     "ema": ("EMA decay of the weights (e.g. 0.999; 0: off); evaluation uses the average", None),
     "adv": ("adversarial training on the word embeddings", ["fgm", "pgd"]),
     "adv_eps": ("adversarial perturbation size", None),
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--long", choices=["truncate", "error"], default="truncate", help="what to do with longer lines")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
     s.set_defaults(run=cmd_embed)
 
     s = sub.add_parser("convert", help="convert a checkpoint (HF .bin/sharded, Google TF) to an HF safetensors dir")
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "dev", "test"])
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
     s.set_defaults(run=cmd_evaluate)
 
     s = sub.add_parser("predict", help="labels with probabilities, or entities with their spans, as JSON lines")
@@ -242,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", help="a file of texts in any format the task reads (labels ignored)")
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
     s.set_defaults(run=cmd_predict)
 
     s = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student")
@@ -280,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(flag, type=kind, default=default, help=help_text)
     s.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
     s.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    s.add_argument("--checkpointing", action="store_true", help="activation checkpointing: less memory for long sequences")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=cmd_pretrain)

@@ -26,9 +26,9 @@ padded (`bool(attention_mask.all())`), a data-dependent branch torch.export cann
 The tracer follows the branch the example takes; the examples are always padded, so the
 graph keeps the general (masked) path, which equals the unmasked one when nothing is padded.
 
-Not exportable yet: causal and unilm attention (`build_mask` makes its identity with
-`torch.eye(T, dtype=torch.bool)`, which becomes a bool EyeLike that onnxruntime has no kernel
-for; the export stops with that message). Building it as `arange(T)[:, None] == arange(T)` fixes it.
+The fast path's packing (model.BertModel.unpad) is off while tracing: its per-sequence loop
+cannot live in a graph, so the graph is the padded reference path. Causal and unilm masks export
+too (the tests trace every family member and both masks).
 
 `OnnxRunner` is called like the torch model it came from (same inputs, a BertOutput or a
 logits tensor back), so tasks.encode_sentences and finetune.predict_texts run it unchanged.

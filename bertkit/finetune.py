@@ -346,10 +346,11 @@ def sum_loss(kind: str, class_weight=None, gamma: float = 2.0, smoothing: float 
 # ---- fine-tuned directories: evaluate and predict -----------------------------------------------
 
 
-def load_finetuned(path, backend: str = "torch"):
+def load_finetuned(path, backend: str = "torch", bf16: bool = False):
     """(model, tokenizer) from a fine-tuned model directory, or a training run's --out directory.
 
     backend "onnx": path is an export (`bertkit export onnx`), run by onnxruntime through the same calls.
+    bf16: bfloat16 weights and activations (torch backend; the CRF stays fp32).
     """
     from pathlib import Path
 
@@ -357,6 +358,8 @@ def load_finetuned(path, backend: str = "torch"):
     from .tokenizer import Tokenizer
 
     if backend == "onnx":
+        if bf16:
+            raise BertkitError("--bf16 applies to the torch backend; an ONNX graph keeps the precision it was exported in.")
         from .export import load_onnx
 
         return load_onnx(path, TASKS)
@@ -366,15 +369,20 @@ def load_finetuned(path, backend: str = "torch"):
     d, config, conv = read_pretrained(p)
     info = task_of(config)
     model = MODEL_CLASSES[info["task"]].from_converted(d, config, conv, verbose=False)
+    if bf16:
+        model.to(torch.bfloat16)
+        if getattr(model, "crf", None) is not None:
+            model.crf.float()
     return model, Tokenizer.from_pretrained(d)
 
 
-def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch") -> dict:
+def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch",
+                     bf16: bool = False) -> dict:
     from pathlib import Path
 
     from .datasets import BUNDLED, load_dataset, read_task_file
 
-    model, tokenizer = load_finetuned(path, backend)
+    model, tokenizer = load_finetuned(path, backend, bf16)
     task = task_of(model.config)["task"]
     if data in BUNDLED or Path(data).is_dir():
         splits = load_dataset(data, task)
@@ -389,11 +397,11 @@ def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64,
 
 
 def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64,
-                    backend: str = "torch") -> list[dict]:
+                    backend: str = "torch", bf16: bool = False) -> list[dict]:
     """Predictions for texts given on the command line (pairs as two texts each) or in a file."""
     from .datasets import read_task_file
 
-    model, tokenizer = load_finetuned(path, backend)
+    model, tokenizer = load_finetuned(path, backend, bf16)
     task = task_of(model.config)["task"]
     if input_file:
         examples = read_task_file(input_file, task)

@@ -32,7 +32,7 @@ from .corpus import ZH_CORPUS, Corpus, prepare
 from .errors import BertkitError
 from .heads import IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, ElectraForPreTraining, masked_lm_loss
 from .tokenizer import Tokenizer
-from .train import Dist, StepLog, _progress, existing_dir, plot_curves, replace_dir
+from .train import Dist, StepLog, _progress, existing_dir, plot_curves, replace_dir, set_checkpointing
 from .tricks import make_optimizer, warmup_schedule
 
 OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop", "electra")
@@ -58,6 +58,7 @@ class PretrainConfig:
     max_length: int = 128
     mask_rate: float = 0.15
     bf16: bool = False
+    checkpointing: bool = False  # activation checkpointing: recompute each layer in backward (long sequences)
     electra_weight: float = 50.0  # discriminator loss weight (Clark et al.)
     generator_fraction: float = 0.5  # generator hidden size / discriminator's
     seed: int = 42
@@ -308,6 +309,7 @@ def _pretrain(cfg: PretrainConfig, dist: Dist) -> dict:
     try:
         corpus, tokenizer = resolve_corpus(cfg, tokenizer_dir, staging, log)
         model = build_model(cfg, tokenizer, log)
+        set_checkpointing(model, cfg.checkpointing)
         pairs = {"mlm+nsp": "nsp", "mlm+sop": "sop"}.get(cfg.objective)
         mine = list(range(len(corpus.shards)))[dist.rank::dist.world] if len(corpus.shards) >= dist.world else list(range(len(corpus.shards)))
         rows = pack(corpus, mine, cfg.max_length, pairs, cfg.seed)
@@ -437,12 +439,18 @@ class Runner:
         return out.loss, {"loss": out.loss.item(), "mlm_acc": _acc(out.mlm_logits, labels[picked]), "nsp_acc": nsp_acc}
 
     def budget_steps(self, seconds: float) -> int:
-        """Steps that fit a wall-clock budget, from one measured step (then undone)."""
+        """Steps that fit a wall-clock budget, from trial steps (then undone): a first one (slower: memory
+        and kernels warming up) and, if it fits the budget many times over, the median of three more."""
         self.scheduler = warmup_schedule(self.optimizer, 0, 1, "constant")
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        t = time.perf_counter()
-        self.step(0)
-        took = time.perf_counter() - t
+        times = []
+        for i in range(4):
+            t = time.perf_counter()
+            self.step(i)
+            times.append(time.perf_counter() - t)
+            if times[0] * 20 > seconds:  # a budget of a few steps: the first one is the measure
+                break
+        took = times[0] if len(times) == 1 else float(np.median(times[1:]))
         self.model.load_state_dict(saved)
         self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)  # forget the trial step
         if self.dist.world > 1:  # every process must agree on the number of steps

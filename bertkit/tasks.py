@@ -163,7 +163,7 @@ def encode_sentences(
         idx = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in tok([texts[i] for i in idx], max_length=max_length).items()}
         with torch.inference_mode():
-            h = model(**batch).last_hidden_state
+            h = model(**batch).last_hidden_state.float()  # pooled in fp32 whatever the model's dtype
         v = mean_pool(h, batch["attention_mask"]) if pooling == "mean" else h[:, 0]
         if normalize:
             v = torch.nn.functional.normalize(v.float(), dim=-1)
@@ -186,10 +186,12 @@ def embed_file(
     long: str = "truncate",
     progress: bool = True,
     backend: str = "torch",
+    bf16: bool = False,
 ) -> int:
     """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count.
 
     backend "onnx": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime.
+    bf16: bfloat16 weights and activations (torch backend).
     """
     texts = read_lines(input_path)
     if not output_path.endswith(".npy"):
@@ -200,11 +202,15 @@ def embed_file(
     if Path(output_path).is_dir():
         raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
     if backend == "onnx":
+        if bf16:
+            raise BertkitError("--bf16 applies to the torch backend; an ONNX graph keeps the precision it was exported in.")
         from .export import load_onnx
 
         model, tok = load_onnx(model_name, ("embed", "encoder"))
     else:
         model = BertModel.from_pretrained(model_name, new_heads=True, verbose=False).to(default_device())
+        if bf16:
+            model.to(torch.bfloat16)
         tok = Tokenizer.from_pretrained(model.source_dir)
     limit = sentence_max_length(model.source_dir, tok, model.config)
     if max_length is not None and max_length > model.config.max_position_embeddings:

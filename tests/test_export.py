@@ -151,7 +151,8 @@ def test_crf_tagger_parity(tagger, tmp_path):
 
 @pytest.mark.parametrize("kw", [dict(model_type="roberta", pad_token_id=1), dict(model_type="albert", embedding_size=16, num_hidden_groups=1),
                                 dict(model_type="electra", embedding_size=16), dict(model_type="distilbert", type_vocab_size=0),
-                                dict(model_type="roformer"), dict(model_type="nezha")], ids=lambda kw: kw["model_type"])
+                                dict(model_type="roformer"), dict(model_type="nezha"), dict(attention_mode="causal"),
+                                dict(attention_mode="unilm")], ids=lambda kw: kw.get("model_type", kw.get("attention_mode")))
 def test_family_exports(kw, tmp_path):
     """Every family member's switches trace (export_onnx checks parity itself, at two shapes)."""
     randomise(BertModel(tiny_config(**kw))).save_pretrained(tmp_path / "m")

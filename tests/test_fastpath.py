@@ -162,3 +162,19 @@ def test_bf16_keeps_minilm_embeddings(minilm_dir):
         bf16 = bertkit.mean_pool(h.float(), mask)
     cos = torch.nn.functional.cosine_similarity(fp32, bf16)
     assert cos.min() >= 0.999, cos
+
+
+def test_embed_bf16_switch(minilm_dir, tmp_path):
+    """`bertkit embed --bf16`: one switch, vectors at cosine >= 0.999 of fp32; refused with the onnx backend."""
+    import numpy as np
+
+    from bertkit.cli import main
+
+    (tmp_path / "in.txt").write_text("A man is playing a guitar.\nshort\n" + "The weather is lovely today, " * 8 + "\n", encoding="utf-8")
+    args = ["embed", str(minilm_dir), "--input", str(tmp_path / "in.txt"), "--quiet"]
+    assert main([*args, "--output", str(tmp_path / "fp32.npy")]) == 0
+    assert main([*args, "--output", str(tmp_path / "bf16.npy"), "--bf16"]) == 0
+    a, b = np.load(tmp_path / "fp32.npy"), np.load(tmp_path / "bf16.npy")
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert b.dtype == np.float32 and cos.min() >= 0.999, cos
+    assert main([*args, "--output", str(tmp_path / "x.npy"), "--bf16", "--backend", "onnx"]) == 1

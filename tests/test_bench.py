@@ -1,0 +1,52 @@
+"""benchmarks/speed.py end to end on a tiny random model: it runs, prints every path, and the
+correctness columns hold (no timing is asserted: timings on a shared machine prove nothing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertkit import BertModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_speed_tiny_runs_and_agrees(tmp_path):
+    pytest.importorskip("transformers")
+    out = tmp_path / "speed.md"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run([sys.executable, "benchmarks/speed.py", "--tiny", "--write-docs", "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    paths = ["bertkit fp32", "bertkit bf16", "transformers fp32", "transformers bf16"]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        paths.append("onnxruntime fp32")
+    if hasattr(BertModel, "unpad"):
+        paths.append("bertkit fp32 reference")
+    for name in paths:
+        assert f"| {name} |" in run.stdout, f"no row for {name} in the table"
+    for name in ("bertkit fp32", "bertkit bf16 autocast", "transformers fp32", "transformers bf16 autocast"):
+        assert f"| {name} | AdamW" in run.stdout, f"no pretraining row for {name}"
+
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert "`python benchmarks/speed.py --tiny --write-docs --out " in out.read_text()
+    assert len(res["inference"]) == 5  # every --tiny case, the padded one included
+    for row in res["inference"]:
+        got = row["paths"]
+        assert set(got) == set(paths)
+        for name, p in got.items():
+            if name.endswith("fp32") or name.endswith("reference"):
+                if not name.startswith("transformers"):
+                    assert p["max_abs_diff"] <= 1e-4, (row["case"], name, p)
+            else:
+                assert p["min_cosine"] >= 0.99, (row["case"], name, p)
+    assert any(row["padding"] > 0.2 for row in res["inference"])
+    loss = res["training"]["initial_loss"]
+    assert abs(loss["bertkit"] - loss["transformers"]) <= 1e-4
