@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,9 @@ from bertkit.finetune import evaluate_examples, load_finetuned
 from bertkit.model import BertModel
 from bertkit.tasks import encode_sentences
 from bertkit.tokenizer import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import best_of, machine  # noqa: E402  (the same timing as benchmarks/speed.py)
 
 STDLIB = ("json os pathlib collections itertools functools re string textwrap argparse logging subprocess shutil "
           "tempfile random statistics decimal fractions datetime calendar heapq bisect inspect typing dataclasses "
@@ -54,29 +56,6 @@ def english_sentences(n: int) -> list[str]:
             if len(seen) == n:
                 return list(seen)
     return list(seen)
-
-
-def machine() -> str:
-    """The CPU's name and the vector extensions that matter here (from /proc/cpuinfo where there is one)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return f"{name} ({', '.join(f for f in ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile') if f in flags)})"
-
-
-def best_of(runs: dict, repeats: int) -> dict[str, float]:
-    """Seconds per backend: the best of `repeats`, the backends alternating in a rotating order."""
-    best = {k: float("inf") for k in runs}
-    names = list(runs)
-    for r in range(repeats):
-        for k in names[r % len(names):] + names[: r % len(names)]:
-            t = time.perf_counter()
-            runs[k]()
-            best[k] = min(best[k], time.perf_counter() - t)
-    return best
 
 
 def export_both(model_dir, tmp: Path, name: str, task: str | None = None) -> dict[str, OnnxRunner]:

