@@ -321,9 +321,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def warn_slow_bf16(args) -> None:
+    from .tasks import bf16_is_fast
+
+    try:
+        fast = bf16_is_fast(getattr(args, "device", None))
+    except RuntimeError:  # an unknown --device: the command itself says so
+        return
+    if not fast:
+        print(f"bertkit {args.command}: note: this device has no bf16 hardware (AVX512-BF16 or AMX, or a bf16 GPU), "
+              "so --bf16 runs slower than fp32 here.", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "bf16", False):
+            warn_slow_bf16(args)
         args.run(args)
     except BertkitError as e:
         if args.debug:

@@ -218,3 +218,30 @@ def test_embed_truncates_long_lines_and_says_so_once(capsys, minilm_dir, tmp_pat
     rc, _, err = run(capsys, "embed", minilm_dir, "--input", tmp_path / "in.txt", "--output", tmp_path / "o.npy", "--quiet")
     assert rc == 0 and err.count("truncated") == 1 and "2 of 3 lines" in err
     assert np.load(tmp_path / "o.npy").shape == (3, 384)
+
+
+def test_bf16_is_fast_reads_the_cpu_flags(tmp_path):
+    """bf16 counts as fast on a CPU only with AVX512-BF16 or AMX; without them (or without /proc/cpuinfo)
+    the answer is no, and the CLI says so when --bf16 is asked for."""
+    from bertkit.tasks import bf16_is_fast
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert bf16_is_fast("cpu", str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n")
+    assert bf16_is_fast("cpu", str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not bf16_is_fast("cpu", str(info))
+    assert not bf16_is_fast("cpu", str(tmp_path / "missing"))
+    assert not bf16_is_fast("meta")
+
+
+def test_bf16_note_on_slow_hardware(capsys, monkeypatch, minilm_dir, tmp_path):
+    import bertkit.tasks
+
+    monkeypatch.setattr(bertkit.tasks, "bf16_is_fast", lambda *a, **k: False)
+    (tmp_path / "in.txt").write_text("one sentence\n")
+    assert main(["embed", str(minilm_dir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"),
+                 "--bf16", "--quiet"]) == 0
+    assert "no bf16 hardware" in capsys.readouterr().err
+    assert np.load(tmp_path / "v.npy").shape == (1, 384)
