@@ -212,6 +212,14 @@ def set_checkpointing(model: nn.Module, on: bool) -> None:
             m.checkpointing = on
 
 
+def _random_init_tokenizer(cfg: TrainConfig, splits: dict) -> Tokenizer:
+    if cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
+        return Tokenizer.from_pretrained(existing_dir(Path(cfg.out) / "checkpoint") / "model")
+    if cfg.tokenizer:
+        return Tokenizer.from_pretrained(cfg.tokenizer)
+    return train_wordpiece(_texts(splits["train"], cfg.task), cfg.vocab_size, lowercase=True, min_frequency=2)
+
+
 def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenizer: Tokenizer | None = None):
     """(model, tokenizer): a checkpoint with a new classifier, or a random model from a preset/config."""
     info = dict(crf=cfg.crf, max_length=cfg.max_length)
@@ -220,14 +228,8 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
     if random_init:
         config = BertConfig.from_preset(cfg.model) if cfg.model in PRESETS else BertConfig.from_json_file(cfg.model)
-        if tokenizer is not None:  # the teacher's, when distilling
-            pass
-        elif cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
-            tokenizer = Tokenizer.from_pretrained(existing_dir(Path(cfg.out) / "checkpoint") / "model")
-        elif cfg.tokenizer:
-            tokenizer = Tokenizer.from_pretrained(cfg.tokenizer)
-        else:
-            tokenizer = train_wordpiece(_texts(splits["train"], cfg.task), cfg.vocab_size, lowercase=True, min_frequency=2)
+        if tokenizer is None:  # given: the teacher's, when distilling
+            tokenizer = _random_init_tokenizer(cfg, splits)
             if torch.distributed.is_initialized():  # ties may break differently per process: use rank 0's
                 vocab = [tokenizer.vocab()]
                 torch.distributed.broadcast_object_list(vocab, src=0)
