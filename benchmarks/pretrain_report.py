@@ -7,7 +7,8 @@ baseline.
     .venv/bin/python benchmarks/pretrain_report.py --model bert-tiny --minutes 6 --epochs 1 \\
         --ner-seeds 1 --ner-train-limit 4000 --student-seeds 1 --distill-tasks classify   # a reduced run
 
-Full protocol (the defaults): bert-mini, an 8000-token WordPiece vocabulary built on zh-corpus (shared
+Full protocol (the defaults): roformer-tiny-zh (bert-tiny's size with rotary positions, init std 0.05, no
+dropout: docs/results-pretrain-ablation.md says why), bf16 where the hardware makes it fast, an 8000-token WordPiece vocabulary built on zh-corpus (shared
 by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 3 epochs
 at max length 128 with seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
 from the teacher) distilled on both tasks from the best pretrained model's seed-1 fine-tuned model.
@@ -41,6 +42,7 @@ from bertkit.config import BertConfig  # noqa: E402
 from bertkit.corpus import Corpus, build_vocab, prepare  # noqa: E402
 from bertkit.datasets import load_dataset, write_task_file  # noqa: E402
 from bertkit.pretrain import PretrainConfig, pretrain  # noqa: E402
+from bertkit.tasks import bf16_is_fast  # noqa: E402
 from bertkit.tokenizer import Tokenizer  # noqa: E402
 from bertkit.train import TrainConfig, train  # noqa: E402
 
@@ -294,7 +296,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
               f"({100 * n['within'] / n['entities']:.1f}%) are reachable, which caps entity recall for every row, random init included."]
     L += [""]
 
-    defaults = {k: parser.get_default(k) for k in vars(a) if parser.get_default(k) is not None or k in ("train_limit", "ner_train_limit", "ner_seeds", "student_seeds")}
+    defaults = {k: parser.get_default(k) for k in vars(a) if parser.get_default(k) is not None or k in ("bf16", "train_limit", "ner_train_limit", "ner_seeds", "student_seeds")}
     changed = [k for k in defaults if k not in ("out", "work", "resume", "render_only") and getattr(a, k, None) != defaults[k]
                and not (k in ("ner_seeds", "student_seeds") and defaults[k] is None and getattr(a, k, None) == a.seeds)]
     L += ["## Differences from the full protocol (the defaults of this script)", ""]
@@ -414,7 +416,7 @@ def ner_reach(max_length: int) -> dict:
 
 
 def _default_note(k: str) -> str:
-    return {"train_limit": "the whole train split", "ner_train_limit": "the whole train split", "ner_seeds": "--seeds", "student_seeds": "--seeds"}.get(k, "none")
+    return {"bf16": "auto: on where the hardware makes bf16 fast", "train_limit": "the whole train split", "ner_train_limit": "the whole train split", "ner_seeds": "--seeds", "student_seeds": "--seeds"}.get(k, "none")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -422,7 +424,8 @@ def _default_note(k: str) -> str:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="bert-mini", help="preset for every row (the student has half its layers)")
+    p.add_argument("--model", default="roformer-tiny-zh",
+                   help="preset or config.json for every row (the student has half its layers); see docs/results-pretrain-ablation.md")
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--minutes", type=float, default=60.0, help="pretraining budget per objective")
     p.add_argument("--budget", choices=["calibrate", "library"], default="calibrate",
@@ -445,7 +448,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ner-train-limit", type=int, default=None, help="peoples-daily-ner training examples (default: all)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.9)
+    p.add_argument("--bf16", dest="bf16", action="store_true", default=None, help="bf16 autocast (default: where the hardware makes it fast)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.set_defaults(bf16=None)
     p.add_argument("--work", default="/tmp/bertkit-pretrain-report", help="checkpoints and intermediate files")
     p.add_argument("--out", default="docs/results-pretrain.md")
     p.add_argument("--resume", action="store_true", help="continue a run from its JSON and work directory")
@@ -456,6 +461,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main() -> None:
     parser = make_parser()
     a = parser.parse_args()
+    if a.bf16 is None:
+        a.bf16 = bf16_is_fast()
     a.ner_seeds = a.ner_seeds or a.seeds
     a.student_seeds = a.student_seeds or a.seeds
     out, work = Path(a.out), Path(a.work)

@@ -239,4 +239,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "distilbert-base-uncased": dict(model_type="distilbert", num_hidden_layers=6, type_vocab_size=0),  # 66,362,880
     "roformer-chinese-base": dict(model_type="roformer", vocab_size=50000, max_position_embeddings=1536),  # 123,555,840
     "nezha-base": dict(model_type="nezha", vocab_size=21128),  # 101,874,432 (bert-base-chinese's vocabulary)
+    # Not a published model: bertkit's recipe for pretraining a small model from scratch on a CPU. bert-tiny's
+    # size, but rotary positions, init std 0.05 and no dropout: with bert-tiny's own settings (std 0.02 made for
+    # 768-wide layers, learned positions) attention stays near uniform for thousands of steps and the model
+    # never uses context (docs/results-pretrain-ablation.md). benchmarks/configs/roformer-tiny-zh.json is this.
+    "roformer-tiny-zh": dict(
+        model_type="roformer", position_embedding_type="rotary", num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
+        intermediate_size=512, initializer_range=0.05, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),  # 4,336,640
 }

@@ -3,7 +3,8 @@
    by similarity to a query with bertkit's own embeddings;
 2. the whole story of a Chinese BERT on bundled text: a WordPiece vocabulary built from
    zh-corpus (People's Daily 1998-01 and the reviews-zh train split), the corpus tokenised into
-   memory-mapped shards, a tiny BERT pretrained with MLM for a fixed time budget, a fill-mask
+   memory-mapped shards, a tiny model (roformer-tiny-zh: bert-tiny's size with rotary positions and
+   an init made for its width) pretrained with MLM for a fixed time budget, a fill-mask
    example, then that model fine-tuned on reviews-zh, evaluated on the test split, and asked
    about a few new sentences. Every step's curves are written as PNG.
 """
@@ -63,9 +64,9 @@ def pretrain_tiny(work: Path) -> Path:
     corpus = Corpus(prepare(ZH_CORPUS, tok, work / "corpus"))
     print(f"   {corpus.tokens:,} tokens ({time.perf_counter() - start:.0f} s)")
     bf16 = bf16_is_fast()  # bf16 autocast only where the hardware multiplies bf16; elsewhere fp32 is faster
-    print(f"-- pretraining bert-tiny with MLM for {PRETRAIN_MINUTES:g} minutes ({'bf16 autocast' if bf16 else 'fp32'}, "
+    print(f"-- pretraining roformer-tiny-zh (2 layers x 128, rotary positions) with MLM for {PRETRAIN_MINUTES:g} minutes ({'bf16 autocast' if bf16 else 'fp32'}, "
           "masked-position-only head)", flush=True)
-    result = pretrain(PretrainConfig(model="bert-tiny", out=str(work / "pretrain"), corpus=str(corpus.dir), tokenizer=str(work / "vocab"),
+    result = pretrain(PretrainConfig(model="roformer-tiny-zh", out=str(work / "pretrain"), corpus=str(corpus.dir), tokenizer=str(work / "vocab"),
                                      minutes=PRETRAIN_MINUTES, batch_size=64, max_length=128, lr=1e-3, warmup=0.05, bf16=bf16))
     print(f"   final MLM loss {result['loss']:.2f}, masked-token accuracy {result['mlm_acc']:.3f}; curves in {work / 'pretrain' / 'curves.png'}")
     model = work / "pretrain" / "model"

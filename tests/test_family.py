@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,6 +258,18 @@ def test_preset_sizes(preset, capsys):
 
     assert main(["summary", preset]) == 0
     assert f"Total params: {PUBLISHED[preset]:,}" in capsys.readouterr().out
+
+
+def test_small_pretraining_preset(capsys):
+    """roformer-tiny-zh (bertkit's own recipe, not a published model) is the config the pretraining report ran."""
+    from bertkit.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    preset = bertkit.BertConfig.from_preset("roformer-tiny-zh")
+    assert bertkit.BertConfig.from_json_file(root / "benchmarks" / "configs" / "roformer-tiny-zh.json") == preset
+    assert preset.position_embedding_type == "rotary" and preset.initializer_range == 0.05 and preset.hidden_dropout_prob == 0.0
+    assert main(["summary", "roformer-tiny-zh"]) == 0
+    assert "Total params: 4,336,640" in capsys.readouterr().out
 
 
 def test_unsupported_type_names_it_and_the_supported(tmp_path):
