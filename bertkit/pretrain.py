@@ -227,6 +227,17 @@ def generator_config(c: BertConfig, fraction: float) -> BertConfig:
                                embedding_size=c.embed_size, extra={})
 
 
+def small_model_note(c: BertConfig) -> str | None:
+    """A note for a narrow model pretrained from scratch with BERT's init (std 0.02, set for 768-wide layers) and
+    learned positions: its attention tends to stay uniform, so it never learns to use context
+    (docs/results-pretrain-ablation.md)."""
+    if c.hidden_size <= 256 and c.initializer_range <= 0.02 and c.position_embedding_type == "absolute":
+        return (f"note: a {c.hidden_size}-wide model with init std {c.initializer_range} and learned positions often never learns to "
+                "use context when pretrained from scratch; the roformer-tiny-zh preset (rotary positions, std 0.05) does "
+                "(docs/results-pretrain-ablation.md).")
+    return None
+
+
 def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
     """The model to pretrain: random from a preset/config.json, or a checkpoint (its missing heads initialised)."""
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
@@ -236,6 +247,9 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
         if cfg.objective == "electra" and config.model_type == "bert":
             config = dataclasses.replace(config, model_type="electra", extra=dict(config.extra))
         torch.manual_seed(cfg.seed)
+        note = small_model_note(config)
+        if note:
+            log(note)
     else:
         from .checkpoint import read_pretrained
 

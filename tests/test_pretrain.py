@@ -14,7 +14,16 @@ import bertkit
 from bertkit.cli import main
 from bertkit.corpus import Corpus, prepare, write_corpus, zh_corpus_documents
 from bertkit.heads import IGNORE_INDEX
-from bertkit.pretrain import ElectraPretrainer, PretrainConfig, dense_mlm_loss, make_batch, mask_tokens, pack, pretrain
+from bertkit.pretrain import (
+    ElectraPretrainer,
+    PretrainConfig,
+    dense_mlm_loss,
+    make_batch,
+    mask_tokens,
+    pack,
+    pretrain,
+    small_model_note,
+)
 from conftest import randomise
 
 
@@ -193,6 +202,13 @@ def test_training_steps_equal_transformers(tmp_path):
             # Adam turn float rounding noise into lr-sized random steps: not comparable, and harmless
             continue
         torch.testing.assert_close(after[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_small_model_note_names_the_recipe():
+    """bert-tiny from scratch gets the note (its attention stays uniform); roformer-tiny-zh and bert-base do not."""
+    assert "roformer-tiny-zh" in small_model_note(bertkit.BertConfig.from_preset("bert-tiny"))
+    assert small_model_note(bertkit.BertConfig.from_preset("roformer-tiny-zh")) is None
+    assert small_model_note(bertkit.BertConfig.from_preset("bert-base-chinese")) is None
 
 
 def test_electra_labels_mark_exactly_the_replaced_tokens():
