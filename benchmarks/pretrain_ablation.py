@@ -11,8 +11,8 @@ A variant whose run directory already holds a finished model is probed, not trai
 Each variant is pretrained with whole-word-masked MLM for --steps steps (batch 64 x 128 tokens, lr 1e-3,
 warm-up 6%, linear decay, fp32) and then probed on reviews-zh dev sentences (never in zh-corpus):
 - single-mask accuracy: one CJK character in the middle of the sentence is replaced by [MASK]; how often
-  the model's top answer is that character. A model that ignores context can only guess the corpus's
-  most frequent character (shown as "unigram");
+  the model's top answer is that character. A model that ignores context can only give one answer
+  everywhere; the best such answer, the corpus's most frequent character among those masked, is shown;
 - attention entropy: the entropy of each query's attention distribution over its sentence, divided by
   the entropy of a uniform one (1.0 = attention looks at every token alike, i.e. no positional or
   content-based selection).
@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
 import shutil
 import statistics
 import sys
@@ -36,6 +37,7 @@ import torch
 from bertkit.config import BertConfig
 from bertkit.corpus import Corpus
 from bertkit.datasets import load_dataset
+from bertkit.errors import BertkitError
 from bertkit.heads import BertForMaskedLM
 from bertkit.model import Attention
 from bertkit.pretrain import PretrainConfig, pretrain
@@ -131,7 +133,7 @@ def probe(model_dir: Path, n_sentences: int) -> dict:
 
 
 def unigram_acc(corpus: Corpus, sentences) -> float:
-    """Accuracy of always answering the corpus's most frequent CJK character."""
+    """Accuracy of one constant answer: the corpus's most frequent token among the masked characters."""
     counts: Counter = Counter()
     for shard in corpus.shards:
         counts.update(shard.ids[: 2_000_000].tolist())
@@ -141,6 +143,13 @@ def unigram_acc(corpus: Corpus, sentences) -> float:
 
 
 def main() -> None:
+    try:
+        run_all()
+    except BertkitError as e:  # a missing or wrong --vocab / --corpus: one sentence, exit 1
+        raise SystemExit(f"error: {e}") from None
+
+
+def run_all() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--vocab", required=True)
     p.add_argument("--corpus", required=True, help="a corpus directory prepared with word starts")
@@ -174,11 +183,11 @@ def main() -> None:
             probed[label]["final"] = (rows[-1]["step"], statistics.mean(r["loss"] for r in tail), statistics.mean(r["mlm_acc"] for r in tail))
     uni = unigram_acc(Corpus(a.corpus), sentences)
     L = ["# Pretraining a tiny model: what gets attention to work", "",
-         f"Command: `python {' '.join(sys.argv)}`", "",
+         f"Command: `python {shlex.join(sys.argv)}`", "",
          f"Every variant: whole-word-masked MLM on zh-corpus for {a.steps} steps, lr {a.lr}, warm-up 6%, linear decay to 0, fp32, "
          "2 CPU threads. Probes on "
          f"{len(sentences)} reviews-zh dev sentences (not in the pretraining corpus): single-mask accuracy (one CJK character "
-         f"mid-sentence masked; always answering the corpus's most frequent character scores {100 * uni:.1f}%) and attention "
+         f"mid-sentence masked; one constant answer, the corpus's most frequent of the masked characters, scores {100 * uni:.1f}%) and attention "
          "entropy relative to uniform attention (1.00 = every token attended alike).", "",
          "| variant | change | loss / masked acc by step | final loss | single-mask acc | attention entropy / uniform |",
          "|---|---|---|---|---|---|"]
