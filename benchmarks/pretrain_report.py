@@ -83,7 +83,8 @@ class Results:
 
 
 # Settings a resumed run must share (the pretrained models depend on them). Fine-tuning settings may change on
-# --resume: a finished run made with other settings is then moved to "superseded_runs" and run again.
+# --resume: a finished run made with other settings (or, for a student, another teacher) is then moved to
+# "superseded_runs" and run again.
 PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pretrain_batch", "pretrain_max_length", "warmup", "bf16")
 FINETUNE_KEYS = ("epochs", "lr", "max_length", "temperature", "alpha")
 
@@ -198,7 +199,8 @@ def train_file(task: str, limit: int | None, work: Path) -> str | None:
 def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: Path, vocab: Path, **extra) -> dict | None:
     settings = run_settings(vars(a), task)
     if key in res.data["runs"]:
-        if res.data["runs"][key].get("settings", settings) == settings:
+        same_teacher = res.data["runs"][key].get("distill", {}).get("teacher") == extra.get("teacher")
+        if res.data["runs"][key].get("settings", settings) == settings and same_teacher:
             return res.data["runs"][key]
         res.data.setdefault("superseded_runs", {})[f"{key}@{len(res.data.get('superseded_runs', {}))}"] = res.data["runs"].pop(key)
         res.save()

@@ -121,6 +121,9 @@ ELECTRA_HEADS = [
     ("rtd.out.weight", "discriminator_predictions.dense_prediction.weight", None),
     ("rtd.out.bias", "discriminator_predictions.dense_prediction.bias", None),
 ]
+# ELECTRA-style pretraining of a RoFormer or NEZHA (rotary/relative positions): transformers has no discriminator
+# class for them, so the replaced-token head keeps ELECTRA's names (their base models load and skip it).
+RTD_HEAD = ELECTRA_HEADS[-4:]
 DISTILBERT_BACKBONE = [
     ("embed.word.weight", "embeddings.word_embeddings.weight", None),
     ("embed.position.weight", "embeddings.position_embeddings.weight", None),
@@ -159,9 +162,9 @@ FAMILIES = {
         "roformer",
         _hf_only(BACKBONE_KEYS[:-2], drop=NO_POSITION_TABLE) + ELECTRA_BACKBONE[-2:]
         + [("rotary.weight", "encoder.embed_positions.weight", None)],
-        BERT_MLM,
+        BERT_MLM + RTD_HEAD,
     ),
-    "nezha": Family("nezha", _hf_only(BACKBONE_KEYS, drop=NO_POSITION_TABLE), HEAD_KEYS),
+    "nezha": Family("nezha", _hf_only(BACKBONE_KEYS, drop=NO_POSITION_TABLE), HEAD_KEYS + RTD_HEAD),
 }
 
 # Checkpoint keys that carry nothing to load: buffers, duplicates of the MLM bias, optimizer state.

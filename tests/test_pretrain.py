@@ -245,6 +245,24 @@ def test_short_pretraining_lowers_the_loss(tmp_path, prepared, objective, wwm):
         assert result["mlm_acc"] > 0
 
 
+def test_electra_pretraining_of_a_rotary_model_saves_and_reloads(tmp_path, prepared):
+    """roformer-tiny-zh pretrained as an ELECTRA discriminator: transformers has no RoFormer discriminator, so the
+    head keeps ELECTRA's names; RoFormerModel loads the backbone from it with our outputs, and bertkit reloads the head."""
+    transformers = pytest.importorskip("transformers")
+    pretrain(PretrainConfig(model="roformer-tiny-zh", out=str(tmp_path / "run"), corpus=str(prepared.dir), objective="electra",
+                            max_steps=3, batch_size=8, max_length=32, quiet=True))
+    model_dir = tmp_path / "run" / "model"
+    assert json.loads((model_dir / "config.json").read_text())["model_type"] == "roformer"
+    ours = bertkit.ElectraForPreTraining.from_pretrained(model_dir).eval()
+    assert not ours.load_report.initialised  # the replaced-token head came back from the file
+    theirs = transformers.RoFormerModel.from_pretrained(model_dir).eval()
+    ids = torch.randint(5, 100, (2, 12))
+    with torch.no_grad():
+        a = ours.bert(ids, torch.ones_like(ids), torch.zeros_like(ids)).last_hidden_state
+        b = theirs(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_pretrained_model_fills_masks_and_fine_tunes(tmp_path, prepared):
     pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "pt"), corpus=str(prepared.dir), max_steps=5, batch_size=8,
                             max_length=64, quiet=True))
