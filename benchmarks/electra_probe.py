@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from bertkit.datasets import load_dataset
+from bertkit.errors import BertkitError
 from bertkit.heads import BertForMaskedLM, ElectraForPreTraining
 from bertkit.pretrain import ElectraPretrainer, mask_tokens
 from bertkit.tokenizer import Tokenizer
@@ -23,9 +24,12 @@ if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "generator" / "config.json").i
         "usage: electra_probe.py RUN_DIR (the --out of an ELECTRA pretraining run, with model/ and generator/)"
     )
 d = sys.argv[1]
-tok = Tokenizer.from_pretrained(d + "/model")
-disc = ElectraForPreTraining.from_pretrained(d + "/model", verbose=False).eval()
-gen = BertForMaskedLM.from_pretrained(d + "/generator", verbose=False).eval()
+try:
+    tok = Tokenizer.from_pretrained(d + "/model")
+    disc = ElectraForPreTraining.from_pretrained(d + "/model", verbose=False).eval()
+    gen = BertForMaskedLM.from_pretrained(d + "/generator", verbose=False).eval()
+except BertkitError as e:
+    raise SystemExit(f"error: {e}") from None
 net = ElectraPretrainer(disc, gen)
 texts = [e.text for e in load_dataset("reviews-zh")["dev"]][:256]
 g = torch.Generator().manual_seed(0)

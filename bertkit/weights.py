@@ -122,7 +122,7 @@ ELECTRA_HEADS = [
     ("rtd.out.bias", "discriminator_predictions.dense_prediction.bias", None),
 ]
 # ELECTRA-style pretraining of a RoFormer or NEZHA (rotary/relative positions): transformers has no discriminator
-# class for them, so the replaced-token head keeps ELECTRA's names (their base models load and skip it).
+# class for them, so the replaced-token head keeps ELECTRA's names (transformers' RoFormerModel loads such a checkpoint and skips the head: tests/test_pretrain.py).
 RTD_HEAD = ELECTRA_HEADS[-4:]
 DISTILBERT_BACKBONE = [
     ("embed.word.weight", "embeddings.word_embeddings.weight", None),
