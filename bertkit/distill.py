@@ -6,7 +6,8 @@
 
 Per example (classify, pair) or per word (ner); summed, so the trainer makes it the mean of the global
 batch. The student reads the teacher's tokenizer and labels. `init_student` copies the teacher's
-embeddings and the mapped layers into the student (DistilBERT's initialisation, Sanh et al. 2019).
+embeddings, the mapped layers and the task head (classifier, CRF) into the student (DistilBERT's
+initialisation, Sanh et al. 2019).
 Hidden-state matching needs equal widths (no learnt projection).
 """
 
@@ -38,13 +39,16 @@ def parse_layer_map(text: str | None, student_layers: int, teacher_layers: int) 
 
 @torch.no_grad()
 def init_student(student, teacher, layer_map: list[int]) -> None:
-    """Copy embeddings, mapped layers (and pooler, classifier) from teacher to student where shapes agree."""
+    """Copy embeddings, mapped layers (and pooler, classifier, CRF) from teacher to student where shapes agree.
+
+    The CRF matters for NER: the soft targets match the student's emissions to the teacher's, which were
+    trained to be decoded with the teacher's transition scores, so the student starts with those too."""
     if student.config.hidden_size != teacher.config.hidden_size:
         raise BertkitError("initialising the student from the teacher needs the same hidden size.")
     student.bert.embed.load_state_dict(teacher.bert.embed.state_dict())
     for i, t in enumerate(layer_map):
         student.bert.layers[i].load_state_dict(teacher.bert.layers[t - 1].state_dict())
-    for name in ("pooler", "classifier"):
+    for name in ("pooler", "classifier", "crf"):
         s_mod, t_mod = getattr(student.bert if name == "pooler" else student, name, None), getattr(teacher.bert if name == "pooler" else teacher, name, None)
         if s_mod is not None and t_mod is not None:
             s_mod.load_state_dict(t_mod.state_dict())

@@ -317,6 +317,29 @@ def test_distillation_lowers_the_kl_to_the_teacher(tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
+def test_student_initialised_from_an_ner_teacher_takes_its_crf(tmp_path):
+    """Emissions distilled from a CRF tagger are only right with the teacher's transition scores: init copies them."""
+    from bertkit.distill import init_student
+    from bertkit.finetune import BertForTokenClassification, set_task
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    models = []
+    for layers in (2, 1):
+        cfg = bertkit.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64)
+        set_task(cfg, "ner", labels, crf=True)
+        torch.manual_seed(layers)
+        models.append(BertForTokenClassification(cfg))
+    teacher, student = models
+    with torch.no_grad():
+        for p in teacher.crf.parameters():
+            p.normal_()
+    init_student(student, teacher, [2])
+    for name, t in teacher.crf.state_dict().items():
+        assert torch.equal(student.crf.state_dict()[name], t), name
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert all(torch.equal(a, b) for a, b in zip(student.bert.layers[0].parameters(), teacher.bert.layers[1].parameters()))
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 
