@@ -142,6 +142,29 @@ class CRF(nn.Module):
             alpha = torch.where(mask[:, t, None], step, alpha)  # a finished sequence carries its alpha through
         return torch.logsumexp(alpha + end, dim=1)
 
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """log p(y_t = k | x) [B, T, K] by forward-backward, with every score divided by `temperature`.
+
+        The CRF's own per-token distribution: what a CRF tagger believes about each token once the
+        transitions are accounted for (softmax of the emissions alone ignores them). Differentiable, so a
+        student's marginals can be trained towards a teacher's (structure-level distillation). Rows at
+        padding are 0 (log 1) in no particular tag: mask them out."""
+        mask = self._check(emissions, mask)
+        e = emissions.float() / temperature
+        start, trans, end = (s / temperature for s in self._scores())
+        T = e.shape[1]
+        alphas = [start + e[:, 0]]  # alpha_t [B, K]: log-sum over paths of tokens 0..t ending in each tag
+        for t in range(1, T):
+            step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + e[:, t]
+            alphas.append(torch.where(mask[:, t, None], step, alphas[-1]))
+        betas = [end.expand_as(alphas[0])]  # beta_t [B, K]: log-sum over the rest of the path after tag k at t
+        for t in range(T - 2, -1, -1):
+            step = torch.logsumexp(trans + (e[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)  # [B, K(from)]
+            betas.append(torch.where(mask[:, t + 1, None], step, end.expand_as(step)))  # t the last real token: end
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # [B]
+        out = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
+        return out.masked_fill(~mask[..., None], 0.0)
+
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """The highest-scoring tag path of each sequence (Viterbi), each as long as its mask."""

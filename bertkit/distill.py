@@ -4,6 +4,12 @@
          + (1 - alpha) * the task's hard-label loss
          + hidden_weight * MSE(student layer i, teacher layer layer_map[i])   hidden states (TinyBERT, Jiao et al. 2019)
 
+With soft_targets="crf" (NER with a CRF), the distributions are not the softmax of the emissions but the
+CRF's per-word marginals p(y_t | x), by forward-backward over emissions and transitions (all divided by T):
+what the teacher actually believes once its transitions are counted, matched by the student's own CRF
+(posterior distillation, Wang et al. 2020, "Structure-Level Knowledge Distillation For Multilingual
+Sequence Labeling").
+
 Per example (classify, pair) or per word (ner); summed, so the trainer makes it the mean of the global
 batch. The student reads the teacher's tokenizer and labels. `init_student` copies the teacher's
 embeddings, the mapped layers and the task head (classifier, CRF) into the student (DistilBERT's
@@ -54,8 +60,18 @@ def init_student(student, teacher, layer_map: list[int]) -> None:
             s_mod.load_state_dict(t_mod.state_dict())
 
 
+SOFT_TARGETS = ("logits", "crf")
+
+
+def check_soft_targets(soft_targets: str, student, teacher) -> None:
+    if soft_targets not in SOFT_TARGETS:
+        raise BertkitError(f"soft targets {soft_targets!r} are not one of {', '.join(SOFT_TARGETS)}.")
+    if soft_targets == "crf" and (getattr(student, "crf", None) is None or getattr(teacher, "crf", None) is None):
+        raise BertkitError("--soft-targets crf needs a teacher and a student with a CRF head (NER trained with --crf).")
+
+
 def distill_loss(student, teacher, batch, hard_loss, temperature: float, alpha: float, hidden_weight: float,
-                 layer_map: list[int]) -> tuple[torch.Tensor, int]:
+                 layer_map: list[int], soft_targets: str = "logits") -> tuple[torch.Tensor, int]:
     """(summed loss, count), as finetune.loss_of_batch."""
     want_hidden = hidden_weight > 0
     s_out = forward(student, batch, hidden=want_hidden)
@@ -65,8 +81,13 @@ def distill_loss(student, teacher, batch, hard_loss, temperature: float, alpha: 
         t_logits, t_states = t_out if want_hidden else (t_out, None)
     mask = batch.get("word_mask")  # [B, W] for ner; None for sentence tasks
     T = temperature
-    kl = F.kl_div(F.log_softmax(s_logits.float() / T, -1), F.log_softmax(t_logits.float() / T, -1), log_target=True,
-                  reduction="none").sum(-1)  # [B] or [B, W]
+    if soft_targets == "crf":
+        with torch.no_grad():
+            t_logp = teacher.crf.log_marginals(t_logits, mask, T)  # [B, W, C]
+        s_logp = getattr(student, "module", student).crf.log_marginals(s_logits, mask, T)
+    else:
+        t_logp, s_logp = F.log_softmax(t_logits.float() / T, -1), F.log_softmax(s_logits.float() / T, -1)
+    kl = F.kl_div(s_logp, t_logp, log_target=True, reduction="none").sum(-1)  # [B] or [B, W]
     soft = (kl[mask] if mask is not None else kl).sum() * T * T
     count = int(mask.sum()) if mask is not None else len(s_logits)
     total = alpha * soft

@@ -115,6 +115,41 @@ def test_emission_gradient_is_marginal_minus_gold():
     assert torch.allclose(e.grad[0].double(), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("K, labels", CASES)
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_log_marginals_equal_brute_force(K, labels, temperature):
+    """p(y_t = k) summed over every allowed path, with all scores divided by the temperature; padding rows 0."""
+    gen = torch.Generator().manual_seed(K + int(temperature))
+    crf = random_crf(K, bio_constraints(labels) if labels else None, gen)
+    lengths = [4, 1, 3, 2]
+    B, T = len(lengths), max(lengths)
+    e = torch.randn(B, T, K, generator=gen) * 2
+    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    got = crf.log_marginals(e, mask, temperature)
+    for b, n in enumerate(lengths):
+        paths = all_paths(crf, n)
+        p = torch.softmax(path_scores(crf, e[b, :n], paths) / temperature, 0)
+        want = torch.zeros(n, K, dtype=torch.float64)
+        for t in range(n):
+            want[t].index_add_(0, paths[:, t], p)
+        assert torch.allclose(got[b, :n].exp().double(), want, atol=1e-5), b
+        assert torch.all(got[b, n:] == 0)
+
+
+def test_log_marginals_are_differentiable_and_ignore_padding():
+    gen = torch.Generator().manual_seed(2)
+    crf = random_crf(5, bio_constraints(BIO2), gen)
+    e = torch.randn(2, 4, 5, generator=gen, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]).bool()
+    lm = crf.log_marginals(e, mask)
+    (lm * torch.randn(lm.shape, generator=gen)).masked_fill(~mask[..., None], 0).sum().backward()
+    assert torch.isfinite(e.grad).all() and torch.all(e.grad[1, 2:] == 0)
+    assert torch.isfinite(crf.trans.grad).all() and crf.trans.grad.abs().sum() > 0
+    noisy = e.detach().clone()
+    noisy[1, 2:] = 50 * torch.randn(2, 5, generator=gen)
+    assert torch.allclose(crf.log_marginals(noisy, mask)[1, :2], lm[1, :2].detach(), atol=1e-6)
+
+
 def test_bf16_emissions_run_in_fp32():
     gen = torch.Generator().manual_seed(5)
     crf = random_crf(4, None, gen)

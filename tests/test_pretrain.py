@@ -340,6 +340,55 @@ def test_student_initialised_from_an_ner_teacher_takes_its_crf(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(student.bert.layers[0].parameters(), teacher.bert.layers[1].parameters()))
 
 
+def test_crf_soft_targets_match_the_teachers_marginals():
+    """--soft-targets crf: the KL is between CRF marginals (0 for a copy of the teacher), and it trains the student's CRF."""
+    from bertkit.distill import check_soft_targets, distill_loss, init_student
+    from bertkit.errors import BertkitError
+    from bertkit.finetune import BertForTokenClassification, set_task
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+    def tagger(layers, crf=True, seed=0):
+        cfg = bertkit.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64)
+        set_task(cfg, "ner", labels, crf=crf)
+        torch.manual_seed(seed)
+        return BertForTokenClassification(cfg)
+
+    teacher = tagger(2)
+    with torch.no_grad():
+        for p in teacher.crf.parameters():
+            p.normal_(std=2.0)
+    teacher.eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (3, 9), generator=g)
+    n_words = torch.tensor([7, 4, 1])
+    word_mask = torch.arange(7)[None] < n_words[:, None]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+             "word_index": (torch.arange(7)[None] + 1) * word_mask, "word_mask": word_mask}
+    args = dict(hard_loss=None, temperature=2.0, alpha=1.0, hidden_weight=0.0, layer_map=[2])
+    copy = tagger(2, seed=1)
+    copy.load_state_dict(teacher.state_dict())
+    copy.eval()
+    for mode in ("logits", "crf"):
+        loss, count = distill_loss(copy, teacher, batch, soft_targets=mode, **args)
+        assert count == 12 and abs(loss.item()) < 1e-5, (mode, loss.item())
+
+    student = tagger(1, seed=2)
+    init_student(student, teacher, [2])
+    with torch.no_grad():
+        student.crf.trans.add_(torch.randn(5, 5, generator=g))  # so the two kinds of soft targets differ
+    losses = {}
+    for mode in ("logits", "crf"):
+        student.zero_grad()
+        losses[mode], _ = distill_loss(student, teacher, batch, soft_targets=mode, **args)
+        losses[mode].backward()
+        trans_grad = student.crf.trans.grad
+        assert (trans_grad is not None and trans_grad.abs().sum() > 0) == (mode == "crf"), mode
+    assert losses["crf"].item() > 0 and abs(losses["crf"].item() - losses["logits"].item()) > 1e-3
+    with pytest.raises(BertkitError, match="needs a teacher and a student with a CRF head"):
+        check_soft_targets("crf", tagger(1, crf=False), teacher)
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 
