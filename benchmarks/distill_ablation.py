@@ -37,7 +37,8 @@ METRIC = {"classify": "accuracy", "ner": "f1"}
 BASE = dict(temperature=2.0, alpha=0.9, hidden_weight=0.0, layer_map=None, init_from_teacher=True, soft_targets="logits")
 # name: (what changes from the report's setting A, TrainConfig changes)
 VARIANTS = {
-    "A": ("as benchmarks/pretrain_report.py: T 2, alpha 0.9, student starts from the teacher's embeddings, top layer(s) and head", {}),
+    "A": ("the first pretraining reports' setting: T 2, alpha 0.9, softmax(logits), student starts from the teacher's embeddings, "
+          "top layer(s), head and CRF", {}),
     "B": ("no soft targets (alpha 0): the teacher-initialised student fine-tuned on the labels alone", dict(alpha=0.0)),
     "C": ("alpha 0.5: half soft targets, half labels", dict(alpha=0.5)),
     "D": ("alpha 1.0: soft targets only", dict(alpha=1.0)),
@@ -48,6 +49,9 @@ VARIANTS = {
     "I": ("soft targets are the CRF's per-word marginals (forward-backward with transitions), not softmax(emissions)",
           dict(soft_targets="crf")),
     "J": ("I with alpha 1.0: CRF marginals only", dict(soft_targets="crf", alpha=1.0)),
+    "K": ("I and G: CRF marginals, student starts from the teacher's bottom layer(s)", "bottom+crf"),
+    "L": ("C and G: alpha 0.5, student starts from the teacher's bottom layer(s)", "bottom+alpha0.5"),
+    "M": ("L with the CRF marginals as soft targets", "bottom+alpha0.5+crf"),
 }
 
 
@@ -70,8 +74,9 @@ def log(msg: str) -> None:
 def run_variant(name: str, a, teacher: Path, student_cfg: Path, s_layers: int, work: Path) -> dict:
     out = work / f"{a.task}-{name}"
     changes = VARIANTS[name][1]
-    if changes == "bottom":
-        changes = dict(layer_map=",".join(str(i + 1) for i in range(s_layers)))
+    if isinstance(changes, str):  # "bottom", optionally with "+alpha0.5" and "+crf"
+        changes = (dict(layer_map=",".join(str(i + 1) for i in range(s_layers))) | (dict(soft_targets="crf") if "crf" in changes else {})
+                   | (dict(alpha=0.5) if "alpha0.5" in changes else {}))
     settings = BASE | changes
     metrics = out / "metrics.json"
     if metrics.is_file() and (out / "model" / "config.json").is_file():

@@ -66,8 +66,8 @@ class Results:
             if old != new:
                 diff = [k for k in new if old.get(k) != new[k]]
                 raise SystemExit(f"--resume: {path} was made with other settings ({', '.join(diff)}); use them or drop --resume.")
-            for r in self.data["runs"].values():  # runs recorded before settings were stored: the args they ran with
-                r.setdefault("settings", run_settings(self.data["args"], r["task"]))
+            for key, r in self.data["runs"].items():  # runs recorded before settings were stored: the args they ran with
+                r.setdefault("settings", run_settings(self.data["args"], r["task"], student="/student/" in key))
             self.data["args"] = vars(args) | {"resumed": True}
         else:
             self.data = {"args": vars(args), "environment": environment(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -86,11 +86,23 @@ class Results:
 # --resume: a finished run made with other settings (or, for a student, another teacher) is then moved to
 # "superseded_runs" and run again.
 PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pretrain_batch", "pretrain_max_length", "warmup", "bf16")
-FINETUNE_KEYS = ("epochs", "lr", "max_length", "temperature", "alpha")
+FINETUNE_KEYS = ("epochs", "lr", "max_length")
+DISTILL_KEYS = ("temperature", "alpha", "student_init", "soft_targets")  # students only
+DISTILL_DEFAULTS = {"student_init": "spread", "soft_targets": "logits"}  # what runs made before these options existed used
 
 
-def run_settings(args: dict, task: str) -> dict:
-    return {k: args[k] for k in FINETUNE_KEYS} | {"train_limit": args["train_limit" if task == "classify" else "ner_train_limit"]}
+def run_settings(args: dict, task: str, student: bool = False) -> dict:
+    s = {k: args[k] for k in FINETUNE_KEYS} | {"train_limit": args["train_limit" if task == "classify" else "ner_train_limit"]}
+    if student:
+        s |= {k: args.get(k, DISTILL_DEFAULTS.get(k)) for k in DISTILL_KEYS}
+        if task != "ner":
+            s["soft_targets"] = "logits"  # CRF marginals are for a CRF tagger
+    return s
+
+
+def same_settings(old: dict, new: dict) -> bool:
+    """Keys a run recorded that no longer matter (a teacher's temperature) are ignored; missing ones take their old default."""
+    return all(old.get(k, DISTILL_DEFAULTS.get(k)) == v for k, v in new.items())
 
 
 def environment() -> dict:
@@ -197,10 +209,10 @@ def train_file(task: str, limit: int | None, work: Path) -> str | None:
 
 
 def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: Path, vocab: Path, **extra) -> dict | None:
-    settings = run_settings(vars(a), task)
+    settings = run_settings(vars(a), task, student="teacher" in extra)
     if key in res.data["runs"]:
         same_teacher = res.data["runs"][key].get("distill", {}).get("teacher") == extra.get("teacher")
-        if res.data["runs"][key].get("settings", settings) == settings and same_teacher:
+        if same_settings(res.data["runs"][key].get("settings", settings), settings) and same_teacher:
             return res.data["runs"][key]
         res.data.setdefault("superseded_runs", {})[f"{key}@{len(res.data.get('superseded_runs', {}))}"] = res.data["runs"].pop(key)
         res.save()
@@ -259,7 +271,7 @@ def best_pretrained(res: dict, task: str) -> str | None:
 
 
 def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool) -> None:
-    a = argparse.Namespace(**res["args"])
+    a = argparse.Namespace(**(DISTILL_DEFAULTS | res["args"]))
     env = res["environment"]
     L = ["# Pretraining a small Chinese model on 2 CPU cores: does it pay?", ""]
     if not finished:
@@ -286,8 +298,10 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           f"{'bf16 autocast' if a.bf16 else 'fp32'}; NER with the CRF head; best dev checkpoint scored on the test split. "
           f"reviews-zh train examples: {a.train_limit or 'all'}; peoples-daily-ner train examples: {a.ner_train_limit or 'all'} "
           "(a subset is the first N of a fixed shuffle, seed 0). Dev and test are always complete.",
-          f"- Distillation: student = the teacher's config with half its layers, initialised from the teacher (embeddings and evenly "
-          f"spaced layers), temperature {a.temperature}, alpha {a.alpha}, same fine-tuning settings; teacher = the best pretrained "
+          f"- Distillation: student = the teacher's config with half its layers, initialised from the teacher (embeddings, "
+          f"{'its bottom layers' if a.student_init == 'bottom' else 'evenly spaced layers ending at the top'}, head and CRF), "
+          f"temperature {a.temperature}, alpha {a.alpha}, soft targets: softmax of the logits"
+          f"{' (NER: the CRF per-word marginals)' if a.soft_targets == 'crf' else ''}, same fine-tuning settings; teacher = the best pretrained "
           "model's seed-1 fine-tuned model on that task.",
           "- TF-IDF baseline: `tfidf_baseline()` of benchmarks/finetune_report.py (char 1-3-gram + logistic regression, full train split).",]
     notes = res.get("notes", {})
@@ -449,7 +463,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, default=None, help="reviews-zh training examples (default: all)")
     p.add_argument("--ner-train-limit", type=int, default=None, help="peoples-daily-ner training examples (default: all)")
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--alpha", type=float, default=0.9)
+    # Student defaults: the best distillation setting on dev in docs/results-distill-ablation.md (variant M).
+    p.add_argument("--alpha", type=float, default=0.5, help="students: weight of the soft targets (1 - alpha on the labels)")
+    p.add_argument("--student-init", choices=["spread", "bottom"], default="bottom",
+                   help="the teacher layers a student starts from: evenly spaced ending at the top, or the bottom ones (DistilBERT)")
+    p.add_argument("--soft-targets", choices=["logits", "crf"], default="crf", help="NER students: softmax(emissions) or CRF marginals")
     p.add_argument("--bf16", dest="bf16", action="store_true", default=None, help="bf16 autocast (default: where the hardware makes it fast)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.set_defaults(bf16=None)
@@ -515,8 +533,9 @@ def main() -> None:
             config, s_layers, t_layers = student_config(teacher, work, task)
             for seed in a.student_seeds:
                 key = f"{task}/student/s{seed}"
+                layer_map = ",".join(str(i + 1) for i in range(s_layers)) if a.student_init == "bottom" else None
                 finetune(key, task, config, seed, a, res, work, vocab, teacher=str(teacher), temperature=a.temperature, alpha=a.alpha,
-                         init_from_teacher=True)
+                         init_from_teacher=True, layer_map=layer_map, soft_targets=a.soft_targets if task == "ner" else "logits")
                 r = res.data["runs"][key]
                 r["distill"] |= {"teacher_row": best, "teacher_key": teacher_key, "student_layers": s_layers, "teacher_layers": t_layers}
                 save()

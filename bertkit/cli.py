@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state matching weight (same widths)")
     s.add_argument("--layer-map", help="teacher layer per student layer, e.g. 2,4,6 (default: evenly spaced)")
     s.add_argument("--init-from-teacher", action="store_true", help="copy embeddings and mapped layers from the teacher")
-    s.add_argument("--soft-targets", choices=["logits", "crf"], default="logits",
-                   help="what the student matches: softmax of the logits, or (NER with a CRF) the CRF's per-word marginals")
+    s.add_argument("--soft-targets", choices=["auto", "logits", "crf"], default="auto",
+                   help="what the student matches: softmax of the logits, or a CRF tagger's per-word marginals (auto: crf when both have a CRF)")
     add_train_flags(s)
     s.set_defaults(run=cmd_distill)
 

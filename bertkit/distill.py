@@ -4,11 +4,12 @@
          + (1 - alpha) * the task's hard-label loss
          + hidden_weight * MSE(student layer i, teacher layer layer_map[i])   hidden states (TinyBERT, Jiao et al. 2019)
 
-With soft_targets="crf" (NER with a CRF), the distributions are not the softmax of the emissions but the
-CRF's per-word marginals p(y_t | x), by forward-backward over emissions and transitions (all divided by T):
-what the teacher actually believes once its transitions are counted, matched by the student's own CRF
-(posterior distillation, Wang et al. 2020, "Structure-Level Knowledge Distillation For Multilingual
-Sequence Labeling").
+With soft_targets="crf" ("auto", the default, picks it when teacher and student both have a CRF), the
+distributions are not the softmax of the emissions but the CRF's per-word marginals p(y_t | x), by
+forward-backward over emissions and transitions (all divided by T): what the teacher actually believes
+once its transitions are counted, matched by the student's own CRF (posterior distillation, Wang et al.
+2020, "Structure-Level Knowledge Distillation For Multilingual Sequence Labeling"). The measured
+comparison is docs/results-distill-ablation.md.
 
 Per example (classify, pair) or per word (ner); summed, so the trainer makes it the mean of the global
 batch. The student reads the teacher's tokenizer and labels. `init_student` copies the teacher's
@@ -60,14 +61,17 @@ def init_student(student, teacher, layer_map: list[int]) -> None:
             s_mod.load_state_dict(t_mod.state_dict())
 
 
-SOFT_TARGETS = ("logits", "crf")
+SOFT_TARGETS = ("auto", "logits", "crf")
 
 
-def check_soft_targets(soft_targets: str, student, teacher) -> None:
+def resolve_soft_targets(soft_targets: str, student, teacher) -> str:
+    """"logits" or "crf"; "auto" is "crf" when teacher and student both have a CRF head."""
     if soft_targets not in SOFT_TARGETS:
         raise BertkitError(f"soft targets {soft_targets!r} are not one of {', '.join(SOFT_TARGETS)}.")
-    if soft_targets == "crf" and (getattr(student, "crf", None) is None or getattr(teacher, "crf", None) is None):
+    both = getattr(student, "crf", None) is not None and getattr(teacher, "crf", None) is not None
+    if soft_targets == "crf" and not both:
         raise BertkitError("--soft-targets crf needs a teacher and a student with a CRF head (NER trained with --crf).")
+    return "crf" if soft_targets == "auto" and both else "logits" if soft_targets == "auto" else soft_targets
 
 
 def distill_loss(student, teacher, batch, hard_loss, temperature: float, alpha: float, hidden_weight: float,

@@ -108,7 +108,7 @@ class TrainConfig:
     hidden_weight: float = 0.0  # hidden-state matching (needs equal widths)
     layer_map: str | None = None  # teacher layer per student layer, "2,4,6"; default evenly spaced
     init_from_teacher: bool = False  # copy embeddings and mapped layers from the teacher
-    soft_targets: str = "logits"  # "crf": match the CRF's per-word marginals instead of softmax(emissions) (NER)
+    soft_targets: str = "auto"  # "logits": softmax of the logits; "crf": a CRF's per-word marginals; auto: crf if both have one
 
 
 @dataclass
@@ -380,10 +380,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     model, tokenizer = build_model(cfg, labels, splits, log, teacher_tok)
     set_checkpointing(model, cfg.checkpointing)
     if teacher is not None:
-        from .distill import check_soft_targets, init_student, parse_layer_map
+        from .distill import init_student, parse_layer_map, resolve_soft_targets
 
         layer_map = parse_layer_map(cfg.layer_map, model.config.num_hidden_layers, teacher.config.num_hidden_layers)
-        check_soft_targets(cfg.soft_targets, model, teacher)
+        soft_targets = resolve_soft_targets(cfg.soft_targets, model, teacher)
+        log(f"distillation soft targets: {'the CRF per-word marginals' if soft_targets == 'crf' else 'softmax of the logits'}")
         if cfg.hidden_weight and model.config.hidden_size != teacher.config.hidden_size:
             raise BertkitError(f"--hidden-weight needs the student's hidden size ({model.config.hidden_size}) to equal the teacher's ({teacher.config.hidden_size}).")
         if cfg.init_from_teacher and not cfg.resume:
@@ -453,7 +454,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             def loss_of(m, b, scale=dist.world / count):  # DDP averages over ranks: this makes it the global mean
                 with autocast:
                     if teacher is not None:
-                        summed, _ = distill_loss(m, teacher, b, loss, cfg.temperature, cfg.alpha, cfg.hidden_weight, layer_map, cfg.soft_targets)
+                        summed, _ = distill_loss(m, teacher, b, loss, cfg.temperature, cfg.alpha, cfg.hidden_weight, layer_map, soft_targets)
                     else:
                         summed, _ = loss_of_batch(m, b, loss, cfg.rdrop)
                 return summed * scale

@@ -342,7 +342,7 @@ def test_student_initialised_from_an_ner_teacher_takes_its_crf(tmp_path):
 
 def test_crf_soft_targets_match_the_teachers_marginals():
     """--soft-targets crf: the KL is between CRF marginals (0 for a copy of the teacher), and it trains the student's CRF."""
-    from bertkit.distill import check_soft_targets, distill_loss, init_student
+    from bertkit.distill import distill_loss, init_student, resolve_soft_targets
     from bertkit.errors import BertkitError
     from bertkit.finetune import BertForTokenClassification, set_task
 
@@ -386,7 +386,8 @@ def test_crf_soft_targets_match_the_teachers_marginals():
         assert (trans_grad is not None and trans_grad.abs().sum() > 0) == (mode == "crf"), mode
     assert losses["crf"].item() > 0 and abs(losses["crf"].item() - losses["logits"].item()) > 1e-3
     with pytest.raises(BertkitError, match="needs a teacher and a student with a CRF head"):
-        check_soft_targets("crf", tagger(1, crf=False), teacher)
+        resolve_soft_targets("crf", tagger(1, crf=False), teacher)
+    assert resolve_soft_targets("auto", student, teacher) == "crf" and resolve_soft_targets("auto", tagger(1, crf=False), teacher) == "logits"
 
 
 # ---- bad input ------------------------------------------------------------------------------------
