@@ -275,6 +275,30 @@ def test_pretrained_model_fills_masks_and_fine_tunes(tmp_path, prepared):
     assert 0 <= r["test"]["accuracy"] <= 1
 
 
+def test_torchrun_pretraining_gives_each_rank_its_own_shards(tmp_path, prepared, small_corpus):
+    """2 processes (gloo): each reads half the shards, the run trains and saves one model; unprepared text is refused."""
+    import re
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    common = ["pretrain", "--model", "bert-tiny", "--max-steps", "3", "--batch-size", "8", "--max-length", "64"]
+    runs = {}
+    for n in (1, 2):
+        cmd = [str(bin_dir / "bertkit")] if n == 1 else [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2", str(bin_dir / "bertkit")]
+        r = subprocess.run([*cmd, *common, "--corpus", str(prepared.dir), "--out", str(tmp_path / f"p{n}")], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[n] = int(re.search(r"-> ([\d,]+) sequences .* on this process", r.stderr).group(1).replace(",", ""))
+        rows = [json.loads(line) for line in (tmp_path / f"p{n}" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+        assert len(rows) == 3 and all(np.isfinite(x["loss"]) for x in rows)
+        assert (tmp_path / f"p{n}" / "model" / "config.json").is_file()
+    assert len(prepared.shards) >= 4 and 0.3 * runs[1] < runs[2] < 0.7 * runs[1], runs  # rank 0 packs about half the sequences
+    text, _ = small_corpus
+    r = subprocess.run([str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2", str(bin_dir / "bertkit"), *common,
+                        "--corpus", str(text), "--out", str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "prepare the corpus first" in r.stderr and not (tmp_path / "t").exists()
+
+
 def test_pretrain_resumes_exactly(tmp_path, prepared, monkeypatch):
     kw = dict(model="bert-tiny", corpus=str(prepared.dir), max_steps=8, batch_size=8, max_length=64, save_every=3, quiet=True)
     pretrain(PretrainConfig(out=str(tmp_path / "full"), **kw))
