@@ -17,7 +17,6 @@ for the same teacher and settings keeps the variants this invocation does not ru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import shlex
@@ -26,14 +25,12 @@ import time
 from pathlib import Path
 
 import torch
+from pretrain_report import DATA, METRIC, student_config  # noqa: I001  (benchmarks/ is on sys.path when run as a script)
 
-from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.finetune import evaluate_command
 from bertkit.train import TrainConfig, train
 
-DATA = {"classify": "reviews-zh", "ner": "peoples-daily-ner"}
-METRIC = {"classify": "accuracy", "ner": "f1"}
 BASE = dict(temperature=2.0, alpha=0.9, hidden_weight=0.0, layer_map=None, init_from_teacher=True, soft_targets="logits")
 # name: (what changes from the report's setting A, TrainConfig changes)
 VARIANTS = {
@@ -133,14 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     try:
         teacher = teacher_model_dir(a.teacher)
-        t_cfg = BertConfig.from_json_file(teacher / "config.json")
-        s_layers = max(t_cfg.num_hidden_layers // 2, 1)
         a.work.mkdir(parents=True, exist_ok=True)
-        student_cfg = a.work / f"student-{a.task}.json"
-        dataclasses.replace(t_cfg, num_hidden_layers=s_layers, extra={}).save(student_cfg)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        student_cfg, s_layers, t_layers = student_config(teacher, a.work, a.task)
         log(f"teacher {teacher}: scoring on test")
         res = {"task": a.task, "teacher": str(teacher), "teacher_score": teacher_score(teacher, a.task, a.bf16),
-               "teacher_layers": t_cfg.num_hidden_layers, "student_layers": s_layers, "epochs": a.epochs, "lr": a.lr,
+               "teacher_layers": t_layers, "student_layers": s_layers, "epochs": a.epochs, "lr": a.lr,
                "max_length": a.max_length, "seed": a.seed, "bf16": a.bf16, "started": time.strftime("%Y-%m-%d %H:%M %Z"),
                "command": "python benchmarks/distill_ablation.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                "environment": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",

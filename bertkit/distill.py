@@ -71,7 +71,9 @@ def resolve_soft_targets(soft_targets: str, student, teacher) -> str:
     both = getattr(student, "crf", None) is not None and getattr(teacher, "crf", None) is not None
     if soft_targets == "crf" and not both:
         raise BertkitError("--soft-targets crf needs a teacher and a student with a CRF head (NER trained with --crf).")
-    return "crf" if soft_targets == "auto" and both else "logits" if soft_targets == "auto" else soft_targets
+    if soft_targets == "auto":
+        return "crf" if both else "logits"
+    return soft_targets
 
 
 def distill_loss(student, teacher, batch, hard_loss, temperature: float, alpha: float, hidden_weight: float,
