@@ -1,8 +1,9 @@
-"""The inference fast path equals the reference path: packed (unpadded) execution, the fused QKV
-projection, the lazy pooler, activation checkpointing, and bf16 within a stated tolerance.
+"""The inference fast path equals the reference path: packed (unpadded) execution with bucketed
+attention (and the CUDA variable-length kernel's wiring), the lazy pooler, activation checkpointing,
+torch.compile and the dynamo ONNX exporter, and bf16 within a stated tolerance.
 
-The reference path is the same model with `unpad = False` and gradients on (three separate
-q/k/v matmuls over the padded batch): what the parity tests prove equal to transformers.
+The reference path is the same model with `unpad = False` and gradients on (the padded batch):
+what the parity tests prove equal to transformers.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ def test_fast_path_equals_reference(tmp_path, name):
 def test_packing_applies_only_where_exact():
     right = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
     p = Packed.of(right)
-    assert p is not None and p.bounds == [(0, 3), (3, 4)] and p.index.tolist() == [0, 1, 2, 4]
+    assert p is not None and p.index.tolist() == [4, 0, 1, 2]  # shortest first
+    assert p.starts.tolist() == [0, 1, 4] and p.longest == 3
+    assert [(b.n, b.T, b.gather.tolist(), b.rows.tolist(), b.keys) for b in p.buckets] == [(1, 1, [0], [0], None), (1, 3, [1, 2, 3], [0, 1, 2], None)]
+    p = Packed.of(torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]).repeat(5, 1))  # 10 sequences (5 empty) in 8 buckets
+    assert len(p.buckets) == 8 and sum(b.n for b in p.buckets) == 10 and len(p.index) == 20
     assert Packed.of(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])) is None  # left padding: the padded path
     assert Packed.of(torch.ones(2, 10, dtype=torch.long)) is None  # nothing to drop
     config = bertkit.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
@@ -96,19 +101,23 @@ def test_packing_applies_only_where_exact():
     assert bertkit.BertModel(config).packing(right, None) is None  # causal and unilm masks: the padded path
 
 
-def test_fused_qkv_follows_weight_changes():
+def test_in_place_weight_changes_reach_the_output():
     model = tiny_bert()
     batch = hard_batches(0, 20)[0]
     with torch.no_grad():
         before = model(**batch).last_hidden_state
         for p in model.layers[0].attn.k.parameters():
-            p.mul_(1.5)  # an in-place change (as an optimizer step makes) must reach the fused matrix
+            p.mul_(1.5)  # an in-place change (as an optimizer step, EMA or pruning makes) must reach the output
         after = model(**batch).last_hidden_state
     ref, _ = reference_run(model, batch)
     mask = batch["attention_mask"]
     assert (real(after, mask) - real(before, mask)).abs().max() > 1e-3
     assert (real(after, mask) - real(ref, mask)).abs().max() <= TOL
-    model.to(torch.float64)  # a dtype change rebuilds it too
+    for p in model.layers[1].attn.v.parameters():
+        p.data.copy_(p.data * 0.5)  # through .data: no version counter moves
+    with torch.no_grad():
+        assert (real(model(**batch).last_hidden_state, mask) - real(reference_run(model, batch)[0], mask)).abs().max() <= TOL
+    model.to(torch.float64)
     with torch.no_grad():
         assert model(**batch).last_hidden_state.dtype == torch.float64
 
@@ -178,3 +187,120 @@ def test_embed_bf16_switch(minilm_dir, tmp_path):
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert b.dtype == np.float32 and cos.min() >= 0.999, cos
     assert main([*args, "--output", str(tmp_path / "x.npy"), "--bf16", "--backend", "onnx"]) == 1
+
+
+def count_sdpa(monkeypatch):
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*a, **kw):
+        calls.append(a[0].shape)
+        return sdpa(*a, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    return calls
+
+
+def padded_batch(B: int, T: int, vocab: int = 99, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lengths[0] = T
+    mask = (torch.arange(T)[None] < lengths[:, None]).long()
+    return torch.randint(5, vocab, (B, T), generator=g) * mask, mask
+
+
+def test_attention_calls_per_layer_do_not_grow_with_the_batch(monkeypatch):
+    """A padded batch of 64 makes as many attention calls per layer as one of 16 (the former loop: 64 vs 16)."""
+    model = tiny_bert()
+    calls = count_sdpa(monkeypatch)
+    per_layer = {}
+    for B in (16, 64):
+        ids, mask = padded_batch(B, 40)
+        calls.clear()
+        with torch.no_grad():
+            out = model(ids, mask)
+        per_layer[B] = len(calls) / model.config.num_hidden_layers
+        ref, _ = reference_run(model, {"input_ids": ids, "attention_mask": mask})
+        assert (real(out.last_hidden_state, mask) - real(ref, mask)).abs().max() <= TOL
+    calls.clear()
+    reference_run(model, {"input_ids": ids, "attention_mask": mask})
+    assert len(calls) == model.config.num_hidden_layers  # the padded path: one call per layer
+    assert per_layer[16] == per_layer[64] == bertkit.model.MAX_BUCKETS, per_layer
+
+
+def test_variable_length_kernel_gets_the_packed_bounds(monkeypatch):
+    """The CUDA path's wiring, run on the CPU with a reference kernel in place of FlashAttention's varlen:
+    the packed tokens, each sequence's start and the longest length, one call per layer."""
+    import bertkit.model as core
+
+    def reference_varlen(q, k, v, starts_q, starts_k, max_q, max_k):  # [sum L, N, D], one sequence at a time
+        assert torch.equal(starts_q, starts_k) and starts_q.dtype == torch.int32
+        bounds = starts_q.tolist()
+        assert max_q == max_k == max(b - a for a, b in zip(bounds, bounds[1:]))
+        return torch.cat([torch.nn.functional.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v))).transpose(0, 1)
+                          for a, b in zip(bounds, bounds[1:])])
+
+    calls = []
+    monkeypatch.setattr(core, "varlen_attn", lambda *a: calls.append(1) or reference_varlen(*a))
+    monkeypatch.setattr(core, "use_varlen", lambda q, p: True)
+    model = tiny_bert()
+    ids, mask = padded_batch(12, 30)
+    with torch.no_grad():
+        out = model(ids, mask)
+    ref, _ = reference_run(model, {"input_ids": ids, "attention_mask": mask})
+    assert len(calls) == model.config.num_hidden_layers
+    assert (real(out.last_hidden_state, mask) - real(ref, mask)).abs().max() <= TOL
+    calls.clear()
+    rotary = encoder(None, "nezha")  # attention with its own compute keeps the bucketed path
+    with torch.no_grad():
+        rotary(ids, mask)
+    assert calls == []
+
+
+def test_varlen_needs_cuda_half_precision_and_no_dropout():
+    import bertkit.model as core
+
+    assert not core.use_varlen(torch.zeros(2, 2, 2, dtype=torch.bfloat16), 0.0)  # the CPU
+    if torch.cuda.is_available() and core.varlen_attn is not None:
+        assert core.use_varlen(torch.zeros(2, 2, 2, dtype=torch.bfloat16, device="cuda"), 0.0)
+        assert not core.use_varlen(torch.zeros(2, 2, 2, device="cuda"), 0.0)
+
+
+def test_torch_compile_fullgraph_equals_eager():
+    """torch.compile(fullgraph=True) traces a padded batch (no data-dependent branch in the mask) and
+    gives eager's outputs within 1e-5; causal masks too."""
+    for mode in ("bidirectional", "causal"):
+        model = tiny_bert(attention_mode=mode)
+        ids, mask = padded_batch(4, 12)
+        with torch.no_grad():
+            eager = model(ids, mask).last_hidden_state
+            compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(ids, mask).last_hidden_state
+        assert (real(compiled, mask) - real(eager, mask)).abs().max() <= TOL, mode
+
+
+def test_dynamo_onnx_export_equals_eager(tmp_path):
+    """The dynamo ONNX exporter (torch.export) takes the model with its padded-batch mask; onnxruntime runs
+    the graph to eager's outputs within 1e-5."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids, attention_mask).last_hidden_state
+
+    model = Encoder(tiny_bert()).eval()
+    ids, mask = padded_batch(3, 10)
+    path = tmp_path / "m.onnx"
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=64)
+    torch.onnx.export(model, (ids, mask), str(path), dynamo=True, input_names=["input_ids", "attention_mask"],
+                      dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for ids, mask in (padded_batch(3, 10, seed=1), padded_batch(5, 17, seed=2)):  # other shapes than traced
+        got = torch.from_numpy(session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0])
+        with torch.no_grad():
+            want = model(ids, mask)
+        assert (real(got, mask) - real(want, mask)).abs().max() <= TOL
