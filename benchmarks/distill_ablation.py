@@ -28,7 +28,7 @@ import torch
 from pretrain_report import DATA, METRIC, student_config  # noqa: I001  (benchmarks/ is on sys.path when run as a script)
 
 from bertkit.errors import BertkitError
-from bertkit.finetune import evaluate_command
+from bertkit.serving.predict import evaluate_command
 from bertkit.train import TrainConfig, train
 
 BASE = dict(temperature=2.0, alpha=0.9, hidden_weight=0.0, layer_map=None, init_from_teacher=True, soft_targets="logits")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from bertkit.datasets import load_dataset
+from bertkit.data.datasets import load_dataset
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForMaskedLM, ElectraForPreTraining
-from bertkit.pretrain import ElectraPretrainer, mask_tokens
 from bertkit.tokenizer import Tokenizer
+from bertkit.train.pretrain import ElectraPretrainer, mask_tokens
 
 torch.set_num_threads(1)
 if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "generator" / "config.json").is_file():

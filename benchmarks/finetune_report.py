@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bertkit.datasets import load_dataset
+from bertkit.data.datasets import load_dataset
 from bertkit.train import TrainConfig, train
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertkit.datasets import load_dataset
-from bertkit.export import OnnxRunner, cosine, export_onnx
-from bertkit.finetune import evaluate_examples, load_finetuned
+from bertkit.data.datasets import load_dataset
 from bertkit.model import BertModel
-from bertkit.tasks import encode_sentences
+from bertkit.serving.export import OnnxRunner, cosine, export_onnx
+from bertkit.serving.load import load_finetuned
+from bertkit.serving.predict import encode_sentences, evaluate_examples
 from bertkit.tokenizer import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -35,13 +35,13 @@ from pathlib import Path
 import torch
 
 from bertkit.config import BertConfig
-from bertkit.corpus import Corpus
-from bertkit.datasets import load_dataset
+from bertkit.data.corpus import Corpus
+from bertkit.data.datasets import load_dataset
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForMaskedLM
 from bertkit.model import Attention
-from bertkit.pretrain import PretrainConfig, pretrain
 from bertkit.tokenizer import Tokenizer
+from bertkit.train.pretrain import PretrainConfig, pretrain
 
 ROTARY = dict(model_type="roformer", position_embedding_type="rotary")
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -38,13 +38,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_report import tfidf_baseline  # noqa: E402  (the same baseline as docs/results-finetune.md)
 
-from bertkit.config import BertConfig  # noqa: E402
-from bertkit.corpus import Corpus, build_vocab, prepare  # noqa: E402
-from bertkit.datasets import load_dataset, write_task_file  # noqa: E402
-from bertkit.pretrain import PretrainConfig, pretrain  # noqa: E402
-from bertkit.tasks import bf16_is_fast  # noqa: E402
-from bertkit.tokenizer import Tokenizer  # noqa: E402
-from bertkit.train import TrainConfig, train  # noqa: E402
+from bertkit.config import BertConfig
+from bertkit.data.corpus import Corpus, build_vocab, prepare
+from bertkit.data.datasets import load_dataset, write_task_file
+from bertkit.serving.load import bf16_is_fast
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import TrainConfig, train
+from bertkit.train.pretrain import PretrainConfig, pretrain
 
 DATA = {"classify": "reviews-zh", "ner": "peoples-daily-ner"}
 METRIC = {"classify": "accuracy", "ner": "f1"}

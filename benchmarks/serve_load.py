@@ -69,7 +69,7 @@ def english_sentences(n: int) -> list[str]:
 
 
 def chinese_reviews(n: int) -> list[str]:
-    from bertkit.datasets import load_dataset
+    from bertkit.data.datasets import load_dataset
 
     return [e.text for e in load_dataset("reviews-zh")["test"]][:n]
 
@@ -224,7 +224,8 @@ def measure(model: str, endpoint: str, texts: list[str], max_batch: int, a) -> d
 def model_ceiling(path: str, endpoint: str, texts: list[str], batch: int, server_args: list[str]) -> tuple[float, float]:
     """In this process, no HTTP: median seconds of one forward of 1 sentence and of `batch` sentences.
     batch * t1 / t_batch is the most batching can gain when the model is all the work."""
-    from bertkit.serving import load_torch, run_grouped
+    from bertkit.serving.backend import load_torch
+    from bertkit.serving.batcher import run_grouped
 
     threads = int(server_args[server_args.index("--threads") + 1]) if "--threads" in server_args else None
     backend = load_torch(path, bf16="--bf16" in server_args, threads=threads)

@@ -166,7 +166,7 @@ def onnx_path(model_dir: Path, out_dir: Path, threads: int) -> Variant:
     """bertkit's fp32 ONNX export of the checkpoint, run by a plain InferenceSession on `threads` threads."""
     import onnxruntime as ort
 
-    from bertkit.export import export_onnx
+    from bertkit.serving.export import export_onnx
 
     out_dir.mkdir()
     result = export_onnx(model_dir, out_dir / "model.onnx", task="encoder")

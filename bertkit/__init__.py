@@ -1,35 +1,32 @@
 """bertkit: the BERT family written plainly in PyTorch, loading the real checkpoints.
 
-Layout (one concern per module):
-    config.py     BertConfig, the JSON configs and the preset table
-    model.py      the one backbone: embeddings, attention, FFN, layers, pooler
-    heads.py      MLM and NSP heads, BertForMaskedLM, BertForPreTraining
-    weights.py    the key table (ours <-> HF <-> Google) and the pure state-dict conversions
-    checkpoint.py checkpoint files, strict loading, from_pretrained / save_pretrained
-    tfcheckpoint.py  Google TF checkpoints read directly, without TensorFlow
-    generate.py   greedy / top-k / beam generation for causal and UniLM masks
-    crf.py        linear-chain CRF: likelihood, Viterbi, BIO/BIOES constraints
-    metrics.py    accuracy, macro-F1, entity-level P/R/F1 (seqeval's default mode)
-    datasets.py   task data files (TSV/CSV/JSONL/CoNLL/CLUENER) and the bundled reviews-zh, peoples-daily-ner
-    finetune.py   classification and token-classification models, features, evaluation, prediction
-    train.py      the fine-tuning trainer (DDP, exact resume, the tricks below)
-    tricks.py     fine-tuning tricks for any loop: AdamW groups, warmup, EMA, FGM/PGD, focal, R-Drop
-    tokenizer.py  BERT WordPiece on `tokenizers`
-    hub.py        names -> directories (local, HF cache, download)
-    tasks.py      what the commands do: summary, fill-mask, embeddings, convert
-    cli.py        the `bertkit` command (parsing only)
+Layers, each importing only those above it in this list (docs/architecture.md; tests/test_layers.py):
+    errors.py, version.py, flags.py   errors users can fix; the version; command-line flag helpers
+    io/           files (reading, atomic writes), hub names -> directories, Google TF checkpoints
+    the core      config.py, model.py (the one backbone), heads.py (MLM, NSP, ELECTRA, classifiers),
+                  weights.py (the key tables), checkpoint.py (strict loading, from/save_pretrained),
+                  crf.py, generate.py, tokenizer.py
+    data/         task examples and formats, bundled datasets, the pretraining corpus, features, metrics
+    serving/      one inference loader, predictions and embeddings, ONNX, the HTTP server
+    train/        one training loop and its recipes: fine-tune, pretrain, distill; the tricks
+    tasks.py      what the commands do (summary, fill-mask, embed, convert)
+    cli.py        the `bertkit` command (parsing only), imported by no one
 """
 
 from .config import PRESETS, BertConfig
 from .crf import CRF
 from .errors import BertkitError
-from .finetune import BertForSequenceClassification, BertForTokenClassification
 from .generate import generate
-from .heads import BertForMaskedLM, BertForPreTraining, ElectraForPreTraining
+from .heads import (
+    BertForMaskedLM,
+    BertForPreTraining,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    ElectraForPreTraining,
+)
 from .model import BertModel, BertOutput, mean_pool
 from .tokenizer import Tokenizer, train_wordpiece
-
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 __all__ = [
     "PRESETS",
@@ -48,3 +45,13 @@ __all__ = [
     "mean_pool",
     "train_wordpiece",
 ]
+
+
+
+def __getattr__(name: str):
+    """`bertkit.load_for_inference`, imported on first use so `import bertkit` stays the core only."""
+    if name == "load_for_inference":
+        from .serving.load import load_for_inference
+
+        return load_for_inference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .config import BertConfig
-from .data import read_json
 from .errors import BertkitError
+from .io.files import atomic_dir, read_json
 from .weights import BACKBONE_PREFIX, HEAD_PREFIXES, Converted, from_google, from_hf, hf_name, to_hf
 
 # ---- Files ----------------------------------------------------------------------------
@@ -49,7 +47,7 @@ def read_checkpoint(d: Path, chosen: Path | None = None) -> tuple[dict[str, torc
             return _read_sharded(d / index), "hf"
     if (d / "pytorch_model.bin").is_file():
         return _read_bin(d / "pytorch_model.bin"), "hf"
-    from .tfcheckpoint import find_tf_checkpoint, read_tf_checkpoint
+    from .io.tfcheckpoint import find_tf_checkpoint, read_tf_checkpoint
 
     prefix = find_tf_checkpoint(d)
     if prefix is not None:
@@ -68,7 +66,7 @@ def _read_chosen(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if path.suffix in (".bin", ".pt", ".pth"):
         return _read_bin(path), "hf"
     if path.with_name(path.name + ".index").is_file():
-        from .tfcheckpoint import read_tf_checkpoint
+        from .io.tfcheckpoint import read_tf_checkpoint
 
         return {k: torch.from_numpy(v) for k, v in read_tf_checkpoint(path).items()}, "google"
     raise BertkitError(f"{path} is not a weights file bertkit reads (.safetensors, .bin, a shard index or a TF checkpoint).")
@@ -103,7 +101,8 @@ def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
     sd: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         path = index.parent / shard
-        if path.resolve().parent != index.parent.resolve():
+        # not resolve(): in the Hugging Face cache each shard is a symlink into blobs/
+        if Path(os.path.normpath(path)).parent != Path(os.path.normpath(index.parent)):
             raise BertkitError(f"{index} names a shard outside its directory: {shard!r}.")
         if not path.is_file():
             raise BertkitError(f"shard {path} named in {index} does not exist.")
@@ -114,41 +113,11 @@ def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def check_new_dir(dst) -> Path:
-    """An output directory must be new (or empty): bertkit never overwrites a checkpoint."""
-    dst = Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise BertkitError(f"{dst} already exists and is not an empty directory; choose a new output path.")
-    return dst
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_dir(dst: Path, write) -> None:
-    """Call write(tmp_dir), then move tmp_dir into place: a crash leaves nothing half-written."""
-    dst = check_new_dir(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; a checkpoint is not
-        if dst.exists():
-            dst.rmdir()
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def read_pretrained(path) -> tuple[Path, BertConfig, Converted]:
+def read_pretrained(path, revision: str | None = None, token: str | None = None) -> tuple[Path, BertConfig, Converted]:
     """Resolve `path`, read its config and weights once, and convert the names to ours."""
-    from .hub import locate
+    from .io.hub import locate
 
-    d, chosen = locate(path)
+    d, chosen = locate(path, revision=revision, token=token)
     config = BertConfig.from_json_file(find_config(d))
     sd, naming = read_checkpoint(d, chosen)
     return d, config, from_hf(sd, config) if naming == "hf" else from_google(sd, config)
@@ -199,13 +168,14 @@ class PretrainedMixin:
     is_backbone = False  # BertModel sets True: its names carry no "bert." prefix
 
     @classmethod
-    def from_pretrained(cls, path, new_heads: bool = False, strict: bool = True, verbose: bool = True):
+    def from_pretrained(cls, path, new_heads: bool = False, strict: bool = True, verbose: bool = True,
+                        revision: str | None = None, token: str | None = None):
         """Load a checkpoint directory (HF or Google TF) or hub name.
 
         new_heads: initialise heads (MLM, NSP, pooler) the checkpoint lacks instead of failing.
         strict: checkpoint keys that no table row knows are an error (False: report them).
         """
-        return cls.from_converted(*read_pretrained(path), new_heads=new_heads, strict=strict, verbose=verbose)
+        return cls.from_converted(*read_pretrained(path, revision, token), new_heads=new_heads, strict=strict, verbose=verbose)
 
     @classmethod
     def from_converted(cls, d: Path, config: BertConfig, conv: Converted, new_heads=False, strict=True, verbose=True):

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .errors import BertkitError
+from .flags import add_flags, positive_int
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
@@ -45,7 +46,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from .train import TrainConfig, train
+    from .train.finetune import TrainConfig, train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names}))
@@ -54,7 +55,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     import json
 
-    from .finetune import evaluate_command
+    from .serving.predict import evaluate_command
 
     print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend, a.bf16), indent=2, ensure_ascii=False))
 
@@ -62,15 +63,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_predict(a: argparse.Namespace) -> None:
     import json
 
-    from .finetune import predict_command
+    from .serving.predict import predict_command
 
     for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend, a.bf16):
         print(json.dumps(row, ensure_ascii=False))
 
 
 def cmd_data_export(a: argparse.Namespace) -> None:
-    from .corpus import ZH_CORPUS, export_corpus
-    from .datasets import export_dataset
+    from .data.corpus import ZH_CORPUS, export_corpus
+    from .data.datasets import export_dataset
 
     print(export_corpus(a.dir) if a.name == ZH_CORPUS else export_dataset(a.name, a.dir))
 
@@ -78,7 +79,7 @@ def cmd_data_export(a: argparse.Namespace) -> None:
 def cmd_distill(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from .train import TrainConfig, train
+    from .train.finetune import TrainConfig, train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names} | {"model": a.student}))
@@ -87,7 +88,7 @@ def cmd_distill(a: argparse.Namespace) -> None:
 def cmd_pretrain(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from .pretrain import PretrainConfig, pretrain
+    from .train.pretrain import PretrainConfig, pretrain
 
     names = {f.name for f in dataclasses.fields(PretrainConfig)}
     result = pretrain(PretrainConfig(**{k: v for k, v in vars(a).items() if k in names}))
@@ -96,14 +97,14 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 
 
 def cmd_vocab_build(a: argparse.Namespace) -> None:
-    from .corpus import build_vocab
+    from .data.corpus import build_vocab
 
     tok = build_vocab(a.corpus, a.size, a.out, lowercase=a.lowercase)
     print(f"wrote a {tok.vocab_size}-token vocabulary to {a.out}")
 
 
 def cmd_corpus_prepare(a: argparse.Namespace) -> None:
-    from .corpus import Corpus, prepare
+    from .data.corpus import Corpus, prepare
     from .tokenizer import Tokenizer
 
     out = prepare(a.corpus, Tokenizer.from_pretrained(a.tokenizer), a.out, shard_tokens=a.shard_tokens, wwm=a.wwm)
@@ -152,35 +153,37 @@ TRAIN_FLAGS = {
 }
 
 
+DISTILL_FLAGS = {
+    "temperature": "softmax temperature of the soft targets",
+    "alpha": "weight of the soft-target loss (1 - alpha on the labels)",
+    "hidden_weight": "hidden-state matching weight (same widths)",
+    "layer_map": "teacher layer per student layer, e.g. 2,4,6 (default: evenly spaced)",
+    "init_from_teacher": "copy embeddings and mapped layers from the teacher",
+    "soft_targets": ("what the student matches: softmax of the logits, or a CRF tagger's per-word marginals (auto: crf when both have a CRF)",
+                     ["auto", "logits", "crf"]),
+}
+
+# PretrainConfig fields as flags (--max-steps and --minutes are a required either-or group of their own).
+PRETRAIN_FLAGS = {
+    "corpus": "zh-corpus, a text file, or a prepared corpus directory",
+    "tokenizer": "tokenizer directory (default: the checkpoint's or the prepared corpus's)",
+    "objective": ("pretraining objective", ["mlm", "mlm+nsp", "mlm+sop", "electra"]),
+    "wwm": "whole-word masking (Chinese words by jieba)",
+    "batch_size": "global batch (sequences)", "accum": "accumulation steps", "lr": "peak learning rate",
+    "weight_decay": "AdamW weight decay", "warmup": "warm-up: a fraction of the steps (< 1) or a number of steps",
+    "schedule": ("learning-rate schedule after warm-up", ["linear", "cosine", "constant"]),
+    "clip": "max gradient norm", "max_length": "tokens per sequence", "mask_rate": "share of tokens (or words) masked",
+    "bf16": "bf16 autocast", "checkpointing": "activation checkpointing: less memory for long sequences",
+    "electra_weight": "ELECTRA's discriminator loss weight", "generator_fraction": "ELECTRA generator width / discriminator width",
+    "seed": "seed", "save_every": "steps between checkpoints", "resume": "continue the run in --out from its last checkpoint",
+    "device": "cpu, cuda, ...", "quiet": "no progress bar or messages",
+}
+
+
 def add_train_flags(s: argparse.ArgumentParser) -> None:
-    import dataclasses
+    from .train.finetune import TrainConfig
 
-    from .train import TrainConfig
-
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in TRAIN_FLAGS or any(a.dest == f.name for a in s._actions):
-            continue
-        help_text, choices = TRAIN_FLAGS[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        if f.default is False:
-            s.add_argument(flag, action="store_true", help=help_text)
-            continue
-        kind = {int: int, float: float}.get(type(f.default), str)
-        if f.name in ("max_steps",):
-            kind = positive_int
-        elif f.name == "dropout":
-            kind = float
-        s.add_argument(flag, type=kind, default=f.default, choices=choices, help=help_text)
-
-
-def positive_int(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
-    return n
+    add_flags(s, TrainConfig, TRAIN_FLAGS, types={"max_steps": positive_int})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,47 +251,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
     s.set_defaults(run=cmd_predict)
 
+    from .train.finetune import TrainConfig
+
     s = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student")
     s.add_argument("--teacher", required=True, help="a fine-tuned model directory (or a training run's --out)")
     s.add_argument("--student", required=True, help="a preset (random init) or a checkpoint directory")
     s.add_argument("--task", required=True, choices=["classify", "pair", "ner"])
     s.add_argument("--out", required=True, help="new output directory")
-    s.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the soft targets")
-    s.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss (1 - alpha on the labels)")
-    s.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state matching weight (same widths)")
-    s.add_argument("--layer-map", help="teacher layer per student layer, e.g. 2,4,6 (default: evenly spaced)")
-    s.add_argument("--init-from-teacher", action="store_true", help="copy embeddings and mapped layers from the teacher")
-    s.add_argument("--soft-targets", choices=["auto", "logits", "crf"], default="auto",
-                   help="what the student matches: softmax of the logits, or a CRF tagger's per-word marginals (auto: crf when both have a CRF)")
+    add_flags(s, TrainConfig, DISTILL_FLAGS)
     add_train_flags(s)
     s.set_defaults(run=cmd_distill)
 
     s = sub.add_parser("pretrain", help="pretrain (or continue pretraining) with MLM, MLM+NSP, MLM+SOP or ELECTRA")
     s.add_argument("--model", required=True, help="a preset or config.json (random init), or a checkpoint directory")
     s.add_argument("--out", required=True, help="new output directory (or the run's, with --resume)")
-    s.add_argument("--corpus", default="zh-corpus", help="zh-corpus, a text file, or a prepared corpus directory")
-    s.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's or the prepared corpus's)")
-    s.add_argument("--objective", choices=["mlm", "mlm+nsp", "mlm+sop", "electra"], default="mlm")
-    s.add_argument("--wwm", action="store_true", help="whole-word masking (Chinese words by jieba)")
     budget = s.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--max-steps", type=positive_int)
+    budget.add_argument("--max-steps", type=positive_int, help="optimizer steps")
     budget.add_argument("--minutes", type=float, help="a wall-clock budget")
-    for flag, kind, default, help_text in [
-        ("--batch-size", positive_int, 64, "global batch (sequences)"), ("--accum", positive_int, 1, "accumulation steps"),
-        ("--lr", float, 5e-4, "peak learning rate"), ("--weight-decay", float, 0.01, "AdamW weight decay"),
-        ("--warmup", float, 0.06, "warm-up: a fraction of the steps (< 1) or a number of steps"),
-        ("--clip", float, 1.0, "max gradient norm"), ("--max-length", positive_int, 128, "tokens per sequence"),
-        ("--mask-rate", float, 0.15, "share of tokens (or words) masked"), ("--seed", int, 42, "seed"),
-        ("--save-every", positive_int, 200, "steps between checkpoints"), ("--device", str, None, "cpu, cuda, ..."),
-        ("--electra-weight", float, 50.0, "ELECTRA's discriminator loss weight"),
-        ("--generator-fraction", float, 0.5, "ELECTRA generator width / discriminator width"),
-    ]:
-        s.add_argument(flag, type=kind, default=default, help=help_text)
-    s.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
-    s.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    s.add_argument("--checkpointing", action="store_true", help="activation checkpointing: less memory for long sequences")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    s.add_argument("--quiet", action="store_true")
+    from .train.pretrain import PretrainConfig
+
+    add_flags(s, PretrainConfig, PRETRAIN_FLAGS, types={k: positive_int for k in ("batch_size", "accum", "max_length", "save_every")})
     s.set_defaults(run=cmd_pretrain)
 
     s = sub.add_parser("vocab", help="vocabularies")
@@ -315,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dir", help="new output directory")
     e.set_defaults(run=cmd_data_export)
 
-    from .export import add_export_parser
-    from .serve import add_serve_parser
+    from .serving.app import add_serve_parser
+    from .serving.export import add_export_parser
 
     add_export_parser(sub)
     add_serve_parser(sub)
@@ -324,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def warn_slow_bf16(args) -> None:
-    from .tasks import bf16_is_fast
+    from .serving.load import bf16_is_fast
 
     try:
         fast = bf16_is_fast(getattr(args, "device", None))

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import read_json
 from .errors import BertkitError
+from .io.files import read_json
 
 # hidden_act spellings found in checkpoints -> the activation we run (see model.ACTIVATIONS)
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")

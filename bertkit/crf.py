@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from .errors import BertkitError
-from .metrics import split_tag
 
 # A forbidden step's score. exp(-1e4) is exactly 0 in fp32, and unlike -inf it can never
 # produce inf - inf = nan (in logsumexp or in gradients) when every option is forbidden.
@@ -187,3 +186,17 @@ class CRF(nn.Module):
             path.append(tag)
         rows = torch.stack(path[::-1], dim=1).tolist()  # [B, T]
         return [row[:n] for row, n in zip(rows, mask.sum(1).tolist())]
+
+
+PREFIXES = ("B", "I", "E", "S")  # begin, inside, end, single; "O" is outside
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """Prefix and type: "B-PER" -> ("B", "PER"); "O" -> ("O", ""); bare "B" -> ("B", "_") as in seqeval.
+
+    The type is everything after the first "-", so "B-ORG-CORP" is type "ORG-CORP".
+    """
+    if tag == "O":
+        return "O", ""
+    if tag[:1] in PREFIXES and tag[1:2] in ("-", ""):
+        return tag[0], tag[2:] or "_"
+    raise BertkitError(f"tag {tag!r} is neither 'O' nor one of B-, I-, E-, S- followed by a type")

@@ -17,6 +17,8 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
+from .crf import CRF, bio_constraints
+from .errors import BertkitError
 from .model import ACTIVATIONS, BertModel
 
 IGNORE_INDEX = -100  # label of positions that carry no MLM loss (the convention of torch's cross_entropy)
@@ -142,3 +144,73 @@ class ElectraForPreTraining(PretrainedMixin, nn.Module):
         real = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
         loss = F.binary_cross_entropy_with_logits(logits[real].float(), labels[real].float())
         return ReplacedTokenOutput(logits, loss)
+
+
+TASKS = ("classify", "pair", "ner")
+
+def labels_of(config: BertConfig) -> list[str]:
+    """The label names in id order, from transformers' id2label."""
+    id2label = config.extra.get("id2label")
+    if not id2label:
+        raise BertkitError("the checkpoint's config has no id2label: it is not a fine-tuned classifier.")
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+def task_of(config: BertConfig) -> dict:
+    info = config.extra.get("bertkit")
+    if not isinstance(info, dict) or info.get("task") not in TASKS:
+        raise BertkitError("the checkpoint's config has no bertkit task entry: it was not fine-tuned by bertkit.")
+    return info
+
+def set_task(config: BertConfig, task: str, labels: list[str], **info) -> None:
+    """Record the task and labels in the config (written to config.json with the model)."""
+    config.extra["id2label"] = {str(i): label for i, label in enumerate(labels)}
+    config.extra["label2id"] = {label: i for i, label in enumerate(labels)}
+    config.extra["bertkit"] = {"task": task, **info}
+
+class BertForSequenceClassification(PretrainedMixin, nn.Module):
+    """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, len(labels_of(config)))
+        self.classifier.apply(self.bert.init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, hidden: bool = False):
+        """-> logits [B, C]; with hidden=True also the hidden states (for distillation)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden)
+        pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+        logits = self.classifier(self.drop(pooled))
+        return (logits, out.hidden_states) if hidden else logits
+
+class BertForTokenClassification(PretrainedMixin, nn.Module):
+    """Per-word logits (emissions) [B, W, C], scored by softmax cross-entropy or by a CRF."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        labels = labels_of(config)
+        self.bert = BertModel(config, add_pooler=False)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, len(labels))
+        self.classifier.apply(self.bert.init_weights)
+        self.crf = CRF(len(labels), bio_constraints(labels)) if config.extra.get("bertkit", {}).get("crf") else None
+
+    def forward(self, input_ids, attention_mask, token_type_ids, word_index, hidden: bool = False):
+        """word_index [B, W]: the token position of each word's first piece (0 at padding words).
+        -> emissions [B, W, C]; with hidden=True also the hidden states (for distillation)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden)
+        h = out.last_hidden_state  # [B, T, H]
+        words = h.gather(1, word_index[..., None].expand(-1, -1, h.shape[-1]))  # [B, W, H]
+        logits = self.classifier(self.drop(words))  # [B, W, C]
+        return (logits, out.hidden_states) if hidden else logits
+
+    def decode(self, emissions, word_mask) -> list[list[int]]:
+        if self.crf is not None:
+            return self.crf.decode(emissions, word_mask)
+        best = emissions.argmax(-1)
+        return [row[: int(n)].tolist() for row, n in zip(best, word_mask.sum(1))]
+
+MODEL_CLASSES = {"classify": BertForSequenceClassification, "pair": BertForSequenceClassification, "ner": BertForTokenClassification}

@@ -47,6 +47,7 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
+from .errors import BertkitError
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -367,6 +368,7 @@ class BertModel(PretrainedMixin, nn.Module):
 
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
+        check_fits(config, add_pooler)  # before any tensor is built
         self.config = config
         self.embed = Embeddings(config)
         self.rotary = RotaryTable(config) if config.position_embedding_type == "rotary" else None
@@ -445,6 +447,38 @@ class BertModel(PretrainedMixin, nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def check_fits(config: BertConfig, add_pooler: bool = True) -> None:
+    """Refuse a config whose fp32 weights alone exceed the memory this machine has free (counted on the
+    meta device, where building the model costs nothing); the weights of a model built on the meta
+    device or a GPU are not counted against the host's memory."""
+    if torch.empty(()).device.type != "cpu":  # inside `with torch.device("meta")` (or cuda): nothing to check here
+        return
+    with torch.device("meta"):
+        need = 4 * sum(p.numel() for p in BertModel(config, add_pooler).parameters())
+    free = available_memory()
+    if free is not None and need > free:
+        raise BertkitError(f"the {config.model_type} config with {config.num_hidden_layers} layers of {config.hidden_size} and a "
+                           f"{config.vocab_size}-token vocabulary needs {need / 2**30:.1f} GiB for its fp32 weights alone, more than "
+                           f"the {free / 2**30:.1f} GiB of memory this machine has free.")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation: Linux's MemAvailable, else the physical size, else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def mean_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

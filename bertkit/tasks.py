@@ -5,10 +5,8 @@ The CLI only parses arguments and calls these; they are as usable from Python.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,40 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import check_new_dir, current_umask, read_pretrained
+from .checkpoint import read_pretrained
 from .config import PRESETS, BertConfig
-from .data import read_json, read_lines
 from .errors import BertkitError
 from .heads import BertForMaskedLM, BertForPreTraining
-from .model import BertModel, mean_pool
+from .io.files import check_new_dir, read_lines, write_atomic
+from .model import BertModel
+from .serving.load import load_for_inference
+from .serving.predict import encode_sentences, sentence_max_length
 from .tokenizer import Tokenizer
-
-
-def default_device() -> torch.device:
-    """The fastest device present: a CUDA GPU, Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def bf16_is_fast(device=None, cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether bf16 runs faster than fp32 on `device` (default: `default_device()`): a CUDA GPU with bf16
-    support, or a CPU that multiplies bf16 in hardware (AVX512-BF16 or AMX, read from /proc/cpuinfo).
-    Elsewhere torch emulates bf16 through fp32 and it is several times slower: keep fp32 there."""
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
 
 # ---- summary ------------------------------------------------------------------------------
 
@@ -92,7 +65,7 @@ def summary(model_name: str, head: str = "base", seq_len: int = 128, depth: int 
 
 def _config_of(name: str) -> BertConfig:
     from .checkpoint import find_config
-    from .hub import resolve
+    from .io.hub import resolve
 
     return BertConfig.from_json_file(find_config(resolve(name)))
 
@@ -135,8 +108,8 @@ def check_text(text: str) -> None:
 def fill_mask_command(model_name: str, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
     """`bertkit fill-mask`: check the text first, then load the model with its MLM head."""
     check_text(text)
-    model = BertForMaskedLM.from_pretrained(model_name, verbose=False).to(default_device())
-    return fill_mask(model, Tokenizer.from_pretrained(model.source_dir), text, top_k)
+    model, tok = load_for_inference(model_name, kind="mlm")
+    return fill_mask(model, tok, text, top_k)
 
 
 def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
@@ -157,39 +130,6 @@ def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5)
 
 
 # ---- sentence embeddings -----------------------------------------------------------------
-
-
-def encode_sentences(
-    model: BertModel,
-    tok: Tokenizer,
-    texts: list[str],
-    pooling: str = "mean",
-    normalize: bool = False,
-    batch_size: int = 32,
-    max_length: int | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """One vector per text ([len(texts), H] float32), batched by length to waste little on padding."""
-    if pooling not in ("mean", "cls"):
-        raise BertkitError(f"pooling must be 'mean' or 'cls', not {pooling!r}.")
-    device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    bar = _progress(len(texts), "embedding") if progress else None
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in tok([texts[i] for i in idx], max_length=max_length).items()}
-        with torch.inference_mode():
-            h = model(**batch).last_hidden_state.float()  # pooled in fp32 whatever the model's dtype
-        v = mean_pool(h, batch["attention_mask"]) if pooling == "mean" else h[:, 0]
-        if normalize:
-            v = torch.nn.functional.normalize(v.float(), dim=-1)
-        out[idx] = v.float().cpu().numpy()
-        if bar is not None:
-            bar.update(len(idx))
-    if bar is not None:
-        bar.close()
-    return out
 
 
 def embed_file(
@@ -218,17 +158,7 @@ def embed_file(
         raise BertkitError(f"the output directory {out_dir} does not exist.")
     if Path(output_path).is_dir():
         raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
-    if backend == "onnx":
-        if bf16:
-            raise BertkitError("--bf16 applies to the torch backend; an ONNX graph keeps the precision it was exported in.")
-        from .export import load_onnx
-
-        model, tok = load_onnx(model_name, ("embed", "encoder"))
-    else:
-        model = BertModel.from_pretrained(model_name, new_heads=True, verbose=False).to(default_device())
-        if bf16:
-            model.to(torch.bfloat16)
-        tok = Tokenizer.from_pretrained(model.source_dir)
+    model, tok = load_for_inference(model_name, backend, bf16, kind="encoder")
     limit = sentence_max_length(model.source_dir, tok, model.config)
     if max_length is not None and max_length > model.config.max_position_embeddings:
         raise BertkitError(f"--max-length {max_length} exceeds the model's limit of {model.config.max_position_embeddings} tokens.")
@@ -237,18 +167,6 @@ def embed_file(
     vectors = encode_sentences(model, tok, texts, pooling, normalize, batch_size, max_length, progress)
     write_atomic(output_path, lambda f: np.save(f, vectors))
     return len(texts)
-
-
-def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
-    """sentence-transformers' max_seq_length when the checkpoint is one of theirs, else the model's limit."""
-    limit = min(tok.model_max_length, config.max_position_embeddings)
-    st = d / "sentence_bert_config.json"
-    if st.is_file():
-        n = read_json(st).get("max_seq_length", limit)
-        if not isinstance(n, int) or n < 1:
-            raise BertkitError(f"{st}: max_seq_length must be a positive whole number, not {n!r}.")
-        limit = min(limit, n)
-    return limit
 
 
 def _check_lengths(tok: Tokenizer, texts: list[str], max_length: int, long: str, path: str) -> None:
@@ -262,26 +180,6 @@ def _check_lengths(tok: Tokenizer, texts: list[str], max_length: int, long: str,
     if long == "error":
         raise BertkitError(f"{path} line {over[0]} is {lengths[over[0] - 1]} tokens, over the limit of {max_length} ({len(over)} such lines).")
     print(f"note: {len(over)} of {len(texts)} lines in {path} exceed {max_length} tokens and were truncated (first: line {over[0]}).", file=sys.stderr)
-
-
-def write_atomic(path: str | os.PathLike, write) -> None:
-    """write(file) into a temporary file beside `path`, then rename: never a half-written output."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; an output is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, disable=None)
 
 
 # ---- convert ------------------------------------------------------------------------------

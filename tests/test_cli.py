@@ -223,7 +223,7 @@ def test_embed_truncates_long_lines_and_says_so_once(capsys, minilm_dir, tmp_pat
 def test_bf16_is_fast_reads_the_cpu_flags(tmp_path):
     """bf16 counts as fast on a CPU only with AVX512-BF16 or AMX; without them (or without /proc/cpuinfo)
     the answer is no, and the CLI says so when --bf16 is asked for."""
-    from bertkit.tasks import bf16_is_fast
+    from bertkit.serving.load import bf16_is_fast
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
@@ -237,9 +237,9 @@ def test_bf16_is_fast_reads_the_cpu_flags(tmp_path):
 
 
 def test_bf16_note_on_slow_hardware(capsys, monkeypatch, minilm_dir, tmp_path):
-    import bertkit.tasks
+    import bertkit.serving.load
 
-    monkeypatch.setattr(bertkit.tasks, "bf16_is_fast", lambda *a, **k: False)
+    monkeypatch.setattr(bertkit.serving.load, "bf16_is_fast", lambda *a, **k: False)
     (tmp_path / "in.txt").write_text("one sentence\n")
     assert main(["embed", str(minilm_dir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"),
                  "--bf16", "--quiet"]) == 0

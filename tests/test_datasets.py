@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from bertkit.datasets import (
+from bertkit.data.datasets import (
     LABEL_NAMES,
     PairExample,
     TagExample,

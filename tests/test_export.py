@@ -13,22 +13,17 @@ import pytest
 import torch
 
 from bertkit import BertkitError, BertModel, Tokenizer, train_wordpiece
-from bertkit.datasets import load_dataset, write_table
-from bertkit.finetune import BertForTokenClassification, load_finetuned, predict_texts, set_task
-from bertkit.tasks import encode_sentences
+from bertkit.data.datasets import load_dataset, write_table
+from bertkit.heads import BertForTokenClassification, set_task
+from bertkit.serving.load import load_finetuned
+from bertkit.serving.predict import encode_sentences, predict_texts
 from conftest import randomise, tiny_config
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from bertkit.export import (  # noqa: E402
-    OnnxRunner,
-    add_export_parser,
-    cosine,
-    export_onnx,
-    onnx_embed,
-    onnx_predict,
-)
+from bertkit.serving.export import OnnxRunner, add_export_parser, cosine, export_onnx
+from bertkit.serving.predict import onnx_embed, onnx_predict
 
 ROOT = Path(__file__).parent.parent
 SENTENCES = [

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from bertkit.errors import BertkitError
-from bertkit.metrics import (
+from bertkit.crf import split_tag
+from bertkit.data.metrics import (
     accuracy,
     bio_problems,
     classification_report,
@@ -18,8 +18,8 @@ from bertkit.metrics import (
     entity_scores,
     macro_f1,
     repair_bio,
-    split_tag,
 )
+from bertkit.errors import BertkitError
 
 seqeval = pytest.importorskip("seqeval.metrics")
 from seqeval.metrics.sequence_labeling import get_entities  # noqa: E402

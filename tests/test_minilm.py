@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bertkit
-from bertkit.tasks import encode_sentences, sentence_max_length
+from bertkit.serving.predict import encode_sentences, sentence_max_length
 
 SENTENCES = [
     "A man is eating food.",

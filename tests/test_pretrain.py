@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import bertkit
+import bertkit.data.corpus
 from bertkit.cli import main
-from bertkit.corpus import Corpus, prepare, write_corpus, zh_corpus_documents
+from bertkit.data.corpus import Corpus, prepare, write_corpus, zh_corpus_documents
 from bertkit.heads import IGNORE_INDEX
-from bertkit.pretrain import (
+from bertkit.train.pretrain import (
     ElectraPretrainer,
     PretrainConfig,
     dense_mlm_loss,
@@ -50,7 +51,7 @@ def prepared(tmp_path_factory, small_corpus) -> Corpus:
 
 
 def test_zh_corpus_never_holds_dev_or_test_text(zh_docs):
-    from bertkit.datasets import load_dataset
+    from bertkit.data.datasets import load_dataset
 
     ner = load_dataset("peoples-daily-ner")
     text = "\n".join("".join(d) for d in zh_docs)  # a document's lines, back to back
@@ -80,7 +81,7 @@ def test_prepare_streams_every_token_once(small_corpus, prepared):
     text, tok_dir = small_corpus
     tok = bertkit.Tokenizer.from_pretrained(tok_dir)
     assert len(prepared.shards) > 3  # more than one shard
-    expected = [tok.backend.encode(s, add_special_tokens=False).ids for doc in bertkit.corpus.read_documents(text) for s in doc]
+    expected = [tok.backend.encode(s, add_special_tokens=False).ids for doc in bertkit.data.corpus.read_documents(text) for s in doc]
     streamed = [list(x) for x in prepared.stream()]
     assert streamed == expected
     assert prepared.tokens == sum(map(len, expected))
@@ -214,7 +215,7 @@ def test_small_model_note_names_the_recipe():
 def test_electra_labels_mark_exactly_the_replaced_tokens():
     c = bertkit.BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
                            max_position_embeddings=40, model_type="electra", embedding_size=16)
-    from bertkit.pretrain import generator_config
+    from bertkit.train.pretrain import generator_config
 
     torch.manual_seed(0)
     model = ElectraPretrainer(bertkit.ElectraForPreTraining(c), bertkit.BertForMaskedLM(generator_config(c, 0.5)))
@@ -302,19 +303,19 @@ def test_torchrun_pretraining_gives_each_rank_its_own_shards(tmp_path, prepared,
 def test_pretrain_resumes_exactly(tmp_path, prepared, monkeypatch):
     kw = dict(model="bert-tiny", corpus=str(prepared.dir), max_steps=8, batch_size=8, max_length=64, save_every=3, quiet=True)
     pretrain(PretrainConfig(out=str(tmp_path / "full"), **kw))
-    import bertkit.pretrain as P
+    import bertkit.train.loop as L
 
-    real = P.Runner.step
+    real = L.Loop.step
 
     def crash(self, step):
         if step == 5:
             raise KeyboardInterrupt
         return real(self, step)
 
-    monkeypatch.setattr(P.Runner, "step", crash)
+    monkeypatch.setattr(L.Loop, "step", crash)
     with pytest.raises(KeyboardInterrupt):
         pretrain(PretrainConfig(out=str(tmp_path / "cut"), **kw))
-    monkeypatch.setattr(P.Runner, "step", real)
+    monkeypatch.setattr(L.Loop, "step", real)
     pretrain(PretrainConfig(out=str(tmp_path / "cut"), resume=True, **kw))
     from safetensors.torch import load_file
 
@@ -323,7 +324,7 @@ def test_pretrain_resumes_exactly(tmp_path, prepared, monkeypatch):
 
 
 def test_distillation_lowers_the_kl_to_the_teacher(tmp_path):
-    from bertkit.datasets import load_dataset, write_table
+    from bertkit.data.datasets import load_dataset, write_table
     from bertkit.train import TrainConfig, train
 
     reviews = load_dataset("reviews-zh")
@@ -343,8 +344,8 @@ def test_distillation_lowers_the_kl_to_the_teacher(tmp_path):
 
 def test_student_initialised_from_an_ner_teacher_takes_its_crf(tmp_path):
     """Emissions distilled from a CRF tagger are only right with the teacher's transition scores: init copies them."""
-    from bertkit.distill import init_student
-    from bertkit.finetune import BertForTokenClassification, set_task
+    from bertkit.heads import BertForTokenClassification, set_task
+    from bertkit.train.distill import init_student
 
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     models = []
@@ -366,9 +367,9 @@ def test_student_initialised_from_an_ner_teacher_takes_its_crf(tmp_path):
 
 def test_crf_soft_targets_match_the_teachers_marginals():
     """--soft-targets crf: the KL is between CRF marginals (0 for a copy of the teacher), and it trains the student's CRF."""
-    from bertkit.distill import distill_loss, init_student, resolve_soft_targets
     from bertkit.errors import BertkitError
-    from bertkit.finetune import BertForTokenClassification, set_task
+    from bertkit.heads import BertForTokenClassification, set_task
+    from bertkit.train.distill import distill_loss, init_student, resolve_soft_targets
 
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

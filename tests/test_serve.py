@@ -21,12 +21,14 @@ httpx = pytest.importorskip("httpx")
 
 from bertkit import BertModel, Tokenizer  # noqa: E402
 from bertkit.cli import build_parser  # noqa: E402
-from bertkit.datasets import load_dataset, write_conll, write_table  # noqa: E402
+from bertkit.data.datasets import load_dataset, write_conll, write_table  # noqa: E402
 from bertkit.errors import BertkitError  # noqa: E402
-from bertkit.finetune import load_finetuned, predict_texts  # noqa: E402
-from bertkit.serve import ServeConfig, add_serve_parser, make_server  # noqa: E402
-from bertkit.serving import backend_factory, length_groups  # noqa: E402
-from bertkit.tasks import encode_sentences, fill_mask  # noqa: E402
+from bertkit.serving.app import ServeConfig, add_serve_parser, make_server  # noqa: E402
+from bertkit.serving.backend import backend_factory  # noqa: E402
+from bertkit.serving.batcher import length_groups  # noqa: E402
+from bertkit.serving.load import load_finetuned  # noqa: E402
+from bertkit.serving.predict import encode_sentences, predict_texts  # noqa: E402
+from bertkit.tasks import fill_mask  # noqa: E402
 from bertkit.train import TrainConfig, train  # noqa: E402
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertkit import tfcheckpoint
 from bertkit.errors import BertkitError
-from bertkit.tfcheckpoint import find_tf_checkpoint, read_tf_checkpoint
+from bertkit.io import tfcheckpoint
+from bertkit.io.tfcheckpoint import find_tf_checkpoint, read_tf_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf_bert_tiny"
 PREFIX = FIXTURE / "bert_model.ckpt"

@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 import bertkit
-import bertkit.train
+import bertkit.serving.load
+import bertkit.train.loop
 from bertkit.cli import main
-from bertkit.datasets import load_dataset, write_conll, write_table
+from bertkit.data.datasets import load_dataset, write_conll, write_table
 from bertkit.train import TrainConfig, train
 
 BIN = Path(sys.executable).parent
@@ -42,7 +43,7 @@ def small(tmp_path_factory, reviews) -> Path:
 def small_tok(tmp_path_factory, small) -> str:
     """One vocabulary for runs that are compared (the tokenizers trainer breaks frequency ties in hash
     order, so two trainings on the same texts can differ in a few tokens)."""
-    from bertkit.datasets import read_task_file
+    from bertkit.data.datasets import read_task_file
 
     d = tmp_path_factory.mktemp("tok")
     bertkit.train_wordpiece([e.text for e in read_task_file(small / "train.tsv", "classify")], 3000).save_pretrained(d)
@@ -97,17 +98,17 @@ def test_resume_is_exact(tmp_path, small, small_tok, monkeypatch):
     EMA and all, as the uninterrupted one."""
     kw = dict(ema=0.99, adv="fgm", max_steps=12, save_every=4, eval_every=6, tokenizer=small_tok)
     train(tiny(tmp_path / "full", small, **kw))
-    write = bertkit.train.StepLog.write
+    write = bertkit.train.loop.StepLog.write
 
     def crash(self, row):
         if row.get("step") == 7 and "loss" in row:
             raise Interrupt
         write(self, row)
 
-    monkeypatch.setattr(bertkit.train.StepLog, "write", crash)
+    monkeypatch.setattr(bertkit.train.loop.StepLog, "write", crash)
     with pytest.raises(Interrupt):
         train(tiny(tmp_path / "cut", small, **kw))
-    monkeypatch.setattr(bertkit.train.StepLog, "write", write)
+    monkeypatch.setattr(bertkit.train.loop.StepLog, "write", write)
     train(tiny(tmp_path / "cut", small, resume=True, **kw))
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
     assert_same_weights(weights(tmp_path / "full", "model"), weights(tmp_path / "cut", "model"))
@@ -197,7 +198,7 @@ def test_bert_classifier_loads_in_transformers(tmp_path, small):
     import transformers
 
     train(tiny(tmp_path / "run", small, max_steps=3, eval_every=3))
-    ours, tok = bertkit.finetune.load_finetuned(tmp_path / "run")
+    ours, tok = bertkit.serving.load.load_finetuned(tmp_path / "run")
     ref = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
     batch = tok(["很好用", "太差了，再也不买"])
     with torch.no_grad():
@@ -228,6 +229,15 @@ def test_bad_input(tmp_path, capsys, small):
     assert "line 3" in bad(tmp_path, capsys, ["--train", str(tmp_path / "broken.tsv")])
     assert "no training data" in bad(tmp_path, capsys, [])
     assert "does not exist" in bad(tmp_path, capsys, ["--train", str(tmp_path / "missing.tsv")])
+    (tmp_path / "one.tsv").write_text("text\tlabel\n很好\t1\n不错\t1\n", encoding="utf-8")
+    assert f"every training example in {tmp_path / 'one.tsv'} has the label '1'" in bad(tmp_path, capsys, ["--train", str(tmp_path / "one.tsv")])
+    huge = tmp_path / "huge.json"  # ~1 TB of fp32 weights: refused before any tensor is built
+    huge.write_text(json.dumps({"hidden_size": 8192, "num_hidden_layers": 200, "num_attention_heads": 64, "intermediate_size": 65536}))
+    err = bad(tmp_path, capsys, ["--model", str(huge), "--train", str(small / "train.tsv")])
+    assert err.startswith(f"bertkit train: error: {huge}: the bert config with 200 layers of 8192") and "GiB for its fp32 weights" in err
+    (tmp_path / "o.conll").write_text("我 O\n们 O\n\n好 O\n", encoding="utf-8")
+    assert main(["train", "ner", "--model", "bert-tiny", "--train", str(tmp_path / "o.conll"), "--out", str(tmp_path / "ner"), "--quiet"]) == 1
+    assert "there is no entity to learn" in capsys.readouterr().err and not (tmp_path / "ner").exists()
 
 
 def test_tokenizer_model_mismatch_and_busy_out(tmp_path, capsys, small, minilm_dir):

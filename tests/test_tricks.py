@@ -11,7 +11,7 @@ from torch import nn
 
 from bertkit import BertConfig, BertModel
 from bertkit.errors import BertkitError
-from bertkit.tricks import (
+from bertkit.train.tricks import (
     EMA,
     FGM,
     PGD,
@@ -327,3 +327,22 @@ def test_adversarial_step_without_method_is_plain_backward_and_param_lookup_is_s
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), want))
     with pytest.raises(BertkitError, match="candidates"):
         FGM(model, param_name="embeddings.word.weight")
+
+
+@pytest.mark.parametrize("kind", ["fgm", "pgd"])
+def test_adversarial_step_under_accumulation_attacks_along_this_batchs_gradient(kind):
+    """Two micro-batches in one step: the second attack follows the second batch's own gradient, not the
+    sum of both, so the accumulated grads equal the two batches' adversarial grads computed apart."""
+    model = Classifier()
+    b1, b2 = batch(1), batch(2)
+    make = (lambda: FGM(model, epsilon=0.5)) if kind == "fgm" else (lambda: PGD(model, epsilon=0.5, alpha=0.3, steps=3))
+    apart = []
+    for b in (b1, b2):
+        model.zero_grad()
+        adversarial_step(model, ce_of, b, make())
+        apart.append(grads(model))
+    model.zero_grad()
+    adversarial_step(model, ce_of, b1, make())
+    adversarial_step(model, ce_of, b2, make())
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, apart[0][n] + apart[1][n], atol=1e-6, rtol=1e-5)

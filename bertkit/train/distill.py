@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import BertkitError
-from .finetune import forward, task_loss
+from ..data.features import forward
+from ..errors import BertkitError
+from .losses import task_loss
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:

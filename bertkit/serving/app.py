@@ -29,7 +29,7 @@ The model loads in the background after the port opens: /healthz is 200 at once,
 answer 503 until it is loaded. --backend onnx serves an export of `bertkit export onnx` (its .onnx
 file or directory) in onnxruntime. The backends, the batcher and the metrics live in serving.py; this
 file is the HTTP side and the command. FastAPI and uvicorn (the `serve` extra) are imported inside
-the functions that need them, so `import bertkit.serve` works without them.
+the functions that need them, so `import bertkit.serving.app` works without them.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import BertkitError
-from .serving import MAX_TOP_K, Batcher, MemoryTrim, Metrics, backend_factory
+from ..errors import BertkitError
+from ..flags import positive_int
+from .backend import MAX_TOP_K, backend_factory
+from .batcher import Batcher, MemoryTrim, Metrics
 
 GRACE_SECONDS = 30  # how long a shutdown waits for requests in flight
 
@@ -409,7 +411,6 @@ def serve(cfg: ServeConfig) -> None:
 
 def add_serve_parser(subparsers) -> None:
     """Register `bertkit serve` on the CLI's subparsers."""
-    from .cli import positive_int
 
     s = subparsers.add_parser("serve", help="an HTTP server with dynamic batching for a model directory")
     s.add_argument("dir", help="a model directory (fine-tuned, MLM or any encoder) or a training run's --out")

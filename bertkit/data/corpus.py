@@ -21,14 +21,14 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BertkitError
+from ..errors import BertkitError
+from ..io.files import atomic_dir, check_new_dir
+from ..tokenizer import train_wordpiece
 
 ZH_CORPUS = "zh-corpus"
 SENTENCE_END = re.compile(r"(?<=[。！？!?；;…])")  # split after Chinese/Western sentence-final marks
@@ -139,8 +139,6 @@ def write_corpus(docs: Iterable[list[str]], path: Path) -> None:
 
 def export_corpus(out: str | Path) -> Path:
     """zh-corpus as a text file (corpus.txt) in a new directory."""
-    from .checkpoint import atomic_dir
-
     atomic_dir(Path(out), lambda tmp: write_corpus(zh_corpus_documents(), tmp / "corpus.txt"))
     return Path(out) / "corpus.txt"
 
@@ -150,9 +148,6 @@ def export_corpus(out: str | Path) -> Path:
 
 def build_vocab(corpus, size: int, out: str | Path, lowercase: bool = True, min_frequency: int = 2):
     """Train a BERT WordPiece vocabulary on the corpus and write vocab.txt + tokenizer.json into out."""
-    from .checkpoint import atomic_dir
-    from .tokenizer import train_wordpiece
-
     texts = [s for doc in corpus_documents(corpus) for s in doc]
     if not texts:
         raise BertkitError("the corpus is empty: no text to learn a vocabulary from.")
@@ -223,14 +218,11 @@ class _ShardWriter:
 
 def prepare(corpus, tokenizer, out: str | Path, shard_tokens: int = 1 << 24, wwm: bool = False, batch: int = 2000) -> Path:
     """Tokenize a corpus (name or text files) in batches into sharded token files in a new directory `out`."""
-    from .checkpoint import check_new_dir
-
     out = check_new_dir(out)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     segment = _jieba() if wwm else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         writer = _ShardWriter(tmp, dtype, wwm)
         docs: list[list[str]] = []
 
@@ -258,12 +250,8 @@ def prepare(corpus, tokenizer, out: str | Path, shard_tokens: int = 1 << 24, wwm
         meta = {"dtype": np.dtype(dtype).name, "vocab_size": tokenizer.vocab_size, "wwm": wwm, "shards": writer.shards}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir(out, write)
     return out
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BertkitError
+from ..errors import BertkitError
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

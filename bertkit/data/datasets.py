@@ -38,13 +38,11 @@ import itertools
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from .data import read_lines
-from .errors import BertkitError
+from ..errors import BertkitError
+from ..io.files import atomic_dir, read_lines
 
 
 @dataclass
@@ -449,13 +447,9 @@ def export_dataset(name: str | os.PathLike, out_dir: str | os.PathLike, task: st
         raise BertkitError(f"{out} already exists and is not an empty directory; choose a new one.")
     splits = load_dataset(name, task)
     task = next(t for t, cls in TASKS.items() if isinstance(next(iter(splits.values()))[0], cls))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         for split, examples in splits.items():
             write_task_file(tmp / (split + (".conll" if task == "ner" else ".tsv")), task, examples)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        os.replace(tmp, out)  # an empty out_dir is replaced
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return atomic_dir(out, write)

@@ -43,7 +43,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -53,27 +52,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import BertConfig
-from .errors import BertkitError
-from .model import BertOutput, mean_pool
+from ..checkpoint import find_config
+from ..config import BertConfig
+from ..errors import BertkitError
+from ..io.files import staging
+from ..model import mean_pool
+from ..version import __version__
+from .load import check_model, load_for_inference
+from .onnx import EXPORT_TASKS, OUTPUTS, OnnxRunner, _require_onnx
 
-EXPORT_TASKS = ("embed", "encoder", "classify", "pair", "ner")
 TOLERANCE = 1e-4  # max abs difference, ONNX fp32 vs PyTorch fp32
 OPSET = 17  # LayerNormalization as one op
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUTS = {"embed": ("last_hidden_state", "sentence_embedding"), "encoder": ("last_hidden_state",),
-           "classify": ("logits",), "pair": ("logits",), "ner": ("emissions",)}
 SIDECARS = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
             "sentence_bert_config.json", "crf.safetensors")
-
-
-def _require_onnx():
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise BertkitError(f"ONNX needs the onnx extra ({e.name} is not installed): pip install 'bertkit[onnx]'.") from None
-    return onnx, onnxruntime
 
 
 # ---- the graphs -------------------------------------------------------------------------------
@@ -94,23 +86,20 @@ class EncoderGraph(nn.Module):
 
 def load_for_export(model_dir, task: str | None) -> tuple[nn.Module, str, Path]:
     """(the module to trace, its task, the checkpoint directory). task None: the model's own."""
-    from .checkpoint import read_pretrained
-    from .finetune import MODEL_CLASSES
-    from .model import BertModel
-
-    d, config, conv = read_pretrained(model_dir)
+    if task is not None and task not in EXPORT_TASKS:
+        raise BertkitError(f"task {task!r} is not one of {', '.join(EXPORT_TASKS)}.")
+    config = BertConfig.from_json_file(find_config(check_model(model_dir)))
     info = config.extra.get("bertkit")
     own = info.get("task") if isinstance(info, dict) else None
     task = task or own or "embed"
-    if task not in EXPORT_TASKS:
-        raise BertkitError(f"task {task!r} is not one of {', '.join(EXPORT_TASKS)}.")
     if task in ("embed", "encoder"):
-        bert = BertModel.from_converted(d, config, conv, new_heads=True, verbose=False)
-        return EncoderGraph(bert, pooled=task == "embed").eval(), task, d
+        bert, _ = load_for_inference(model_dir, device="cpu", kind="encoder", tokenizer=False)
+        return EncoderGraph(bert, pooled=task == "embed").eval(), task, bert.source_dir
     if own != task:
         what = f"was fine-tuned for {own}" if own else "is not a model bertkit fine-tuned"
-        raise BertkitError(f"{d} {what}; it cannot be exported as a {task} model.")
-    return MODEL_CLASSES[task].from_converted(d, config, conv, verbose=False).eval(), task, d
+        raise BertkitError(f"{check_model(model_dir)} {what}; it cannot be exported as a {task} model.")
+    model, _ = load_for_inference(model_dir, device="cpu", kind="task", tokenizer=False)
+    return model, task, model.source_dir
 
 
 def example_batches(config: BertConfig, task: str, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -187,8 +176,7 @@ def export_onnx(model_dir, out_file, task: str | None = None, bf16: bool = False
         _refuse_bf16()
     model, task, src = load_for_export(model_dir, task)
     batches = example_batches(model.config, task)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging(out) as tmp:
         written = _write_sidecars(model, src, tmp)  # first: the runner that checks the graph reads config.json
         graph = tmp / "model.onnx"
         _trace(model, batches[0], task, graph)
@@ -200,9 +188,7 @@ def export_onnx(model_dir, out_file, task: str | None = None, bf16: bool = False
             _tag(onnx, graph, task, "int8")
         for name in written:
             os.replace(tmp / name, out.parent / name)
-        os.replace(graph, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(graph, out)  # the graph last: its presence means the export is complete
     return ExportResult(out, task, "int8" if int8 else "fp32", max_diff, cosine, written, time.perf_counter() - start)
 
 
@@ -258,7 +244,6 @@ def _trace(model: nn.Module, batch: dict, task: str, path: Path) -> None:
 
 def _tag(onnx, path: Path, task: str, precision: str) -> None:
     """Record the task and precision in the graph's metadata, where OnnxRunner reads them."""
-    from . import __version__
 
     proto = onnx.load(str(path))
     tags = {"bertkit_task": task, "bertkit_precision": precision, "bertkit_version": __version__}
@@ -328,7 +313,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _write_sidecars(model: nn.Module, src: Path, tmp: Path) -> list[str]:
     """config.json, the tokenizer, sentence_bert_config.json and crf.safetensors into tmp; their names."""
-    from .tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
 
     config = model.config
     # the dtype a source config recorded no longer describes the graph
@@ -345,141 +330,6 @@ def _write_sidecars(model: nn.Module, src: Path, tmp: Path) -> list[str]:
 
         save_file({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / "crf.safetensors"))
     return [n for n in SIDECARS if (tmp / n).exists()]
-
-
-# ---- running -------------------------------------------------------------------------------------
-
-
-def onnx_file(path) -> Path:
-    """The .onnx file `path` names: the file itself, or the one .onnx file in a directory."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        found = sorted(p.glob("*.onnx"))
-        if len(found) != 1:
-            raise BertkitError(f"{p} holds {len(found)} .onnx files; name the one to run.")
-        p = found[0]
-    if not p.is_file():
-        raise BertkitError(f"{p} does not exist.")
-    if not (p.parent / "config.json").is_file():
-        raise BertkitError(f"{p.parent} has no config.json beside {p.name}: export it with `bertkit export onnx`.")
-    return p
-
-
-class OnnxRunner:
-    """An exported model in onnxruntime (CUDA if present, else CPU), called like the torch model.
-
-    runner(input_ids, attention_mask, token_type_ids) -> BertOutput (embed, encoder) or logits [B, C];
-    runner(input_ids, attention_mask, token_type_ids, word_index) -> emissions [B, W, C] (ner).
-    Inputs and outputs are torch tensors on the CPU; `run` takes and gives numpy arrays.
-    """
-
-    def __init__(self, path, task: str | None = None, threads: int | None = None, providers: list[str] | None = None):
-        _, ort = _require_onnx()
-        self.path = onnx_file(path)
-        self.source_dir = self.path.parent  # where the tokenizer is, as for a torch model
-        self.config = BertConfig.from_json_file(self.source_dir / "config.json")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as e:  # onnxruntime's own exception types
-            reason = str(e).strip().splitlines()[0]
-            raise BertkitError(f"{self.path} is not a graph onnxruntime can run ({reason}).") from RuntimeError(reason)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.task = task or meta.get("bertkit_task")
-        if self.task not in EXPORT_TASKS:
-            raise BertkitError(f"{self.path} was not exported by bertkit (no bertkit_task in its metadata).")
-        self.precision = meta.get("bertkit_precision", "fp32")
-        self.inputs = {i.name for i in self.session.get_inputs()}  # an unused input (DistilBERT's types) is pruned
-        self.crf = self._crf() if self.task == "ner" else None
-
-    def _crf(self):
-        from .crf import CRF, bio_constraints
-        from .finetune import labels_of
-
-        f = self.source_dir / "crf.safetensors"
-        if not self.config.extra.get("bertkit", {}).get("crf"):
-            return None
-        if not f.is_file():
-            raise BertkitError(f"{self.source_dir} lacks crf.safetensors, which this CRF tagger needs.")
-        from safetensors.torch import load_file
-
-        labels = labels_of(self.config)
-        crf = CRF(len(labels), bio_constraints(labels))
-        crf.load_state_dict(load_file(str(f)))
-        return crf.eval()
-
-    def run(self, feeds: dict) -> list[np.ndarray]:
-        """The graph's outputs for a batch (numpy or torch int64 arrays by input name), in OUTPUTS order."""
-        T = feeds["input_ids"].shape[1]
-        if T > self.config.max_length:
-            raise BertkitError(f"input length {T} exceeds the model's maximum of {self.config.max_length} tokens.")
-        arrays = {k: np.ascontiguousarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=np.int64)
-                  for k, v in feeds.items() if k in self.inputs}
-        return self.session.run(list(OUTPUTS[self.task]), arrays)
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, word_index=None, hidden: bool = False):
-        if hidden:
-            raise BertkitError("an ONNX graph has no hidden states to return; use the PyTorch model (e.g. as a teacher).")
-        feeds = {"input_ids": input_ids,
-                 "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
-                 "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids}
-        if self.task == "ner":
-            if word_index is None:
-                raise BertkitError("a ner graph needs word_index, the token position of each word's first piece.")
-            feeds["word_index"] = word_index
-        out = [torch.from_numpy(a) for a in self.run(feeds)]
-        if self.task in ("embed", "encoder"):
-            return BertOutput(out[0], None)
-        return out[0]
-
-    # What tasks.encode_sentences and finetune.predict_features ask of a model.
-    def decode(self, emissions, word_mask) -> list[list[int]]:
-        """Tags per word: the CRF's Viterbi path or the argmax, exactly as the torch tagger decodes."""
-        from .finetune import BertForTokenClassification
-
-        return BertForTokenClassification.decode(self, emissions, word_mask)  # it reads only self.crf
-
-    def eval(self) -> OnnxRunner:
-        return self
-
-    def parameters(self):
-        """One empty CPU tensor: callers put their inputs on its device; onnxruntime copies them to its own."""
-        yield torch.empty(0)
-
-
-def load_onnx(path, tasks: tuple[str, ...] = EXPORT_TASKS) -> tuple[OnnxRunner, object]:
-    """(runner, tokenizer) for an exported model (the .onnx file or its directory) whose task is one of `tasks`.
-
-    The `--backend onnx` hook: embed_file and predict_command take this pair in place of the torch model's.
-    """
-    from .tokenizer import Tokenizer
-
-    runner = OnnxRunner(path)
-    if runner.task not in tasks:
-        need = "an embed or encoder export" if "embed" in tasks else "a fine-tuned model exported with its own task"
-        raise BertkitError(f"{runner.path} was exported for {runner.task}; this needs {need}.")
-    return runner, Tokenizer.from_pretrained(runner.source_dir)
-
-
-def onnx_embed(onnx_path, texts: list[str], pooling: str = "mean", normalize: bool = False, batch_size: int = 32,
-               max_length: int | None = None, progress: bool = False) -> np.ndarray:
-    """tasks.encode_sentences through onnxruntime: [len(texts), H] float32."""
-    from .tasks import encode_sentences
-
-    runner, tok = load_onnx(onnx_path, ("embed", "encoder"))
-    return encode_sentences(runner, tok, texts, pooling, normalize, batch_size, max_length, progress)
-
-
-def onnx_predict(onnx_path, inputs: list, batch_size: int = 64) -> list[dict]:
-    """finetune.predict_texts through onnxruntime: texts, or (text_a, text_b) pairs for a pair model."""
-    from .finetune import TASKS, predict_texts
-
-    runner, tok = load_onnx(onnx_path, TASKS)
-    return predict_texts(runner, tok, inputs, batch_size)
 
 
 # ---- command line --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
-from .errors import BertkitError
+from ..crf import split_tag
 
 # Classification -----------------------------------------------------------------------------
 
@@ -100,20 +100,6 @@ def classification_report(
 
 
 # Entities from tag sequences ----------------------------------------------------------------
-
-PREFIXES = ("B", "I", "E", "S")  # begin, inside, end, single; "O" is outside
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """Prefix and type: "B-PER" -> ("B", "PER"); "O" -> ("O", ""); bare "B" -> ("B", "_") as in seqeval.
-
-    The type is everything after the first "-", so "B-ORG-CORP" is type "ORG-CORP".
-    """
-    if tag == "O":
-        return "O", ""
-    if tag[:1] in PREFIXES and tag[1:2] in ("-", ""):
-        return tag[0], tag[2:] or "_"
-    raise BertkitError(f"tag {tag!r} is neither 'O' nor one of B-, I-, E-, S- followed by a type")
 
 
 def _chunk_ends(prev: str, prev_type: str, tag: str, type_: str) -> bool:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +24,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PRESETS, BertConfig
-from .corpus import ZH_CORPUS, Corpus, prepare
-from .errors import BertkitError
-from .heads import IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, ElectraForPreTraining, masked_lm_loss
-from .tokenizer import Tokenizer
-from .train import Dist, StepLog, _progress, existing_dir, plot_curves, replace_dir, set_checkpointing
-from .tricks import make_optimizer, warmup_schedule
+from ..config import PRESETS, BertConfig
+from ..data.corpus import ZH_CORPUS, Corpus, prepare
+from ..errors import BertkitError
+from ..heads import IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, ElectraForPreTraining, masked_lm_loss
+from ..io.files import atomic_dir, existing_dir, replace_dir
+from ..tokenizer import Tokenizer
+from .loop import (
+    Dist,
+    Loop,
+    Schedule,
+    check_out,
+    in_processes,
+    messages,
+    plain_backward,
+    set_checkpointing,
+    write_config,
+)
 
 OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop", "electra")
 
@@ -251,7 +258,7 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
         if note:
             log(note)
     else:
-        from .checkpoint import read_pretrained
+        from ..checkpoint import read_pretrained
 
         d, config, conv = read_pretrained(cfg.model)
     if tokenizer.vocab_size > config.vocab_size:
@@ -260,7 +267,10 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
         raise BertkitError(f"--max-length {cfg.max_length} exceeds the model's maximum of {config.max_length} tokens.")
     cls = {"mlm": BertForMaskedLM, "mlm+nsp": BertForPreTraining, "mlm+sop": BertForPreTraining, "electra": ElectraForPreTraining}[cfg.objective]
     if random_init:
-        model = cls(config)
+        try:
+            model = cls(config)
+        except BertkitError as e:
+            raise BertkitError(f"{cfg.model}: {e}") from None
     else:
         model = cls.from_converted(d, config, conv, new_heads=True, verbose=False)
         if model.load_report.initialised:
@@ -302,26 +312,20 @@ def pretrain(cfg: PretrainConfig) -> dict:
         raise BertkitError("give exactly one of --max-steps and --minutes.")
     if cfg.minutes is not None and cfg.minutes <= 0:
         raise BertkitError(f"--minutes must be positive, not {cfg.minutes}.")
-    dist = Dist.start(cfg.device)
-    try:
-        return _pretrain(cfg, dist)
-    finally:
-        dist.stop()
+    return in_processes(_pretrain, cfg)
 
 
 def _pretrain(cfg: PretrainConfig, dist: Dist) -> dict:
-    out = Path(cfg.out)
-    log = (lambda msg: print(msg, file=sys.stderr)) if dist.main and not cfg.quiet else (lambda msg: None)
-    if not cfg.resume and out.exists() and any(out.iterdir()):
-        raise BertkitError(f"{out} is not empty; choose a new --out, or pass --resume to continue the run in it.")
-    if cfg.resume:
-        _check_resume(cfg, out)
+    log = messages(dist, cfg.quiet)
+    out = check_out(cfg, "pretrain_config.json")
     tokenizer_dir = cfg.tokenizer or (cfg.model if not (cfg.model in PRESETS or cfg.model.endswith(".json")) else None)
     if dist.world > 1 and not (Path(cfg.corpus) / "meta.json").is_file():
         raise BertkitError("with several processes, prepare the corpus first (`bertkit corpus prepare`) and pass its directory: each process reads its own shards.")
-    staging = out if cfg.resume or not dist.main else Path(_staging(out))  # the run's files gather here, then appear at once
-    try:
-        corpus, tokenizer = resolve_corpus(cfg, tokenizer_dir, staging, log)
+    run: dict = {}
+
+    def setup(where: Path) -> None:
+        """Everything checked and measured before the run's directory appears (`where` is its staging copy)."""
+        corpus, tokenizer = resolve_corpus(cfg, tokenizer_dir, where, log)
         model = build_model(cfg, tokenizer, log)
         set_checkpointing(model, cfg.checkpointing)
         pairs = {"mlm+nsp": "nsp", "mlm+sop": "sop"}.get(cfg.objective)
@@ -333,209 +337,117 @@ def _pretrain(cfg: PretrainConfig, dist: Dist) -> dict:
         if local < cfg.accum or len(rows) < local:
             raise BertkitError(f"{len(rows)} sequences cannot fill a batch of {local} per process with {cfg.accum} accumulation steps.")
         log(f"{corpus.tokens:,} tokens in {len(corpus.shards)} shards -> {len(rows):,} sequences of up to {cfg.max_length} tokens on this process")
-        run = Runner(cfg, dist, model, tokenizer, corpus, rows)
+        recipe = Pretrain(cfg, dist, model.to(dist.device), tokenizer, corpus, rows)
+        schedule = Schedule(len(rows), cfg.batch_size, cfg.accum, cfg.seed, dist.rank, dist.world, shared=False)
+        loop = Loop(cfg, dist, recipe, schedule, tokenizer, out, "pretrain_config.json")
+        total = cfg.max_steps or 0
         if cfg.minutes is not None and not cfg.resume:
-            run.state.total = run.budget_steps(cfg.minutes * 60)
-            log(f"{cfg.minutes:g} minutes ~ {run.state.total} steps")
-        elif cfg.max_steps is not None:
-            run.state.total = cfg.max_steps
-        if not cfg.resume and dist.main:  # everything checked and measured: the run's directory appears
-            (staging / "pretrain_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-            if dist.world > 1:
-                torch.distributed.barrier()
-            _publish(staging, out)
-        elif dist.world > 1 and not cfg.resume:
-            torch.distributed.barrier()
-    except BaseException:
+            total = loop.measure(cfg.minutes * 60)
+            log(f"{cfg.minutes:g} minutes ~ {total} steps")
         if not cfg.resume and dist.main:
-            import shutil
+            write_config(cfg, where, "pretrain_config.json")
+        run.update(recipe=recipe, loop=loop, total=total, tokenizer=tokenizer)
 
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    run.corpus = Corpus(out / "corpus") if (out / "corpus" / "meta.json").is_file() and Path(cfg.corpus) != out / "corpus" else corpus
-    return run.loop(out)
-
-
-def _staging(out: Path) -> str:
-    import tempfile
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
-
-
-def _check_resume(cfg: PretrainConfig, out: Path) -> None:
-    if existing_dir(out / "checkpoint") is None:
-        raise BertkitError(f"--resume: {out} has no checkpoint to resume from.")
-    saved = json.loads((out / "pretrain_config.json").read_text(encoding="utf-8"))
-    now = dataclasses.asdict(cfg)
-    changed = [k for k in now if k not in ("resume", "quiet", "device", "log_every", "save_every") and saved.get(k) != now[k]]
-    if changed:
-        k = changed[0]
-        raise BertkitError(f"--resume: --{k.replace('_', '-')} was {saved.get(k)!r} when the run started, now {now[k]!r}; resume with the same settings.")
+    if cfg.resume or not dist.main:
+        setup(out)
+    else:
+        atomic_dir(out, setup)  # the run's files (a corpus prepared here, the config) appear at once
+    dist.barrier()
+    recipe, loop, total, tokenizer = run["recipe"], run["loop"], run["total"], run["tokenizer"]
+    if (out / "corpus" / "meta.json").is_file() and Path(cfg.corpus) != out / "corpus":
+        recipe.corpus = Corpus(out / "corpus")  # the prepared corpus moved with the staging directory
+    state = loop.run(total, cfg.warmup, cfg.schedule)
+    if not dist.main:
+        return {}
+    for name, m in recipe.saved().items():
+        replace_dir(out / name, lambda tmp, m=m: m.save_pretrained(tmp, tokenizer=tokenizer))
+    loop.plot()
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    last = rows[-min(len(rows), 20):]
+    return {"steps": state.step, "loss": float(np.mean([r["loss"] for r in last])),
+            "mlm_acc": float(np.mean([r["mlm_acc"] for r in last])), "model": str(out / "model")}
 
 
-class Runner:
-    """The step loop and its checkpoints."""
+class Pretrain:
+    """The pretraining recipe: this rank's packed sequences, masked afresh each step; the MLM loss at the
+    masked tokens (+ NSP/SOP per sequence, or ELECTRA's discriminator per real token), each part a mean
+    over its own global count."""
+
+    name = "pretrain"
+    curves = (None, ("mlm_acc",))
 
     def __init__(self, cfg: PretrainConfig, dist: Dist, model, tokenizer: Tokenizer, corpus: Corpus, rows: np.ndarray):
-        self.cfg, self.dist, self.tokenizer, self.corpus, self.rows = cfg, dist, tokenizer, corpus, rows
-        self.model = model.to(dist.device)
-        self.net = model if dist.world == 1 else nn.parallel.DistributedDataParallel(model)
-        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-        self.state = PretrainState()
+        self.cfg, self.dist, self.model, self.corpus, self.rows = cfg, dist, model, corpus, rows
+        self.weights = {"mlm": 1.0} | ({"nsp": 1.0} if cfg.objective in ("mlm+nsp", "mlm+sop") else {})
+        if cfg.objective == "electra":
+            self.weights = {"mlm": 1.0, "disc": cfg.electra_weight}
         vocab = tokenizer.vocab()
         self.ids = {k: vocab[t] for k, t in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("mask", "[MASK]"))}
         specials = {vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab}
         self.random_ids = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in specials])
-        self.autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
 
-    def batch_rows(self, step: int) -> list[np.ndarray]:
-        """This rank's micro-batches of the step: a permutation of its sequences fixed by (seed, epoch)."""
-        local = self.cfg.batch_size // self.dist.world
-        per_epoch = len(self.rows) // local
-        epoch, i = divmod(step, per_epoch)
-        if getattr(self, "_epoch", None) != epoch:
-            self._order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)).numpy()
-            self._epoch = epoch
-        picked = self.rows[self._order[i * local:(i + 1) * local]]
-        return [picked[j::self.cfg.accum] for j in range(self.cfg.accum)]
-
-    def step(self, step: int) -> dict:
-        """One optimizer step; returns its metrics."""
-        cfg, dev = self.cfg, self.dist.device
-        g = torch.Generator().manual_seed(hash((cfg.seed, step, self.dist.rank)) % (2**63))
-        torch.manual_seed(hash((cfg.seed, step, self.dist.rank, 1)) % (2**63))  # dropout
-        self.model.train()
-        micros = self.batch_rows(step)
-        sums: dict[str, float] = {"tokens": 0.0}
-        for j, rows in enumerate(micros):
-            b = make_batch(self.corpus, rows, self.ids)
-            input_ids, labels = mask_tokens(b["input_ids"], b["special"], self.ids["mask"], self.random_ids, cfg.mask_rate,
-                                            b["starts"] if cfg.wwm else None, g)
-            b = {k: v.to(dev) for k, v in b.items()} | {"input_ids": input_ids.to(dev)}
-            sums["tokens"] += float(b["attention_mask"].sum()) * self.dist.world * len(micros)  # summed below / len
-            sync = self.net.no_sync() if self.dist.world > 1 and j < len(micros) - 1 else nullcontext()
-            with sync:
-                with self.autocast:
-                    loss, metrics = self.objective(b, labels.to(dev), g)
-                (loss / len(micros)).backward()
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v / len(micros)
-        sums["tokens"] /= len(micros)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip if cfg.clip > 0 else float("inf"))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return sums | {"grad_norm": float(norm)}
-
-    def objective(self, b, labels, g) -> tuple[torch.Tensor, dict]:
+    def collate(self, idx: list[int], g: torch.Generator) -> dict:
         cfg = self.cfg
+        b = make_batch(self.corpus, self.rows[idx], self.ids)
+        input_ids, labels = mask_tokens(b["input_ids"], b["special"], self.ids["mask"], self.random_ids, cfg.mask_rate,
+                                        b["starts"] if cfg.wwm else None, g)
+        return {k: v.to(self.dist.device) for k, v in b.items()} | {"input_ids": input_ids.to(self.dist.device), "labels": labels.to(self.dist.device)}
+
+    def counts(self, b: dict) -> dict[str, float]:
+        n = {"mlm": float((b["labels"] != IGNORE_INDEX).sum()), "nsp": float(len(b["labels"])), "disc": float(b["attention_mask"].sum())}
+        return {k: n[k] for k in self.weights}
+
+    def loss(self, net, b: dict, g) -> tuple[dict, dict]:
+        labels = b["labels"]
         picked = labels != IGNORE_INDEX
-        if cfg.objective == "electra":
-            gen, disc, replaced = self.net(b, labels, g, cfg.electra_weight)
-            loss = gen.loss + cfg.electra_weight * disc.loss
+        n = int(picked.sum())
+        if self.cfg.objective == "electra":
+            gen, disc, replaced = net(b, labels, g, self.cfg.electra_weight)
             real = b["attention_mask"].bool()
-            return loss, {"loss": loss.item(), "mlm_loss": gen.loss.item(),
-                          "mlm_acc": _acc(gen.logits, labels[picked]), "disc_loss": disc.loss.item(),
-                          "disc_acc": ((disc.logits > 0).long() == replaced)[real].float().mean().item(),
-                          "replaced": replaced[real].float().mean().item()}
-        if cfg.objective == "mlm":
-            out = self.net(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=labels)
-            return out.loss, {"loss": out.loss.item(), "mlm_acc": _acc(out.logits, labels[picked])}
-        out = self.net(b["input_ids"], b["attention_mask"], b["token_type_ids"], mlm_labels=labels, nsp_labels=b["nsp_labels"])
-        nsp_acc = (out.nsp_logits.argmax(-1) == b["nsp_labels"]).float().mean().item()
-        return out.loss, {"loss": out.loss.item(), "mlm_acc": _acc(out.mlm_logits, labels[picked]), "nsp_acc": nsp_acc}
+            disc_sum = F.binary_cross_entropy_with_logits(disc.logits[real].float(), replaced[real].float(), reduction="sum")
+            gen_sum = F.cross_entropy(gen.logits.float(), labels[picked], reduction="sum")
+            m = int(real.sum())
+            return {"mlm": gen_sum, "disc": disc_sum}, {
+                "mlm_acc": (_correct(gen.logits, labels[picked]), n), "mlm_loss": (float(gen_sum.detach()), n), "disc_loss": (float(disc_sum.detach()), m),
+                "disc_acc": (float(((disc.logits > 0).long() == replaced)[real].sum()), m), "replaced": (float(replaced[real].sum()), m)}
+        if self.cfg.objective == "mlm":
+            out = net(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=labels)
+            return {"mlm": F.cross_entropy(out.logits.float(), labels[picked], reduction="sum")}, {"mlm_acc": (_correct(out.logits, labels[picked]), n)}
+        out = net(b["input_ids"], b["attention_mask"], b["token_type_ids"], mlm_labels=labels, nsp_labels=b["nsp_labels"])
+        sums = {"mlm": F.cross_entropy(out.mlm_logits.float(), labels[picked], reduction="sum"),
+                "nsp": F.cross_entropy(out.nsp_logits.float(), b["nsp_labels"], reduction="sum")}
+        nsp_correct = float((out.nsp_logits.argmax(-1) == b["nsp_labels"]).sum())
+        return sums, {"mlm_acc": (_correct(out.mlm_logits, labels[picked]), n), "nsp_acc": (nsp_correct, len(labels))}
 
-    def budget_steps(self, seconds: float) -> int:
-        """Steps that fit a wall-clock budget, from trial steps (then undone): a first one (slower: memory
-        and kernels warming up) and, if it fits the budget many times over, the median of three more."""
-        self.scheduler = warmup_schedule(self.optimizer, 0, 1, "constant")
-        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        times = []
-        for i in range(4):
-            t = time.perf_counter()
-            self.step(i)
-            times.append(time.perf_counter() - t)
-            if times[0] * 20 > seconds:  # a budget of a few steps: the first one is the measure
-                break
-        took = times[0] if len(times) == 1 else float(np.median(times[1:]))
-        self.model.load_state_dict(saved)
-        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)  # forget the trial step
-        if self.dist.world > 1:  # every process must agree on the number of steps
-            t = torch.tensor(took)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            took = t.item()
-        if took > seconds:
-            raise BertkitError(f"--minutes {self.cfg.minutes:g} is too short: one step takes {took:.1f} s.")
-        return max(int(seconds / took), 1)
+    def backward(self, net, loss_of, batch: dict) -> torch.Tensor:
+        return plain_backward(net, loss_of, batch)
 
-    def loop(self, out: Path) -> dict:
-        cfg, dist = self.cfg, self.dist
-        total = self.state.total
-        warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
-        self.scheduler = warmup_schedule(self.optimizer, min(warmup, total), total, cfg.schedule)
-        if cfg.resume:
-            self._load(out)
-            total = self.state.total
-        logger = StepLog(out / "log.jsonl", self.state.step, dist.main)
-        bar = _progress(total, self.state.step, dist.main and not cfg.quiet)
-        bar.set_description("pretrain")
-        while self.state.step < total:
-            t0 = time.perf_counter()
-            metrics = self.step(self.state.step)
-            self.state.step += 1
-            logger.write({"step": self.state.step, **metrics, "lr": self.scheduler.get_last_lr()[0],
-                          "tokens_per_s": metrics["tokens"] / (time.perf_counter() - t0)})
-            bar.update(1)
-            if self.state.step % cfg.log_every == 0 or self.state.step == total:
-                bar.set_postfix(loss=f"{logger.running_loss():.3f}", mlm_acc=f"{metrics['mlm_acc']:.3f}")
-            if dist.main and (self.state.step % cfg.save_every == 0 or self.state.step == total):
-                self._save(out)
-        bar.close()
-        if not dist.main:
-            return {}
-        self._save_model(out)
-        plot_curves(out / "log.jsonl", out / "curves.png", None, train_keys=("mlm_acc",))
-        rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
-        last = rows[-min(len(rows), 20):]
-        return {"steps": self.state.step, "loss": float(np.mean([r["loss"] for r in last])),
-                "mlm_acc": float(np.mean([r["mlm_acc"] for r in last])), "model": str(out / "model")}
+    def after_step(self) -> None:
+        pass
 
-    def _models(self) -> dict[str, nn.Module]:
+    def speed(self, batches: list[dict], seconds: float, world: int) -> dict[str, float]:
+        tokens = sum(float(b["attention_mask"].sum()) for b in batches) * world
+        return {"tokens": tokens, "tokens_per_s": tokens / seconds}
+
+    def evaluate_due(self, step: int) -> bool:
+        return False
+
+    def evaluate(self, loop) -> bool:
+        return False
+
+    def saved(self) -> dict[str, nn.Module]:
         m = self.model
         return {"model": m.discriminator, "generator": m.generator} if isinstance(m, ElectraPretrainer) else {"model": m}
 
-    def _save(self, out: Path) -> None:
-        def write(tmp: Path) -> None:
-            for name, m in self._models().items():
-                torch.save(m.state_dict(), tmp / f"{name}.pt")
-            torch.save({"state": dataclasses.asdict(self.state), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict()}, tmp / "trainer_state.pt")
+    def extra_state(self) -> dict:
+        return {}
 
-        replace_dir(out / "checkpoint", write)
-
-    def _load(self, out: Path) -> None:
-        d = existing_dir(out / "checkpoint")
-        for name, m in self._models().items():
-            m.load_state_dict(torch.load(d / f"{name}.pt", weights_only=True))
-        saved = torch.load(d / "trainer_state.pt", weights_only=True)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.state = PretrainState(**saved["state"])
-
-    def _save_model(self, out: Path) -> None:
-        for name, m in self._models().items():
-            replace_dir(out / name, lambda tmp, m=m: m.save_pretrained(tmp, tokenizer=self.tokenizer))
+    def load_extra_state(self, saved: dict) -> None:
+        pass
 
 
-def _acc(logits, labels) -> float:
-    return (logits.argmax(-1) == labels).float().mean().item() if len(labels) else 0.0
+def _correct(logits, labels) -> float:
+    return float((logits.argmax(-1) == labels).sum())
 
 
 def dense_mlm_loss(model: BertForMaskedLM, input_ids, attention_mask, token_type_ids, labels) -> torch.Tensor:

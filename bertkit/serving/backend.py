@@ -1,0 +1,137 @@
+"""What `bertkit serve` runs behind HTTP: the model backends.
+
+A backend is a loaded model behind a few methods (`Backend`): which endpoints it serves, the token
+length of each input, and `run`, one synchronous call over a list of inputs that returns what
+`bertkit predict` prints for each. `ModelBackend` runs a model through the very functions the
+commands use (predict.predict_texts, predict.encode_sentences, the MLM head as fill-mask does): one
+of bertkit's torch models (`load_torch`) or an ONNX export in onnxruntime (`load_onnx`), both loaded
+by load.load_for_inference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Protocol
+
+import torch
+
+from ..errors import BertkitError
+from ..heads import TASKS, BertForMaskedLM, task_of
+from .load import check_model, load_for_inference
+from .predict import encode_sentences, predict_texts, sentence_max_length
+
+ENDPOINTS = ("embed", "fill-mask", "classify", "ner")
+MAX_TOP_K = 50  # fill-mask computes this many candidates per mask; a request asks for top_k <= it
+
+
+# ---- backends: what runs the model ---------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """A loaded model as the server sees it. `run` is called from one inference thread at a time."""
+
+    endpoints: tuple[str, ...]  # which of ENDPOINTS it serves
+    pairs: bool  # classify takes pairs [a, b]
+    max_length: int  # tokens; longer inputs are truncated and flagged
+
+    def describe(self) -> dict: ...
+
+    def lengths(self, endpoint: str, items: list) -> list[int]:
+        """Untruncated token counts (with [CLS]/[SEP]), for grouping by length."""
+
+    def run(self, endpoint: str, items: list, lengths: list[int]) -> list[dict]:
+        """One result row per item, in order (embed rows carry a float32 numpy vector)."""
+
+
+ENDPOINTS_OF = {"classify": ("classify",), "pair": ("classify",), "ner": ("ner",), "mlm": ("embed", "fill-mask"),
+                "encoder": ("embed",)}
+
+
+class ModelBackend:
+    """A model and its tokenizer behind the functions the commands use (finetune.predict_texts,
+    tasks.encode_sentences, tasks.fill_mask's head at the masks). The model is one of bertkit's torch
+    models or bertkit.export's OnnxRunner, which is called like one."""
+
+    def __init__(self, model, tok, task: str, max_length: int, source, kind: str, bf16: bool = False):
+        self.model, self.tok, self.task, self.max_length, self.kind, self.bf16 = model, tok, task, max_length, kind, bf16
+        self.source, self.endpoints, self.pairs = str(source), ENDPOINTS_OF[task], task == "pair"
+        self.encoder = getattr(model, "bert", model)  # the backbone, for embed
+        self.device = next(model.parameters()).device
+
+    def describe(self) -> dict:
+
+        return {"model": self.source, "task": self.task, "backend": self.kind, "bf16": self.bf16, "device": str(self.device),
+                "threads": torch.get_num_threads(), "max_length": self.max_length, "endpoints": list(self.endpoints)}
+
+    def lengths(self, endpoint: str, items: list) -> list[int]:
+        inputs = [tuple(x) for x in items] if self.pairs else items
+        return [len(e.ids) for e in self.tok.backend.encode_batch(inputs)]
+
+    def run(self, endpoint: str, items: list, lengths: list[int]) -> list[dict]:
+
+        if endpoint == "embed":
+            return self._embed(items, lengths)
+        if endpoint == "fill-mask":
+            return self._fill_mask(items, lengths)
+        return predict_texts(self.model, self.tok, items, batch_size=len(items))
+
+    def _embed(self, texts: list[str], lengths: list[int]) -> list[dict]:
+
+        vectors = encode_sentences(self.encoder, self.tok, texts, batch_size=len(texts), max_length=self.max_length)
+        return [{"text": t, "embedding": v, "truncated": n > self.max_length} for t, v, n in zip(texts, vectors, lengths)]
+
+    def _fill_mask(self, texts: list[str], lengths: list[int]) -> list[dict]:
+        """tasks.fill_mask for a batch: the MLM head only at the [MASK] positions (M of them)."""
+
+        batch = {k: v.to(self.device) for k, v in self.tok(texts, max_length=self.max_length).items()}
+        with torch.inference_mode():
+            h = self.encoder(**batch).last_hidden_state  # [B, T, H]
+            where = batch["input_ids"] == self.tok.mask_token_id  # [B, T]
+            logits = self.model.mlm(h[where], self.encoder.embed.word.weight)  # [M, V]
+            probs, top = logits.float().softmax(-1).topk(min(MAX_TOP_K, logits.shape[-1]), dim=-1)  # [M, K]
+        rows, m = [], 0
+        for text, n, count in zip(texts, lengths, where.sum(1).tolist()):
+            masks = [[{"token": t, "probability": round(p, 6)} for t, p in zip(self.tok.convert_ids_to_tokens(ids), ps)]
+                     for ids, ps in zip(top[m:m + count].tolist(), probs[m:m + count].tolist())]
+            rows.append({"text": text, "masks": masks, "truncated": n > self.max_length})
+            m += count
+        return rows
+
+
+def load_torch(path, bf16: bool = False, threads: int | None = None) -> ModelBackend:
+    """The checkpoint's own task: bertkit's task entry in config.json, else an MLM head, else an encoder."""
+    model, tok = load_for_inference(path, "torch", bf16, threads=threads)
+    d = model.source_dir
+    if "bertkit" in model.config.extra:
+        task, max_length = task_of(model.config)["task"], task_of(model.config)["max_length"]
+    else:
+        task, max_length = "mlm" if isinstance(model, BertForMaskedLM) else "encoder", sentence_max_length(d, tok, model.config)
+    return ModelBackend(model, tok, task, max_length, d, "torch", bf16)
+
+
+def load_onnx(path, bf16: bool = False, threads: int | None = None) -> ModelBackend:
+    """An export of `bertkit export onnx` (the .onnx file or its directory) in onnxruntime."""
+    runner, tok = load_for_inference(path, "onnx", bf16, threads=threads)
+    if runner.task in TASKS:
+        return ModelBackend(runner, tok, runner.task, task_of(runner.config)["max_length"], runner.path, "onnx")
+    return ModelBackend(runner, tok, "encoder", sentence_max_length(runner.source_dir, tok, runner.config), runner.path, "onnx")
+
+
+def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int | None = None):
+    """A function that loads the backend (called in a thread once the server listens); what cannot
+    work (a missing extra, bf16 on ONNX, no .onnx file) fails here, before the port opens."""
+    if kind == "torch":
+        check_model(path)
+        return lambda: load_torch(path, bf16, threads)
+    if kind != "onnx":
+        raise BertkitError(f"--backend must be torch or onnx, not {kind!r}.")
+    from .onnx import onnx_file
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BertkitError("--backend onnx needs onnxruntime: pip install 'bertkit[onnx]'.")
+    if bf16:
+        raise BertkitError("--bf16 applies to --backend torch; an ONNX graph runs in the precision it was exported in.")
+    onnx_file(path)
+    return lambda: load_onnx(path, threads=threads)
+
+

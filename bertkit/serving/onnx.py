@@ -1,0 +1,151 @@
+"""onnxruntime as bertkit's second backend (`--backend onnx`): an export of `bertkit export onnx` run
+through the same calls as the torch model it came from.
+
+`OnnxRunner` is called like that model (same inputs, a BertOutput or a logits tensor back), so
+serving.predict's functions run it unchanged; a CRF tagger's Viterbi runs in Python on the emissions
+(crf.safetensors beside the graph). Needs the `onnx` extra: onnx and onnxruntime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import BertConfig
+from ..errors import BertkitError
+from ..model import BertOutput
+
+EXPORT_TASKS = ("embed", "encoder", "classify", "pair", "ner")
+OUTPUTS = {"embed": ("last_hidden_state", "sentence_embedding"), "encoder": ("last_hidden_state",),
+           "classify": ("logits",), "pair": ("logits",), "ner": ("emissions",)}
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise BertkitError(f"ONNX needs the onnx extra ({e.name} is not installed): pip install 'bertkit[onnx]'.") from None
+    return onnx, onnxruntime
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+
+def onnx_file(path) -> Path:
+    """The .onnx file `path` names: the file itself, or the one .onnx file in a directory."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        found = sorted(p.glob("*.onnx"))
+        if len(found) != 1:
+            raise BertkitError(f"{p} holds {len(found)} .onnx files; name the one to run.")
+        p = found[0]
+    if not p.is_file():
+        raise BertkitError(f"{p} does not exist.")
+    if not (p.parent / "config.json").is_file():
+        raise BertkitError(f"{p.parent} has no config.json beside {p.name}: export it with `bertkit export onnx`.")
+    return p
+
+
+class OnnxRunner:
+    """An exported model in onnxruntime (CUDA if present, else CPU), called like the torch model.
+
+    runner(input_ids, attention_mask, token_type_ids) -> BertOutput (embed, encoder) or logits [B, C];
+    runner(input_ids, attention_mask, token_type_ids, word_index) -> emissions [B, W, C] (ner).
+    Inputs and outputs are torch tensors on the CPU; `run` takes and gives numpy arrays.
+    """
+
+    def __init__(self, path, task: str | None = None, threads: int | None = None, providers: list[str] | None = None):
+        _, ort = _require_onnx()
+        self.path = onnx_file(path)
+        self.source_dir = self.path.parent  # where the tokenizer is, as for a torch model
+        self.config = BertConfig.from_json_file(self.source_dir / "config.json")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as e:  # onnxruntime's own exception types
+            reason = str(e).strip().splitlines()[0]
+            raise BertkitError(f"{self.path} is not a graph onnxruntime can run ({reason}).") from RuntimeError(reason)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.task = task or meta.get("bertkit_task")
+        if self.task not in EXPORT_TASKS:
+            raise BertkitError(f"{self.path} was not exported by bertkit (no bertkit_task in its metadata).")
+        self.precision = meta.get("bertkit_precision", "fp32")
+        self.inputs = {i.name for i in self.session.get_inputs()}  # an unused input (DistilBERT's types) is pruned
+        self.crf = self._crf() if self.task == "ner" else None
+
+    def _crf(self):
+        from ..crf import CRF, bio_constraints
+        from ..heads import labels_of
+
+        f = self.source_dir / "crf.safetensors"
+        if not self.config.extra.get("bertkit", {}).get("crf"):
+            return None
+        if not f.is_file():
+            raise BertkitError(f"{self.source_dir} lacks crf.safetensors, which this CRF tagger needs.")
+        from safetensors.torch import load_file
+
+        labels = labels_of(self.config)
+        crf = CRF(len(labels), bio_constraints(labels))
+        crf.load_state_dict(load_file(str(f)))
+        return crf.eval()
+
+    def run(self, feeds: dict) -> list[np.ndarray]:
+        """The graph's outputs for a batch (numpy or torch int64 arrays by input name), in OUTPUTS order."""
+        T = feeds["input_ids"].shape[1]
+        if T > self.config.max_length:
+            raise BertkitError(f"input length {T} exceeds the model's maximum of {self.config.max_length} tokens.")
+        arrays = {k: np.ascontiguousarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=np.int64)
+                  for k, v in feeds.items() if k in self.inputs}
+        return self.session.run(list(OUTPUTS[self.task]), arrays)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, word_index=None, hidden: bool = False):
+        if hidden:
+            raise BertkitError("an ONNX graph has no hidden states to return; use the PyTorch model (e.g. as a teacher).")
+        feeds = {"input_ids": input_ids,
+                 "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+                 "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids}
+        if self.task == "ner":
+            if word_index is None:
+                raise BertkitError("a ner graph needs word_index, the token position of each word's first piece.")
+            feeds["word_index"] = word_index
+        out = [torch.from_numpy(a) for a in self.run(feeds)]
+        if self.task in ("embed", "encoder"):
+            return BertOutput(out[0], None)
+        return out[0]
+
+    # What tasks.encode_sentences and finetune.predict_features ask of a model.
+    def decode(self, emissions, word_mask) -> list[list[int]]:
+        """Tags per word: the CRF's Viterbi path or the argmax, exactly as the torch tagger decodes."""
+        from ..heads import BertForTokenClassification
+
+        return BertForTokenClassification.decode(self, emissions, word_mask)  # it reads only self.crf
+
+    def eval(self) -> OnnxRunner:
+        return self
+
+    def parameters(self):
+        """One empty CPU tensor: callers put their inputs on its device; onnxruntime copies them to its own."""
+        yield torch.empty(0)
+
+
+def load_onnx(path, tasks: tuple[str, ...] = EXPORT_TASKS, threads: int | None = None) -> tuple[OnnxRunner, object]:
+    """(runner, tokenizer) for an exported model (the .onnx file or its directory) whose task is one of `tasks`.
+
+    The `--backend onnx` hook: embed_file and predict_command take this pair in place of the torch model's.
+    """
+    from ..tokenizer import Tokenizer
+
+    runner = OnnxRunner(path, threads=threads)
+    if runner.task not in tasks:
+        need = "an embed or encoder export" if "embed" in tasks else "a fine-tuned model exported with its own task"
+        raise BertkitError(f"{runner.path} was exported for {runner.task}; this needs {need}.")
+    return runner, Tokenizer.from_pretrained(runner.source_dir)
+
+

@@ -1,0 +1,206 @@
+"""Inference over examples and texts: predictions, evaluation, sentence embeddings.
+
+What `bertkit predict`, `evaluate`, `embed` and the server run, for a torch model or an ONNX export
+called like one (serving.export.OnnxRunner). Batches are sorted by length, so little goes to padding.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import BertConfig
+from ..data.datasets import BUNDLED, PairExample, TagExample, TextExample, load_dataset, read_task_file
+from ..data.features import Features, batches_by_length, collate, encode, forward
+from ..data.metrics import classification_report, entities, entity_scores
+from ..errors import BertkitError
+from ..heads import labels_of, task_of
+from ..io.files import read_json
+from ..model import BertModel, mean_pool
+from ..tokenizer import Tokenizer
+from .load import load_for_inference
+
+
+@torch.no_grad()
+def predict_features(model, f: Features, batch_size: int = 64) -> list:
+    """Per example: label probabilities [C] (classify/pair) or the predicted label id per kept word (ner)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list = [None] * len(f)
+    pad = model.config.pad_token_id or 0
+    for idx in batches_by_length(f, batch_size):
+        batch = collate(f, idx, pad, device)
+        logits = forward(model, batch).float()
+        if f.word_index is not None:
+            preds = model.decode(logits, batch["word_mask"])
+        else:
+            preds = logits.softmax(-1).cpu()
+        for i, p in zip(idx, preds):
+            out[i] = p
+    return out
+
+def word_tags(f: Features, i: int, pred: list[int], labels: list[str], n_words: int) -> list[str]:
+    """A tag for every word of example i: the prediction where the word has a position, else O."""
+    tags = ["O"] * n_words
+    for w, p in zip(f.kept_words[i], pred):
+        tags[w] = labels[p]
+    return tags
+
+def evaluate_examples(model, tokenizer, examples, batch_size: int = 64) -> dict:
+    """Metrics of a fine-tuned model on labelled examples: accuracy and macro-F1, or entity P/R/F1."""
+    info, labels = task_of(model.config), labels_of(model.config)
+    f = encode(tokenizer, examples, info["task"], labels, info["max_length"])
+    preds = predict_features(model, f, batch_size)
+    if info["task"] == "ner":
+        pred_tags = [word_tags(f, i, p, labels, len(e.tokens)) for i, (e, p) in enumerate(zip(examples, preds))]
+        scores = entity_scores([e.tags for e in examples], pred_tags)
+        return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
+                "per_type": scores["per_type"], "examples": len(examples), "truncated": len(f.truncated)}
+    y_pred = [labels[int(p.argmax())] for p in preds]
+    report = classification_report([e.label for e in examples], y_pred)
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"], "per_class": report["per_class"],
+            "examples": len(examples), "truncated": len(f.truncated)}
+
+def main_metric(task: str) -> str:
+    return "f1" if task == "ner" else "accuracy"
+
+def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[dict]:
+    """What `bertkit predict` prints, one dict per input: a label with its probabilities, or entities."""
+    info, labels = task_of(model.config), labels_of(model.config)
+    task = info["task"]
+    if task == "ner":
+        examples = [TagExample(_words(t, info.get("tokens", "chars"))) for t in inputs]
+    elif task == "pair":
+        examples = [PairExample(a, b) for a, b in inputs]
+    else:
+        examples = [TextExample(t) for t in inputs]
+    f = encode(tokenizer, examples, task, labels, info["max_length"])
+    preds = predict_features(model, f, batch_size)
+    cut, results = set(f.truncated), []
+    for i, (x, p) in enumerate(zip(inputs, preds)):
+        if task == "ner":
+            words = examples[i].tokens
+            tags = word_tags(f, i, p, labels, len(words))
+            results.append({"text": x, "entities": _spans(words, tags, info.get("tokens", "chars"))})
+        else:
+            k = int(p.argmax())
+            probs = {label: round(float(q), 6) for label, q in zip(labels, p)}
+            results.append({"text" if task == "classify" else "pair": x, "label": labels[k], "probability": probs[labels[k]], "probabilities": probs})
+        results[-1]["truncated"] = i in cut
+    return results
+
+def _words(text: str, kind: str) -> list[str]:
+    words = list(text) if kind == "chars" else text.split()
+    return [w for w in words if not w.isspace()] if kind == "chars" else words
+
+def _spans(words: list[str], tags: list[str], kind: str) -> list[dict]:
+    """Entities with their text and [start, end) offsets in words (= characters for char-level models)."""
+    sep = "" if kind == "chars" else " "
+    return [{"type": t, "text": sep.join(words[s:e]), "start": s, "end": e} for t, s, e in entities(tags)]
+
+def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch",
+                     bf16: bool = False) -> dict:
+    from pathlib import Path
+
+
+    model, tokenizer = load_for_inference(path, backend, bf16, kind="task")
+    task = task_of(model.config)["task"]
+    if data in BUNDLED or Path(data).is_dir():
+        splits = load_dataset(data, task)
+        if split not in splits:
+            raise BertkitError(f"{data} has no {split!r} split; it has {', '.join(splits)}.")
+        examples = splits[split]
+    else:
+        examples = read_task_file(data, task)
+    if (examples[0].tags if task == "ner" else examples[0].label) is None:
+        raise BertkitError(f"{data} has no labels to evaluate against.")
+    return evaluate_examples(model, tokenizer, examples, batch_size)
+
+def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64,
+                    backend: str = "torch", bf16: bool = False) -> list[dict]:
+    """Predictions for texts given on the command line (pairs as two texts each) or in a file."""
+
+    model, tokenizer = load_for_inference(path, backend, bf16, kind="task")
+    task = task_of(model.config)["task"]
+    if input_file:
+        examples = read_task_file(input_file, task)
+        inputs = [("".join(e.tokens) if task_of(model.config).get("tokens", "chars") == "chars" else " ".join(e.tokens)) if task == "ner"
+                  else (e.text_a, e.text_b) if task == "pair" else e.text for e in examples]
+    else:
+        for n, t in enumerate(texts, 1):
+            if not t.strip():
+                raise BertkitError(f"text {n} is empty.")
+        if task == "pair":
+            if len(texts) % 2:
+                raise BertkitError(f"a pair model takes texts two at a time; got {len(texts)}.")
+            inputs = list(zip(texts[0::2], texts[1::2]))
+        else:
+            inputs = list(texts)
+    if not inputs:
+        raise BertkitError("nothing to predict: give texts or --input FILE.")
+    return predict_texts(model, tokenizer, inputs, batch_size)
+
+def encode_sentences(
+    model: BertModel,
+    tok: Tokenizer,
+    texts: list[str],
+    pooling: str = "mean",
+    normalize: bool = False,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """One vector per text ([len(texts), H] float32), batched by length to waste little on padding."""
+    if pooling not in ("mean", "cls"):
+        raise BertkitError(f"pooling must be 'mean' or 'cls', not {pooling!r}.")
+    device = next(model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    bar = _progress(len(texts), "embedding") if progress else None
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in tok([texts[i] for i in idx], max_length=max_length).items()}
+        with torch.inference_mode():
+            h = model(**batch).last_hidden_state.float()  # pooled in fp32 whatever the model's dtype
+        v = mean_pool(h, batch["attention_mask"]) if pooling == "mean" else h[:, 0]
+        if normalize:
+            v = torch.nn.functional.normalize(v.float(), dim=-1)
+        out[idx] = v.float().cpu().numpy()
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return out
+
+def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
+    """sentence-transformers' max_seq_length when the checkpoint is one of theirs, else the model's limit."""
+    limit = min(tok.model_max_length, config.max_position_embeddings)
+    st = d / "sentence_bert_config.json"
+    if st.is_file():
+        n = read_json(st).get("max_seq_length", limit)
+        if not isinstance(n, int) or n < 1:
+            raise BertkitError(f"{st}: max_seq_length must be a positive whole number, not {n!r}.")
+        limit = min(limit, n)
+    return limit
+
+
+def onnx_embed(onnx_path, texts: list[str], pooling: str = "mean", normalize: bool = False, batch_size: int = 32,
+               max_length: int | None = None, progress: bool = False) -> np.ndarray:
+    """tasks.encode_sentences through onnxruntime: [len(texts), H] float32."""
+    runner, tok = load_for_inference(onnx_path, "onnx", kind="encoder")
+    return encode_sentences(runner, tok, texts, pooling, normalize, batch_size, max_length, progress)
+
+
+def onnx_predict(onnx_path, inputs: list, batch_size: int = 64) -> list[dict]:
+    """finetune.predict_texts through onnxruntime: texts, or (text_a, text_b) pairs for a pair model."""
+    runner, tok = load_for_inference(onnx_path, "onnx", kind="task")
+    return predict_texts(runner, tok, inputs, batch_size)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, disable=None)
