@@ -193,6 +193,20 @@ def reference_model(model: BertModel) -> BertModel | None:
     return ref
 
 
+def baseline_package(checkout: str):
+    """The bertkit package of another checkout, imported as `bertkit_baseline` (its imports are relative)."""
+    import importlib.util
+
+    init = Path(checkout) / "bertkit" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline {checkout}: no bertkit/__init__.py there")
+    spec = importlib.util.spec_from_file_location("bertkit_baseline", init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bertkit_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     """Every compared path, all reading the same checkpoint directory."""
     import transformers
@@ -211,6 +225,11 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     ref = reference_model(bk)
     if ref is not None:
         paths.insert(1, bertkit_path("bertkit fp32 reference", ref, "fp32"))
+    if a.baseline:  # another checkout of bertkit (e.g. the commit before a change), in this process, same weights
+        old = baseline_package(a.baseline).BertModel.from_pretrained(model_dir, verbose=False).eval()
+        for dtype in ("fp32", "bf16"):
+            m = old if dtype == "fp32" else copy.deepcopy(old).to(torch.bfloat16)
+            paths.append(dataclasses.replace(bertkit_path(f"bertkit-baseline {dtype}", m, dtype), library="bertkit-baseline"))
     if a.onnx:
         paths.append(onnx_path(model_dir, onnx_dir, a.threads))
     return paths
@@ -476,8 +495,9 @@ def markdown(res: dict) -> str:
         "- max abs diff: fp32 last_hidden_state against transformers fp32, real positions only. min cosine: bf16 "
         "mean-pooled vectors against the same library's fp32 ones, the lowest over the batch's sequences.",
         "- bertkit fp32 reference (when present): the same model with packing off (`model.unpad = False`): padded "
-        "batches run padded, as in transformers. Its other no-grad speed-ups (the fused q/k/v projection) stay on, so "
-        "it differs from bertkit fp32 only on padded batches.",
+        "batches run padded, as in transformers; it differs from bertkit fp32 only on padded batches.",
+        "- bertkit-baseline (with --baseline): another checkout of bertkit, imported in the same process and timed in "
+        "the same rotation, on the same weights: the before and after of a change, measured in one run.",
         "- The weights are identical: bertkit writes the random checkpoints, and every path reads the same directory. "
         "The ONNX graph is bertkit's `export_onnx(..., task=\"encoder\")` (no pooler); transformers also runs its "
         "pooler, bertkit only when pooler_output is read (a [B, H] x [H, H] matmul: negligible).",
@@ -509,6 +529,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--write-docs", action="store_true", help="write the report to --out and the numbers beside it as JSON")
     p.add_argument("--out", default="docs/results-speed.md")
+    p.add_argument("--baseline", help="a checkout of bertkit to time beside this one (paths `bertkit-baseline fp32/bf16`), "
+                                      "e.g. `git worktree add /tmp/base HEAD~1`")
     a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     unknown = set(a.models) - {"minilm", "bert-base"}

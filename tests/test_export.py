@@ -150,8 +150,20 @@ def test_crf_tagger_parity(tagger, tmp_path):
                                 dict(attention_mode="unilm")], ids=lambda kw: kw.get("model_type", kw.get("attention_mode")))
 def test_family_exports(kw, tmp_path):
     """Every family member's switches trace (export_onnx checks parity itself, at two shapes)."""
-    randomise(BertModel(tiny_config(**kw))).save_pretrained(tmp_path / "m")
+    model = randomise(BertModel(tiny_config(**kw))).eval()
+    model.save_pretrained(tmp_path / "m")
     assert export_onnx(tmp_path / "m", tmp_path / "m.onnx", task="encoder").max_diff <= 1e-4
+    # and checked here too, not only by the export's own check: a padded batch of a shape never traced
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(5, model.config.vocab_size, (3, 11), generator=g)
+    mask = (torch.arange(11)[None] < torch.tensor([11, 4, 7])[:, None]).long()
+    ids[mask == 0] = model.config.pad_token_id
+    types = torch.zeros_like(ids)
+    (h,) = OnnxRunner(tmp_path / "m.onnx").run({"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()})
+    with torch.no_grad():
+        want = model(ids, mask, types).last_hidden_state
+    got = torch.from_numpy(h)
+    assert (got[mask.bool()] - want[mask.bool()]).abs().max() <= 1e-4
 
 
 def test_bad_input(minilm_dir, minilm_onnx, classifier, tmp_path):

@@ -224,8 +224,12 @@ def test_electra_labels_mark_exactly_the_replaced_tokens():
     ids = torch.randint(5, 30, (8, 16), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     masked, labels = mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), 4, torch.arange(5, 30), 0.5, generator=g)
+    seen = []  # what the discriminator reads: the original text with the generator's samples at the masks
+    model.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     _, _, replaced = model({**batch, "input_ids": masked}, labels, g, 50.0)
     picked = labels != IGNORE_INDEX
+    assert torch.equal(seen[0][~picked], ids[~picked])  # the true tokens back where nothing was masked (not [MASK])
+    assert torch.equal(replaced.bool(), seen[0] != ids)  # a label exactly where the input differs from the original
     assert not replaced[~picked].any()  # unmasked positions never count as replaced
     assert replaced.sum() > 0 and replaced[picked].float().mean() < 1  # the generator sometimes guesses right
 

@@ -19,7 +19,11 @@ import bertkit
 import bertkit.serving.load
 import bertkit.train.loop
 from bertkit.cli import main
-from bertkit.data.datasets import load_dataset, write_conll, write_table
+from bertkit.data.datasets import load_dataset, read_task_file, write_conll, write_table
+from bertkit.data.features import encode
+from bertkit.data.metrics import classification_report, entity_scores, repair_bio
+from bertkit.heads import labels_of
+from bertkit.serving.predict import predict_features, predict_texts, word_tags
 from bertkit.train import TrainConfig, train
 
 BIN = Path(sys.executable).parent
@@ -165,16 +169,45 @@ def test_two_processes_equal_one(tmp_path, small, small_tok):
     dict(bf16=True), dict(adv="pgd"), dict(rdrop=1.0), dict(loss="focal", class_weights="inverse"),
     dict(loss="smooth", schedule="cosine", accum=2),
 ], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
-def test_tricks_run(tmp_path, small, kw):
-    result = train(tiny(tmp_path / "run", small, max_steps=6, eval_every=6, **kw))
-    assert 0 <= result["dev"]["accuracy"] <= 1
+def test_tricks_run(tmp_path, small, small_tok, plain_run, kw):
+    """Each trick runs and changes what the plain run does: its weights, and where the trick is in the loss,
+    the first step's loss (same initial weights, same first batch); bf16 stays near fp32's loss."""
+    train(tiny(tmp_path / "run", small, max_steps=6, eval_every=6, tokenizer=small_tok, **kw))
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
-    assert len(rows) == 6 and all(r["loss"] == r["loss"] and r["loss"] < 10 for r in rows)
+    base_rows, base_weights = plain_run
+    assert len(rows) == 6 and all(r["loss"] == r["loss"] for r in rows)
+    w = weights(tmp_path / "run")
+    assert max((w[k] - base_weights[k]).abs().max().item() for k in w) > 1e-4
+    if "loss" in kw or "rdrop" in kw:  # the loss itself differs from the first step on
+        assert abs(rows[0]["loss"] - base_rows[0]["loss"]) > 1e-4  # smoothing 0.1 moves a loss near ln 2 by ~6e-4
+    if "bf16" in kw:
+        assert rows[0]["loss"] != base_rows[0]["loss"] and abs(rows[0]["loss"] - base_rows[0]["loss"]) < 0.05
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, small, small_tok):
+    out = tmp_path_factory.mktemp("plain") / "run"
+    train(tiny(out, small, max_steps=6, eval_every=6, tokenizer=small_tok))
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    return rows, weights(out)
 
 
 def test_ner_with_crf_and_predict(tmp_path, small_ner, capsys):
     result = train(tiny(tmp_path / "ner", small_ner, task="ner", crf=True, max_steps=30, eval_every=30, max_length=64, repair_bio=True))
-    assert 0 <= result["dev"]["f1"] <= 1
+    model, tok = bertkit.serving.load.load_finetuned(tmp_path / "ner")
+    dev = read_task_file(small_ner / "dev.conll", "ner")
+    for e in dev:  # the training run repaired I- after O in its copy; the scorer sees the same tags
+        e.tags = repair_bio(e.tags)
+    labels = labels_of(model.config)
+    f = encode(tok, dev, "ner", labels, 64)
+    preds = predict_features(model, f)
+    pred_tags = [word_tags(f, i, p, labels, len(e.tokens)) for i, (e, p) in enumerate(zip(dev, preds))]
+    assert result["dev"]["f1"] == pytest.approx(entity_scores([e.tags for e in dev], pred_tags)["f1"])  # scored as seqeval would
+    for i, e in enumerate(dev):  # each kept word is read at its first piece, and the gold tags come back from word_tags
+        pieces = [tok.backend.encode(w, add_special_tokens=False).ids[0] for w in e.tokens]
+        assert [f.input_ids[i][p] for p in f.word_index[i]] == [pieces[w] for w in f.kept_words[i]]
+        if i not in f.truncated:
+            assert word_tags(f, i, f.word_labels[i], labels, len(e.tokens)) == e.tags
     assert main(["predict", str(tmp_path / "ner"), "江泽民在北京会见克林顿"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert set(row) == {"text", "entities", "truncated"}
@@ -186,7 +219,10 @@ def test_evaluate_and_predict_commands(tmp_path, small, capsys):
     train(tiny(tmp_path / "run", small))
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(small / "test.tsv")]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["examples"] == 100 and 0 <= metrics["accuracy"] <= 1
+    test = read_task_file(small / "test.tsv", "classify")
+    rows = predict_texts(*bertkit.serving.load.load_finetuned(tmp_path / "run"), [e.text for e in test])
+    want = classification_report([e.label for e in test], [r["label"] for r in rows])
+    assert metrics["examples"] == 100 and metrics["accuracy"] == want["accuracy"] and metrics["macro_f1"] == want["macro"]["f1"]
     assert main(["predict", str(tmp_path / "run" / "model"), "很好", "好" * 500]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["truncated"] for r in rows] == [False, True]
