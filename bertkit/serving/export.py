@@ -21,19 +21,15 @@ quantisation, per output channel: per-tensor scales cost all-MiniLM-L6-v2 a mean
 cosine of 0.965 to fp32, per-channel keeps it at 0.993 (docs/results-onnx.md). `bf16` is
 refused while onnxruntime's CPU provider has no bfloat16 MatMul (probed, not assumed).
 
-Why the TorchScript exporter (`dynamo=False`): `build_mask` skips the mask when nothing is
-padded (`bool(attention_mask.all())`), a data-dependent branch torch.export cannot capture.
-The tracer follows the branch the example takes; the examples are always padded, so the
-graph keeps the general (masked) path, which equals the unmasked one when nothing is padded.
+The graph comes from the TorchScript exporter (`dynamo=False`), whose graphs the parity checks and
+the int8 quantisation here were proven on. The model has no data-dependent branch (the mask is
+built the same way whatever it holds), so the dynamo exporter takes it too: tests/test_fastpath.py
+exports with `dynamo=True` and checks onnxruntime's outputs against eager.
 
-The fast path's packing (model.BertModel.unpad) is off while tracing: its per-sequence loop
-cannot live in a graph, so the graph is the padded reference path. Causal and unilm masks export
-too (the tests trace every family member and both masks).
-
-`OnnxRunner` is called like the torch model it came from (same inputs, a BertOutput or a
-logits tensor back), so tasks.encode_sentences and finetune.predict_texts run it unchanged.
-Needs the `onnx` extra: onnx and onnxruntime. Export and runner share one file (~500 lines):
-the runner is what the export's own check uses, and the two change together.
+The fast path's packing (model.BertModel.unpad) is off while tracing: it reads the lengths on the
+host, so the graph is the padded reference path. Causal and unilm masks export too (the tests trace
+every family member and both masks). The graph runs in onnxruntime through serving/onnx.py's
+`OnnxRunner`, which the export's own check uses. Needs the `onnx` extra: onnx and onnxruntime.
 """
 
 from __future__ import annotations
