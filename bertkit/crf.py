@@ -190,6 +190,7 @@ class CRF(nn.Module):
 
 PREFIXES = ("B", "I", "E", "S")  # begin, inside, end, single; "O" is outside
 
+
 def split_tag(tag: str) -> tuple[str, str]:
     """Prefix and type: "B-PER" -> ("B", "PER"); "O" -> ("O", ""); bare "B" -> ("B", "_") as in seqeval.
 

@@ -148,6 +148,7 @@ class ElectraForPreTraining(PretrainedMixin, nn.Module):
 
 TASKS = ("classify", "pair", "ner")
 
+
 def labels_of(config: BertConfig) -> list[str]:
     """The label names in id order, from transformers' id2label."""
     id2label = config.extra.get("id2label")
@@ -155,17 +156,20 @@ def labels_of(config: BertConfig) -> list[str]:
         raise BertkitError("the checkpoint's config has no id2label: it is not a fine-tuned classifier.")
     return [id2label[k] for k in sorted(id2label, key=int)]
 
+
 def task_of(config: BertConfig) -> dict:
     info = config.extra.get("bertkit")
     if not isinstance(info, dict) or info.get("task") not in TASKS:
         raise BertkitError("the checkpoint's config has no bertkit task entry: it was not fine-tuned by bertkit.")
     return info
 
+
 def set_task(config: BertConfig, task: str, labels: list[str], **info) -> None:
     """Record the task and labels in the config (written to config.json with the model)."""
     config.extra["id2label"] = {str(i): label for i, label in enumerate(labels)}
     config.extra["label2id"] = {label: i for i, label in enumerate(labels)}
     config.extra["bertkit"] = {"task": task, **info}
+
 
 class BertForSequenceClassification(PretrainedMixin, nn.Module):
     """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits."""
@@ -184,6 +188,7 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
         pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
         logits = self.classifier(self.drop(pooled))
         return (logits, out.hidden_states) if hidden else logits
+
 
 class BertForTokenClassification(PretrainedMixin, nn.Module):
     """Per-word logits (emissions) [B, W, C], scored by softmax cross-entropy or by a CRF."""

@@ -15,7 +15,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import bertkit
-from bertkit.cli import main
+from bertkit.cli import build_parser, main
 from conftest import padded_batch, randomise, save_hf, tiny_hf_config
 
 WORDS = "the a cat dog sat on mat paris is capital of france city big small ran".split()
@@ -245,3 +245,29 @@ def test_bf16_note_on_slow_hardware(capsys, monkeypatch, minilm_dir, tmp_path):
                  "--bf16", "--quiet"]) == 0
     assert "no bf16 hardware" in capsys.readouterr().err
     assert np.load(tmp_path / "v.npy").shape == (1, 384)
+
+
+def test_flags_take_their_defaults_from_the_run_dataclasses():
+    """A default is written once, in the dataclass: every generated flag parses to the field's default,
+    and a switch in the dataclass is a switch on the command line."""
+    import dataclasses
+
+    from bertkit.cli import DISTILL_FLAGS, PRETRAIN_FLAGS, TRAIN_FLAGS
+    from bertkit.serving.app import SERVE_FLAGS, ServeConfig
+    from bertkit.train import PretrainConfig, TrainConfig
+
+    p = build_parser()
+    parsed = {
+        "train": vars(p.parse_args(["train", "classify", "--model", "m", "--out", "o"])),
+        "distill": vars(p.parse_args(["distill", "--teacher", "t", "--student", "s", "--task", "ner", "--out", "o"])),
+        "pretrain": vars(p.parse_args(["pretrain", "--model", "m", "--out", "o", "--max-steps", "1"])),
+        "serve": vars(p.parse_args(["serve", "d"])),
+    }
+    for command, cls, table in (("train", TrainConfig, TRAIN_FLAGS), ("distill", TrainConfig, DISTILL_FLAGS | TRAIN_FLAGS),
+                                ("pretrain", PretrainConfig, PRETRAIN_FLAGS), ("serve", ServeConfig, SERVE_FLAGS)):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(table) <= set(fields), command
+        for name in table:
+            assert parsed[command][name] == fields[name].default, (command, name)
+    switched = vars(p.parse_args(["pretrain", "--model", "m", "--out", "o", "--max-steps", "1", "--wwm", "--bf16", "--resume"]))
+    assert switched["wwm"] and switched["bf16"] and switched["resume"]

@@ -95,7 +95,8 @@ def test_packing_applies_only_where_exact():
     p = Packed.of(torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]).repeat(5, 1))  # 10 sequences (5 empty) in 8 buckets
     assert len(p.buckets) == 8 and sum(b.n for b in p.buckets) == 10 and len(p.index) == 20
     assert Packed.of(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])) is None  # left padding: the padded path
-    assert Packed.of(torch.ones(2, 10, dtype=torch.long)) is None  # nothing to drop
+    assert Packed.of(torch.tensor([[1] * 10, [1] * 9 + [0]])) is None  # 5% padding: not worth packing
+    assert Packed.of(torch.ones(2, 10, dtype=torch.long)) is bertkit.model.NO_PADDING  # nothing to drop: no mask at all
     config = bertkit.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
                                 attention_mode="causal")
     assert bertkit.BertModel(config).packing(right, None) is None  # causal and unilm masks: the padded path
@@ -304,3 +305,19 @@ def test_dynamo_onnx_export_equals_eager(tmp_path):
         with torch.no_grad():
             want = model(ids, mask)
         assert (real(got, mask) - real(want, mask)).abs().max() <= TOL
+
+
+def test_a_batch_without_padding_runs_without_a_mask(monkeypatch):
+    """The eager fast path passes no mask for an all-ones attention mask (the unmasked kernels are faster);
+    the outputs equal the masked reference path."""
+    model = tiny_bert()
+    masks = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: masks.append(kw.get("attn_mask")) or sdpa(*a, **kw))
+    ids = torch.randint(5, 99, (3, 12))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        out = model(ids, mask).last_hidden_state
+    assert masks == [None, None]  # both layers
+    ref, _ = reference_run(model, {"input_ids": ids, "attention_mask": mask})
+    assert masks[2] is not None and (out - ref).abs().max() <= TOL

@@ -331,3 +331,11 @@ def test_bio_i_after_o_reported_repaired_or_refused(tmp_path, capsys):
     assert "pass --repair-bio" in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert main([*args, "--out", str(tmp_path / "c"), "--crf", "--repair-bio"]) == 0
     assert "train: repaired 20 sentences" in capsys.readouterr().err
+
+
+def test_rdrop_with_a_teacher_is_refused(tmp_path, small, capsys):
+    """--rdrop doubles the student's batch for two dropout passes; with a teacher that is refused up front."""
+    assert main(["distill", "--teacher", str(tmp_path / "any"), "--student", "bert-tiny", "--task", "classify", "--data", str(small),
+                 "--rdrop", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "--rdrop cannot be combined with distillation" in err and not (tmp_path / "out").exists()

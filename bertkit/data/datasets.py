@@ -131,6 +131,7 @@ def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
 
 # ---- readers ----
 
+
 def _rows(path: Path, lines: list[str], sep: str):
     """(line number, cells): TSV splits on tabs; CSV quotes as the csv module does (a record may span lines)."""
     if sep == "\t":
@@ -265,6 +266,7 @@ def read_task_file(path: str | os.PathLike, task: str) -> list[Example]:
 
 
 # ---- writers: read_task_file(p, task) == examples after write_task_file(p, task, examples) ----
+
 
 def _all_labelled(path, examples: list[Example]) -> bool:
     if not examples:

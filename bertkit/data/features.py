@@ -2,7 +2,11 @@
 
 Token classification reads one vector per word: the first sub-token of each word, gathered into a
 left-aligned [B, W] sequence (`word_index`), so the loss, the CRF and the predictions all see words,
-not pieces. `forward` calls a fine-tuned model on a collated batch.
+not pieces. A sentence longer than max_length tokens is read as sliding windows (as transformers'
+token-classification pipeline does): windows of whole words, consecutive ones sharing about
+`stride` tokens, each an item of its own (training sees them as extra examples); predictions are
+merged back per sentence (serving/predict.py), so no word goes unseen. `forward` calls a
+fine-tuned model on a collated batch.
 
 Shapes: B batch, T tokens, W words, C labels.
 """
@@ -16,6 +20,7 @@ import torch
 from ..errors import BertkitError
 from ..heads import IGNORE_INDEX, BertForTokenClassification
 from .datasets import TagExample
+from .metrics import cut_tags
 
 
 @dataclass
@@ -30,15 +35,25 @@ class Features:
     kept_words: list[list[int]] | None = None  # ner: which words of the example have a position
     truncated: list[int] = field(default_factory=list)  # indices of the examples cut to max_length
     lost_words: int = 0  # ner: words that got no position (cut off, or no pieces)
+    # ner with windows: items are windows of examples
+    example_of: list[int] | None = None  # the example each window comes from
+    edges: list[list[int]] | None = None  # per window and kept word: tokens to the nearer cut edge (no cut: a large number)
+    example_words: list[list[int]] | None = None  # per example: its words that have a position in some window
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-def encode(tokenizer, examples, task: str, labels: list[str], max_length: int) -> Features:
-    """Tokenize a list of examples (labels, when present, as ids of `labels`)."""
+    def words_of(self, example: int) -> list[int]:
+        """The words of an example that get a prediction."""
+        return self.kept_words[example] if self.example_of is None else self.example_words[example]
+
+
+def encode(tokenizer, examples, task: str, labels: list[str], max_length: int, stride: int | None = None) -> Features:
+    """Tokenize a list of examples (labels, when present, as ids of `labels`). ner with a stride: sentences
+    longer than max_length become windows sharing about `stride` tokens; without, they are cut."""
     label_id = {label: i for i, label in enumerate(labels)}
     if task == "ner":
-        return _encode_words(tokenizer, examples, label_id, max_length)
+        return _encode_words(tokenizer, examples, label_id, max_length, stride)
     if task == "pair":
         enc = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], max_length=max_length, padding=False, return_tensors=None)
     else:
@@ -48,37 +63,88 @@ def encode(tokenizer, examples, task: str, labels: list[str], max_length: int) -
         ys = [_label_id(label_id, e.label) for e in examples]
     return Features(enc["input_ids"], enc["token_type_ids"], labels=ys, truncated=list(tokenizer.last_truncated))
 
+
 def _label_id(label_id: dict, label: str) -> int:
     if label not in label_id:
         raise BertkitError(f"label {label!r} is not one the model knows ({', '.join(label_id)}).")
     return label_id[label]
 
-def _encode_words(tokenizer, examples: list[TagExample], label_id: dict, max_length: int) -> Features:
-    backend = tokenizer.backend
-    backend.enable_truncation(max_length)
-    try:
-        encs = backend.encode_batch([e.tokens for e in examples], is_pretokenized=True)
-    finally:
-        backend.no_truncation()
-    f = Features([], [], word_index=[], word_labels=[], kept_words=[])
+FAR = 1 << 30  # the edge distance of a sentence's own start and end: nothing is cut there
+
+
+DEFAULT_STRIDE = 32  # tokens two windows share, unless the window is too short for it (see default_stride)
+
+
+def default_stride(max_length: int) -> int:
+    return min(DEFAULT_STRIDE, (max_length - 2) // 2)
+
+
+def check_stride(stride: int, max_length: int) -> None:
+    if not 0 <= stride <= (max_length - 2) // 2:
+        raise BertkitError(f"--stride must be between 0 and half the {max_length - 2} tokens a window holds, not {stride}.")
+
+
+def _encode_words(tokenizer, examples: list[TagExample], label_id: dict, max_length: int, stride: int | None) -> Features:
+    if stride is not None:
+        check_stride(stride, max_length)
+    encs = tokenizer.backend.encode_batch([e.tokens for e in examples], is_pretokenized=True)  # whole: [CLS] pieces [SEP]
+    windowed = stride is not None
+    f = Features([], [], word_index=[], word_labels=[], kept_words=[], example_of=[] if windowed else None,
+                 edges=[] if windowed else None, example_words=[] if windowed else None)
     for i, (e, enc) in enumerate(zip(examples, encs)):
         first: dict[int, int] = {}  # word -> position of its first piece
         for pos, w in enumerate(enc.word_ids):
             if w is not None and w not in first:
                 first[w] = pos
-        kept = sorted(first)
-        f.input_ids.append(enc.ids)
-        f.token_type_ids.append(enc.type_ids)
-        f.word_index.append([first[w] for w in kept])
-        f.kept_words.append(kept)
-        if e.tags is not None:
-            f.word_labels.append([_label_id(label_id, e.tags[w]) for w in kept])
-        if enc.overflowing:
-            f.truncated.append(i)
-        f.lost_words += len(e.tokens) - len(kept)
+        n = len(enc.ids)
+        if not windowed:
+            cut = n > max_length
+            spans = [(1, min(n - 1, max_length - 1))]  # cut: [CLS] the first pieces [SEP]
+            if cut:
+                f.truncated.append(i)
+        else:
+            spans = windows(sorted(first.values()), n, max_length - 2, stride)
+            f.example_words.append(sorted(first))
+        kept_all = set()
+        for s, t in spans:
+            words = [w for w in sorted(first) if s <= first[w] < t]
+            kept_all.update(words)
+            f.input_ids.append([enc.ids[0], *enc.ids[s:t], enc.ids[-1]])
+            f.token_type_ids.append([0] * (t - s + 2))
+            f.word_index.append([first[w] - s + 1 for w in words])
+            f.kept_words.append(words)
+            if e.tags is not None:
+                tags = [e.tags[w] for w in words]
+                if windowed and len(spans) > 1:
+                    tags = cut_tags(tags, s > 1, t < n - 1)
+                f.word_labels.append([_label_id(label_id, tag) for tag in tags])
+            if windowed:
+                f.example_of.append(i)
+                f.edges.append([min(first[w] - s if s > 1 else FAR, t - 1 - first[w] if t < n - 1 else FAR) for w in words])
+        f.lost_words += len(e.tokens) - len(kept_all)
     if not examples or examples[0].tags is None:
         f.word_labels = None
     return f
+
+
+def windows(starts: list[int], n: int, room: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) token spans covering positions 1..n-2 (the pieces between [CLS] and [SEP]) in windows of
+    at most `room` tokens that begin and end at word starts (a longer word is cut), each beginning at the
+    first word start within `stride` tokens of the previous one's end."""
+    end, spans, s = n - 1, [], 1
+    while True:
+        t = min(s + room, end)
+        if t < end:
+            inside = [p for p in starts if s < p <= t]
+            t = inside[-1] if inside else t  # end before the word that would not fit
+        spans.append((s, t))
+        if t >= end:
+            return spans
+        later = [p for p in starts if p > s and p >= t - stride]
+        if not later:
+            return spans  # only the rest of a word longer than a window is left; its first piece was read
+        s = later[0]
+
 
 def collate(f: Features, idx: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
     """A padded batch of the examples `idx`, on `device`."""
@@ -107,11 +173,13 @@ def collate(f: Features, idx: list[int], pad_id: int, device) -> dict[str, torch
             batch["word_labels"] = word_labels
     return {k: v.to(device) for k, v in batch.items()}
 
+
 def forward(model, batch, hidden: bool = False):
     """Logits [B, C] or emissions [B, W, C] for a collated batch (and the hidden states if asked)."""
     if isinstance(model, BertForTokenClassification) or batch.get("word_index") is not None:
         return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["word_index"], hidden=hidden)
     return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], hidden=hidden)
+
 
 def batches_by_length(f: Features, batch_size: int) -> list[list[int]]:
     """Inference order: examples sorted by length, so a batch wastes little on padding."""

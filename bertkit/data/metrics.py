@@ -181,3 +181,18 @@ def repair_bio(tags: Sequence[str]) -> list[str]:
     for i in bio_problems(tags):
         fixed[i] = "B" + fixed[i][1:]
     return fixed
+
+
+def cut_tags(tags: Sequence[str], cut_before: bool, cut_after: bool) -> list[str]:
+    """The tags of a window cut out of a sentence, valid on their own (the CRF's constraints hold in every
+    window): an entity the cut opens starts there (I-X -> B-X; BIOES: E-X -> S-X), and in BIOES one the
+    cut closes ends there (B-X -> S-X, I-X -> E-X). The entities of the whole sentence are unchanged."""
+    out = list(tags)
+    if out and cut_before:
+        prefix, kind = split_tag(out[0])
+        out[0] = {"I": f"B-{kind}", "E": f"S-{kind}"}.get(prefix, out[0])
+    bioes = any(split_tag(t)[0] in "ES" for t in tags)
+    if out and cut_after and bioes:
+        prefix, kind = split_tag(out[-1])
+        out[-1] = {"B": f"S-{kind}", "I": f"E-{kind}"}.get(prefix, out[-1])
+    return out

@@ -35,6 +35,7 @@ the functions that need them, so `import bertkit.serving.app` works without them
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import sys
@@ -43,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import BertkitError
-from ..flags import positive_int
+from ..flags import add_flags, positive_int
 from .backend import MAX_TOP_K, backend_factory
 from .batcher import Batcher, MemoryTrim, Metrics
 
@@ -414,22 +415,24 @@ def add_serve_parser(subparsers) -> None:
 
     s = subparsers.add_parser("serve", help="an HTTP server with dynamic batching for a model directory")
     s.add_argument("dir", help="a model directory (fine-tuned, MLM or any encoder) or a training run's --out")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
-    s.add_argument("--port", type=int, default=8000, help="port (0: any free one, printed)")
-    s.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    s.add_argument("--bf16", action="store_true", help="bf16 weights and activations (faster on CPUs with AMX or AVX512-BF16)")
-    s.add_argument("--max-batch", type=positive_int, default=32, help="texts per forward (1: batching off)")
-    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request may wait for others to batch with")
-    s.add_argument("--max-queue", type=positive_int, default=256, help="waiting requests per endpoint before 503")
-    s.add_argument("--max-texts", type=positive_int, default=256, help="inputs per request before 413")
-    s.add_argument("--max-body", type=positive_int, default=1 << 20, help="bytes per request body before 413")
-    s.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: one per core; fewer on a shared machine)")
+    add_flags(s, ServeConfig, SERVE_FLAGS, types={k: positive_int for k in ("max_batch", "max_queue", "max_texts", "max_body", "threads")})
     s.set_defaults(run=cmd_serve)
 
 
+# ServeConfig fields as flags (`dir` is the positional path).
+SERVE_FLAGS = {
+    "host": "address to listen on (0.0.0.0: all interfaces)", "port": "port (0: any free one, printed)",
+    "backend": ("what runs the model", ["torch", "onnx"]),
+    "bf16": "bf16 weights and activations (faster on CPUs with AMX or AVX512-BF16)",
+    "max_batch": "texts per forward (1: batching off)", "max_wait_ms": "how long a request may wait for others to batch with",
+    "max_queue": "waiting requests per endpoint before 503", "max_texts": "inputs per request before 413",
+    "max_body": "bytes per request body before 413", "threads": "torch threads (default: one per core; fewer on a shared machine)",
+}
+
+
 def cmd_serve(a) -> None:
-    serve(ServeConfig(path=a.dir, host=a.host, port=a.port, backend=a.backend, bf16=a.bf16, max_batch=a.max_batch,
-                      max_wait_ms=a.max_wait_ms, max_queue=a.max_queue, max_texts=a.max_texts, max_body=a.max_body, threads=a.threads))
+    names = {f.name for f in dataclasses.fields(ServeConfig)}
+    serve(ServeConfig(path=a.dir, **{k: v for k, v in vars(a).items() if k in names and k != "path"}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from ..config import BertConfig
 from ..data.datasets import BUNDLED, PairExample, TagExample, TextExample, load_dataset, read_task_file
-from ..data.features import Features, batches_by_length, collate, encode, forward
+from ..data.features import Features, batches_by_length, collate, default_stride, encode, forward
 from ..data.metrics import classification_report, entities, entity_scores
 from ..errors import BertkitError
 from ..heads import labels_of, task_of
@@ -23,37 +23,78 @@ from ..model import BertModel, mean_pool
 from ..tokenizer import Tokenizer
 from .load import load_for_inference
 
+MERGES = ("edge", "mean")  # how the windows of a long sentence are merged (see predict_features)
+
 
 @torch.no_grad()
-def predict_features(model, f: Features, batch_size: int = 64) -> list:
-    """Per example: label probabilities [C] (classify/pair) or the predicted label id per kept word (ner)."""
+def predict_features(model, f: Features, batch_size: int = 64, merge: str = "edge") -> list:
+    """Per example: label probabilities [C] (classify/pair) or the predicted label id of each of its words
+    that has a position, `f.words_of(i)` (ner). Windows of one sentence are merged: "edge" keeps each word's
+    tag from the window where it lies farthest from a cut edge; "mean" averages each word's emissions over
+    its windows and decodes the whole sentence once (the CRF's Viterbi over all its words)."""
+    if merge not in MERGES:
+        raise BertkitError(f"merge must be one of {', '.join(MERGES)}, not {merge!r}.")
     model.eval()
     device = next(model.parameters()).device
     out: list = [None] * len(f)
+    emissions: list = [None] * len(f)
     pad = model.config.pad_token_id or 0
     for idx in batches_by_length(f, batch_size):
         batch = collate(f, idx, pad, device)
         logits = forward(model, batch).float()
         if f.word_index is not None:
             preds = model.decode(logits, batch["word_mask"])
+            for r, i in enumerate(idx):
+                emissions[i] = logits[r, :len(f.word_index[i])].cpu()
         else:
             preds = logits.softmax(-1).cpu()
         for i, p in zip(idx, preds):
             out[i] = p
-    return out
+    if f.example_of is None:
+        return out
+    return merge_windows(model, f, out, emissions, merge)
+
+
+def merge_windows(model, f: Features, preds: list, emissions: list, merge: str) -> list[list[int]]:
+    """Per example, a label id for each word of f.words_of(i), from the predictions of its windows."""
+    by_example: dict[int, list[int]] = {}
+    for j, i in enumerate(f.example_of):
+        by_example.setdefault(i, []).append(j)
+    merged = []
+    for i, words in enumerate(f.example_words):
+        where = {w: k for k, w in enumerate(words)}
+        if merge == "edge":
+            best: dict[int, tuple[int, int]] = {}  # word -> (edge distance, label)
+            for j in by_example.get(i, []):
+                for w, edge, label in zip(f.kept_words[j], f.edges[j], preds[j]):
+                    if w not in best or edge > best[w][0]:
+                        best[w] = (edge, label)
+            merged.append([best[w][1] for w in words])
+            continue
+        total = torch.zeros(len(words), emissions[by_example[i][0]].shape[-1]) if words else torch.zeros(0, 1)
+        count = torch.zeros(len(words), 1)
+        for j in by_example.get(i, []):
+            rows = torch.tensor([where[w] for w in f.kept_words[j]], dtype=torch.long)
+            total.index_add_(0, rows, emissions[j])
+            count.index_add_(0, rows, torch.ones(len(rows), 1))
+        mean = total / count.clamp(min=1)
+        merged.append(model.decode(mean[None], torch.ones(1, len(words), dtype=torch.bool))[0] if words else [])
+    return merged
+
 
 def word_tags(f: Features, i: int, pred: list[int], labels: list[str], n_words: int) -> list[str]:
     """A tag for every word of example i: the prediction where the word has a position, else O."""
     tags = ["O"] * n_words
-    for w, p in zip(f.kept_words[i], pred):
+    for w, p in zip(f.words_of(i), pred):
         tags[w] = labels[p]
     return tags
+
 
 def evaluate_examples(model, tokenizer, examples, batch_size: int = 64) -> dict:
     """Metrics of a fine-tuned model on labelled examples: accuracy and macro-F1, or entity P/R/F1."""
     info, labels = task_of(model.config), labels_of(model.config)
-    f = encode(tokenizer, examples, info["task"], labels, info["max_length"])
-    preds = predict_features(model, f, batch_size)
+    f = encode(tokenizer, examples, info["task"], labels, info["max_length"], stride_of(info))
+    preds = predict_features(model, f, batch_size, info.get("merge", "edge"))
     if info["task"] == "ner":
         pred_tags = [word_tags(f, i, p, labels, len(e.tokens)) for i, (e, p) in enumerate(zip(examples, preds))]
         scores = entity_scores([e.tags for e in examples], pred_tags)
@@ -64,8 +105,15 @@ def evaluate_examples(model, tokenizer, examples, batch_size: int = 64) -> dict:
     return {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"], "per_class": report["per_class"],
             "examples": len(examples), "truncated": len(f.truncated)}
 
+def stride_of(info: dict) -> int | None:
+    """A tagger reads long sentences as windows with the stride it was trained with (or the default); -1: cut."""
+    stride = info.get("stride", default_stride(info["max_length"])) if info["task"] == "ner" else None
+    return None if stride is None or stride < 0 else stride
+
+
 def main_metric(task: str) -> str:
     return "f1" if task == "ner" else "accuracy"
+
 
 def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[dict]:
     """What `bertkit predict` prints, one dict per input: a label with its probabilities, or entities."""
@@ -77,8 +125,8 @@ def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[
         examples = [PairExample(a, b) for a, b in inputs]
     else:
         examples = [TextExample(t) for t in inputs]
-    f = encode(tokenizer, examples, task, labels, info["max_length"])
-    preds = predict_features(model, f, batch_size)
+    f = encode(tokenizer, examples, task, labels, info["max_length"], stride_of(info))
+    preds = predict_features(model, f, batch_size, info.get("merge", "edge"))
     cut, results = set(f.truncated), []
     for i, (x, p) in enumerate(zip(inputs, preds)):
         if task == "ner":
@@ -92,14 +140,17 @@ def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[
         results[-1]["truncated"] = i in cut
     return results
 
+
 def _words(text: str, kind: str) -> list[str]:
     words = list(text) if kind == "chars" else text.split()
     return [w for w in words if not w.isspace()] if kind == "chars" else words
+
 
 def _spans(words: list[str], tags: list[str], kind: str) -> list[dict]:
     """Entities with their text and [start, end) offsets in words (= characters for char-level models)."""
     sep = "" if kind == "chars" else " "
     return [{"type": t, "text": sep.join(words[s:e]), "start": s, "end": e} for t, s, e in entities(tags)]
+
 
 def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch",
                      bf16: bool = False) -> dict:
@@ -118,6 +169,7 @@ def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64,
     if (examples[0].tags if task == "ner" else examples[0].label) is None:
         raise BertkitError(f"{data} has no labels to evaluate against.")
     return evaluate_examples(model, tokenizer, examples, batch_size)
+
 
 def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64,
                     backend: str = "torch", bf16: bool = False) -> list[dict]:
@@ -142,6 +194,7 @@ def predict_command(path, texts: list[str], input_file: str | None = None, batch
     if not inputs:
         raise BertkitError("nothing to predict: give texts or --input FILE.")
     return predict_texts(model, tokenizer, inputs, batch_size)
+
 
 def encode_sentences(
     model: BertModel,
@@ -174,6 +227,7 @@ def encode_sentences(
     if bar is not None:
         bar.close()
     return out
+
 
 def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
     """sentence-transformers' max_seq_length when the checkpoint is one of theirs, else the model's limit."""

@@ -26,13 +26,13 @@ import torch
 from ..checkpoint import read_pretrained
 from ..config import PRESETS, BertConfig
 from ..data.datasets import SPLITS, load_dataset, read_task_file
-from ..data.features import collate, encode
+from ..data.features import check_stride, collate, default_stride, encode
 from ..data.metrics import bio_problems, repair_bio
 from ..errors import BertkitError
 from ..heads import MODEL_CLASSES, TASKS, labels_of, set_task
 from ..io.files import existing_dir, replace_dir
 from ..serving.load import load_finetuned
-from ..serving.predict import evaluate_examples, main_metric
+from ..serving.predict import MERGES, evaluate_examples, main_metric
 from ..tokenizer import Tokenizer, train_wordpiece
 from .distill import distill_loss, init_student, parse_layer_map, resolve_soft_targets
 from .loop import Dist, Loop, Schedule, check_out, in_processes, messages, set_checkpointing
@@ -61,6 +61,9 @@ class TrainConfig:
     schedule: str = "linear"  # linear | cosine | constant
     clip: float = 1.0  # max gradient norm; 0 = off
     max_length: int = 128
+    stride: int | None = None  # ner: a longer sentence is read as windows of max_length sharing this many tokens
+    # (default: 32, or half a window if less); -1: cut at max_length instead
+    merge: str = "edge"  # ner: a word's tag from the window where it is farthest from a cut (edge), or mean emissions (mean)
     bf16: bool = False  # bf16 autocast (fp32 master weights)
     checkpointing: bool = False  # activation checkpointing: recompute each layer in backward (long sequences)
     ema: float = 0.0  # EMA decay, e.g. 0.999; 0 = off
@@ -144,6 +147,13 @@ def make_labels(cfg: TrainConfig, splits: dict, log) -> list[str]:
     return labels
 
 
+def ner_stride(cfg: TrainConfig) -> int | None:
+    """The stride of a tagger's windows, or None when long sentences are cut (--stride -1)."""
+    if cfg.task != "ner" or cfg.stride == -1:
+        return None
+    return default_stride(cfg.max_length) if cfg.stride is None else cfg.stride
+
+
 def _random_init_tokenizer(cfg: TrainConfig, splits: dict) -> Tokenizer:
     if cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
         return Tokenizer.from_pretrained(existing_dir(Path(cfg.out) / "checkpoint") / "model")
@@ -155,6 +165,8 @@ def _random_init_tokenizer(cfg: TrainConfig, splits: dict) -> Tokenizer:
 def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenizer: Tokenizer | None = None):
     """(model, tokenizer): a checkpoint with a new classifier, or a random model from a preset/config."""
     info = dict(crf=cfg.crf, max_length=cfg.max_length)
+    if cfg.task == "ner":
+        info |= dict(stride=ner_stride(cfg) if ner_stride(cfg) is not None else -1, merge=cfg.merge)
     if cfg.task == "ner":
         info["tokens"] = "chars" if all(len(w) == 1 for e in splits["train"][:1000] for w in e.tokens) else "words"
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
@@ -330,6 +342,10 @@ def train(cfg: TrainConfig) -> dict:
         raise BertkitError(f"task {cfg.task!r} is not one of {', '.join(TASKS)}.")
     if cfg.adv not in (None, "fgm", "pgd"):
         raise BertkitError(f"--adv {cfg.adv!r} is not fgm or pgd.")
+    if cfg.task == "ner" and cfg.stride not in (None, -1):
+        check_stride(cfg.stride, cfg.max_length)
+    if cfg.merge not in MERGES:
+        raise BertkitError(f"--merge {cfg.merge!r} is not one of {', '.join(MERGES)}.")
     if cfg.teacher and cfg.rdrop:
         raise BertkitError("--rdrop cannot be combined with distillation (--teacher): the student's two dropout passes would each need the teacher's targets; use one of them.")
     return in_processes(_train, cfg)
@@ -355,8 +371,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             init_student(model, teacher, layer_map)
             log(f"student initialised from teacher layers {layer_map}")
         teacher.to(dist.device).eval().requires_grad_(False)
-    feats = {name: encode(tokenizer, ex, cfg.task, labels, cfg.max_length) for name, ex in splits.items()}
+    stride = ner_stride(cfg)
+    feats = {name: encode(tokenizer, ex, cfg.task, labels, cfg.max_length, stride) for name, ex in splits.items()}
     for name, f in feats.items():
+        if f.example_of is not None and len(f) > len(splits[name]):
+            log(f"{name}: {len(f) - len(splits[name])} more windows than sentences: the longer sentences are read as windows "
+                f"of {cfg.max_length} tokens sharing {stride}")
         if f.truncated:
             log(f"{name}: {len(f.truncated)} of {len(f)} examples truncated to {cfg.max_length} tokens")
         if f.lost_words:

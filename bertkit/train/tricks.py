@@ -47,6 +47,7 @@ NORMS = (nn.LayerNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))  # th
 
 # ---- optimizer -------------------------------------------------------------------------------------------------
 
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on matrices, none on biases and norm weights (decaying a LayerNorm gain
     toward 0 shrinks the whole activation; BERT excludes "LayerNorm" and "bias" by name, we go by
@@ -102,6 +103,7 @@ def warmup_schedule(optimizer, warmup_steps: int, total_steps: int, kind: str = 
 
 
 # ---- weight averaging ------------------------------------------------------------------------------------------
+
 
 class EMA:
     """shadow <- d * shadow + (1 - d) * param after each optimizer step, over the float parameters.
@@ -171,6 +173,7 @@ class EMA:
 
 
 # ---- adversarial training on the embeddings -------------------------------------------------------------------
+
 
 def find_param(model: nn.Module, suffix: str) -> nn.Parameter:
     """The one parameter whose name ends with `suffix` ("embed.word.weight" matches "bert.embed.word.weight")."""
@@ -288,6 +291,7 @@ def adversarial_step(model: nn.Module, loss_of: Callable, batch, method: FGM | P
 
 
 # ---- losses ----------------------------------------------------------------------------------------------------
+
 
 def _on(weight, logits: torch.Tensor) -> torch.Tensor | None:
     """Class weights as a float tensor beside the logits (they are often built on the CPU)."""
