@@ -1,6 +1,6 @@
 """Long sentences in NER: cut at --max-length (the old behaviour) or read as sliding windows.
 
-    .venv/bin/python benchmarks/windows_ner.py                       # roformer-tiny-zh, 1 epoch, both runs
+    .venv/bin/python benchmarks/windows_ner.py                       # roformer-tiny-zh, 1 epoch, both runs, 3 seeds
     .venv/bin/python benchmarks/windows_ner.py --max-steps 50 --out /tmp/w.md   # a smoke run
 
 Fine-tunes the same model from random init on peoples-daily-ner twice with the same seed: once cutting
@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -64,7 +65,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--stride", type=int, default=32)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--out", default="docs/results-windows-ner.md")
     a = p.parse_args()
     data = load_dataset("peoples-daily-ner")
@@ -72,13 +73,22 @@ def main() -> None:
         for e in split:
             e.tags = repair_bio(e.tags)
     split_at = a.max_length - 2  # characters a cut model sees ([CLS] and [SEP] take two tokens)
+    rows = {}  # run -> scored on -> list over seeds
+    for seed in a.seeds:
+        for name, runs in one_seed(a, data, seed, split_at).items():
+            for key, value in runs.items():
+                rows.setdefault(name, {}).setdefault(key, []).append(value)
+    write(a, rows, split_at)
+
+
+def one_seed(a, data, seed: int, split_at: int) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, stride in (("cut", -1), ("windows", a.stride)):
             t = time.perf_counter()
             out = Path(tmp) / name
             train(TrainConfig(task="ner", model=a.model, data="peoples-daily-ner", out=str(out), epochs=a.epochs, max_steps=a.max_steps,
-                              batch_size=32, lr=a.lr, max_length=a.max_length, stride=stride, seed=a.seed, crf=True, repair_bio=True,
+                              batch_size=32, lr=a.lr, max_length=a.max_length, stride=stride, seed=seed, crf=True, repair_bio=True,
                               quiet=True))
             seconds = time.perf_counter() - t
             model, tok = load_finetuned(out)
@@ -91,8 +101,8 @@ def main() -> None:
                     runs[f"dev, {merge}"] = score(model, tok, data["dev"], a.stride, merge, split_at)
                     runs[f"test, {merge}"] = score(model, tok, data["test"], a.stride, merge, split_at)
             rows[name] = runs
-            print(name, json.dumps(runs), file=sys.stderr)
-    write(a, rows, split_at)
+            print(f"seed {seed}", name, json.dumps(runs), file=sys.stderr)
+    return rows
 
 
 def machine() -> str:
@@ -102,26 +112,33 @@ def machine() -> str:
     return f"{cpu} ({', '.join(wanted)}), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
 
 
+def mean_spread(xs: list[float]) -> str:
+    return f"{100 * statistics.mean(xs):.2f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0):.2f}"
+
+
 def write(a, rows: dict, split_at: int) -> None:
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
+    command = " ".join(["python benchmarks/windows_ner.py", *map(shlex.quote, sys.argv[1:])])
     lines = ["# NER on long sentences: cut at the maximum length, or read as sliding windows", "",
-             f"Command: `python benchmarks/windows_ner.py {shlex.join(sys.argv[1:])}`", "",
-             f"Machine: {machine()}.", "",
+             f"Command: `{command}`", "", f"Machine: {machine()}.", "",
              f"Model: `{a.model}` from random init, fine-tuned on peoples-daily-ner (CRF, BIO repaired) for "
-             f"{a.max_steps or a.epochs} {'steps' if a.max_steps else 'epoch(s)'}, lr {a.lr}, batch 32, seed {a.seed}, "
-             f"--max-length {a.max_length}; windows share --stride {a.stride} tokens. Scored on whole sentences as seqeval "
-             f"does; recall split by whether an entity starts before character {split_at} (what a cut model reads) or after.", "",
+             f"{a.max_steps or a.epochs} {'steps' if a.max_steps else 'epoch(s)'}, lr {a.lr}, batch 32, seeds "
+             f"{', '.join(map(str, a.seeds))} (mean ± standard deviation), --max-length {a.max_length}; windows share --stride "
+             f"{a.stride} tokens. Scored on whole sentences as seqeval does; recall split by whether an entity starts before "
+             f"character {split_at} (what a cut model reads) or after (the count of such entities in brackets).", "",
              "| run | scored on | F1 | precision | recall | recall, entities before | recall, entities after | train time |",
              "|---|---|---|---|---|---|---|---|"]
     for name, runs in rows.items():
-        for key, s in runs.items():
+        for key, scores in runs.items():
             if key == "train_seconds":
                 continue
-            b, f = s["by_position"]["before"], s["by_position"]["after"]
-            lines.append(f"| {name} | {key} | {100 * s['f1']:.2f} | {100 * s['precision']:.2f} | {100 * s['recall']:.2f} | "
-                         f"{100 * b['recall']:.2f} ({b['entities']}) | {100 * f['recall']:.2f} ({f['entities']}) | "
-                         f"{runs['train_seconds'] / 60:.1f} min |")
+            before = [s["by_position"]["before"] for s in scores]
+            after = [s["by_position"]["after"] for s in scores]
+            lines.append(f"| {name} | {key} | {mean_spread([s['f1'] for s in scores])} | {mean_spread([s['precision'] for s in scores])} | "
+                         f"{mean_spread([s['recall'] for s in scores])} | {mean_spread([b['recall'] for b in before])} ({before[0]['entities']}) | "
+                         f"{mean_spread([f['recall'] for f in after])} ({after[0]['entities']}) | "
+                         f"{statistics.mean(runs['train_seconds']) / 60:.1f} min |")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 

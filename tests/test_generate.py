@@ -54,10 +54,14 @@ def test_one_beam_is_greedy_and_top1_is_greedy():
 
 def test_topk_samples_only_the_top_k():
     model = lm("causal")
-    allowed = set(next_log_probs(model, [2], 1).topk(3).indices.tolist())
+    top = next_log_probs(model, [2], 1).topk(3)
+    allowed = set(top.indices.tolist())
     g = torch.Generator().manual_seed(0)
-    seen = {generate(model, [2], max_new_tokens=1, strategy="topk", top_k=3, generator=g)[0] for _ in range(60)}
-    assert seen <= allowed and len(seen) > 1
+    draws = [generate(model, [2], max_new_tokens=1, strategy="topk", top_k=3, generator=g)[0] for _ in range(600)]
+    assert set(draws) <= allowed and len(set(draws)) > 1
+    want = top.values.softmax(-1)  # the top 3 renormalised: each token's share of the draws
+    for token, p in zip(top.indices.tolist(), want.tolist()):
+        assert abs(draws.count(token) / 600 - p) < 0.06, (token, draws.count(token) / 600, p)
 
 
 def test_stops_at_end_token_and_length_limit():

@@ -58,7 +58,12 @@ def test_bad_config_values_are_named(good_dir, changes, words):
 
 def test_null_position_type_means_absolute(good_dir):
     set_config(good_dir, position_embedding_type=None)
-    assert bertkit.BertModel.from_pretrained(good_dir).embed.position is not None
+    model = bertkit.BertModel.from_pretrained(good_dir)
+    assert model.embed.position is not None
+    ref = transformers.BertModel.from_pretrained(good_dir).eval()  # transformers reads null as absolute too
+    m = padded_batch()["attention_mask"].bool()
+    with torch.no_grad():
+        assert (model(**padded_batch()).last_hidden_state[m] - ref(**padded_batch()).last_hidden_state[m]).abs().max() <= 1e-5
 
 
 def test_sequence_classification_checkpoint_loads_as_encoder(tmp_path, capsys):
@@ -88,7 +93,7 @@ def test_a_named_tf_prefix_is_the_one_loaded(tmp_path):
     shutil.copytree(FIXTURES / "tf_bert_tiny", d)
     for f in list(d.glob("bert_model.ckpt.*")):
         shutil.copy(f, d / f.name.replace("bert_model.ckpt", "other.ckpt"))
-    with pytest.raises(BertkitError):
+    with pytest.raises(BertkitError, match="several TF checkpoints"):
         bertkit.BertModel.from_pretrained(d)  # two checkpoints, no choice made
     for path in (d / "other.ckpt", d / "other.ckpt.index"):
         assert bertkit.BertModel.from_pretrained(path, verbose=False).config.hidden_size == 24

@@ -155,10 +155,18 @@ def test_make_optimizer_steps():
     model = Classifier()
     opt = make_optimizer(model, lr=1e-3, weight_decay=0.1)
     assert isinstance(opt, torch.optim.AdamW) and not opt.defaults.get("fused")  # CPU: torch's own choice
+    decay, no_decay = opt.param_groups
+    assert (decay["weight_decay"], no_decay["weight_decay"], decay["lr"]) == (0.1, 0.0, 1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith(".weight") and p.ndim == 2 for p in decay["params"])  # matrices only
+    assert {names[id(p)] for p in no_decay["params"]} == {n for n, p in model.named_parameters() if p.ndim == 1}  # biases, norms
     before = model.head.weight.detach().clone()
     ce_of(model, batch()).backward()
+    g = model.head.weight.grad.clone()
     opt.step()
-    assert not torch.equal(before, model.head.weight)
+    # AdamW's first step: w - lr * (g / (|g| + eps) + weight_decay * w), the direction of the gradient
+    want = before * (1 - 1e-3 * 0.1) - 1e-3 * g / (g.abs() + 1e-6)
+    torch.testing.assert_close(model.head.weight.detach(), want, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])

@@ -161,3 +161,17 @@ def test_cut_windows_keep_the_crf_constraints():
         assert not bio_problems(piece)
         whole = {(k, s - a, e - a) for k, s, e in entities(tags) if a <= s and e <= b}
         assert whole <= set(entities(piece))
+
+
+def test_head_and_tail_of_a_long_review():
+    """classify with truncation head+tail: [CLS], the first quarter of the room, the last three quarters, [SEP]."""
+    from bertkit.data.datasets import TextExample
+
+    tok = bertkit.train_wordpiece(["质量很好物流很快", "屏幕有坏点很失望"] * 20, 200, lowercase=True)
+    text = "质量很好" * 10 + "屏幕有坏点很失望" * 5  # 80 characters
+    f = encode(tok, [TextExample(text, "1"), TextExample("很好", "0")], "classify", ["0", "1"], 18, truncation="head+tail")
+    pieces = tok.backend.encode(text, add_special_tokens=False).ids
+    assert f.input_ids[0] == [tok.cls_token_id, *pieces[:4], *pieces[-12:], tok.sep_token_id] and f.truncated == [0]
+    assert f.input_ids[1] == tok.backend.encode("很好").ids and f.labels == [1, 0]
+    head = encode(tok, [TextExample(text, "1")], "classify", ["0", "1"], 18)
+    assert head.input_ids[0] == [tok.cls_token_id, *pieces[:16], tok.sep_token_id]

@@ -48,12 +48,22 @@ class Features:
         return self.kept_words[example] if self.example_of is None else self.example_words[example]
 
 
-def encode(tokenizer, examples, task: str, labels: list[str], max_length: int, stride: int | None = None) -> Features:
+TRUNCATIONS = ("head", "head+tail")  # how a text longer than max_length is cut (classify)
+
+
+def encode(tokenizer, examples, task: str, labels: list[str], max_length: int, stride: int | None = None,
+           truncation: str = "head") -> Features:
     """Tokenize a list of examples (labels, when present, as ids of `labels`). ner with a stride: sentences
-    longer than max_length become windows sharing about `stride` tokens; without, they are cut."""
+    longer than max_length become windows sharing about `stride` tokens; without, they are cut. classify
+    with truncation "head+tail": a long text keeps its first quarter and last three quarters of the room
+    (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification", head 128 + tail 382 of 512)."""
     label_id = {label: i for i, label in enumerate(labels)}
     if task == "ner":
         return _encode_words(tokenizer, examples, label_id, max_length, stride)
+    if truncation not in TRUNCATIONS:
+        raise BertkitError(f"truncation {truncation!r} is not one of {', '.join(TRUNCATIONS)}.")
+    if task == "classify" and truncation == "head+tail":
+        return _encode_head_tail(tokenizer, examples, label_id, max_length)
     if task == "pair":
         enc = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], max_length=max_length, padding=False, return_tensors=None)
     else:
@@ -62,6 +72,22 @@ def encode(tokenizer, examples, task: str, labels: list[str], max_length: int, s
     if examples and examples[0].label is not None:
         ys = [_label_id(label_id, e.label) for e in examples]
     return Features(enc["input_ids"], enc["token_type_ids"], labels=ys, truncated=list(tokenizer.last_truncated))
+
+
+def _encode_head_tail(tokenizer, examples, label_id: dict, max_length: int) -> Features:
+    encs = tokenizer.backend.encode_batch([e.text for e in examples])  # whole: [CLS] pieces [SEP]
+    room = max_length - 2
+    head = room // 4
+    ids, cut = [], []
+    for i, enc in enumerate(encs):
+        if len(enc.ids) > max_length:
+            body = enc.ids[1:-1]
+            ids.append([enc.ids[0], *body[:head], *body[len(body) - (room - head):], enc.ids[-1]])
+            cut.append(i)
+        else:
+            ids.append(enc.ids)
+    ys = [_label_id(label_id, e.label) for e in examples] if examples and examples[0].label is not None else None
+    return Features(ids, [[0] * len(x) for x in ids], labels=ys, truncated=cut)
 
 
 def _label_id(label_id: dict, label: str) -> int:

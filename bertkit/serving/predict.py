@@ -93,7 +93,7 @@ def word_tags(f: Features, i: int, pred: list[int], labels: list[str], n_words: 
 def evaluate_examples(model, tokenizer, examples, batch_size: int = 64) -> dict:
     """Metrics of a fine-tuned model on labelled examples: accuracy and macro-F1, or entity P/R/F1."""
     info, labels = task_of(model.config), labels_of(model.config)
-    f = encode(tokenizer, examples, info["task"], labels, info["max_length"], stride_of(info))
+    f = encode(tokenizer, examples, info["task"], labels, info["max_length"], stride_of(info), info.get("truncation", "head"))
     preds = predict_features(model, f, batch_size, info.get("merge", "edge"))
     if info["task"] == "ner":
         pred_tags = [word_tags(f, i, p, labels, len(e.tokens)) for i, (e, p) in enumerate(zip(examples, preds))]
@@ -125,7 +125,7 @@ def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[
         examples = [PairExample(a, b) for a, b in inputs]
     else:
         examples = [TextExample(t) for t in inputs]
-    f = encode(tokenizer, examples, task, labels, info["max_length"], stride_of(info))
+    f = encode(tokenizer, examples, task, labels, info["max_length"], stride_of(info), info.get("truncation", "head"))
     preds = predict_features(model, f, batch_size, info.get("merge", "edge"))
     cut, results = set(f.truncated), []
     for i, (x, p) in enumerate(zip(inputs, preds)):

@@ -26,7 +26,7 @@ import torch
 from ..checkpoint import read_pretrained
 from ..config import PRESETS, BertConfig
 from ..data.datasets import SPLITS, load_dataset, read_task_file
-from ..data.features import check_stride, collate, default_stride, encode
+from ..data.features import TRUNCATIONS, check_stride, collate, default_stride, encode
 from ..data.metrics import bio_problems, repair_bio
 from ..errors import BertkitError
 from ..heads import MODEL_CLASSES, TASKS, labels_of, set_task
@@ -64,6 +64,7 @@ class TrainConfig:
     stride: int | None = None  # ner: a longer sentence is read as windows of max_length sharing this many tokens
     # (default: 32, or half a window if less); -1: cut at max_length instead
     merge: str = "edge"  # ner: a word's tag from the window where it is farthest from a cut (edge), or mean emissions (mean)
+    truncation: str = "head"  # classify: a longer text keeps its head, or its head and tail ("head+tail")
     bf16: bool = False  # bf16 autocast (fp32 master weights)
     checkpointing: bool = False  # activation checkpointing: recompute each layer in backward (long sequences)
     ema: float = 0.0  # EMA decay, e.g. 0.999; 0 = off
@@ -167,6 +168,8 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
     info = dict(crf=cfg.crf, max_length=cfg.max_length)
     if cfg.task == "ner":
         info |= dict(stride=ner_stride(cfg) if ner_stride(cfg) is not None else -1, merge=cfg.merge)
+    if cfg.task == "classify":
+        info["truncation"] = cfg.truncation
     if cfg.task == "ner":
         info["tokens"] = "chars" if all(len(w) == 1 for e in splits["train"][:1000] for w in e.tokens) else "words"
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
@@ -346,6 +349,8 @@ def train(cfg: TrainConfig) -> dict:
         check_stride(cfg.stride, cfg.max_length)
     if cfg.merge not in MERGES:
         raise BertkitError(f"--merge {cfg.merge!r} is not one of {', '.join(MERGES)}.")
+    if cfg.truncation not in TRUNCATIONS:
+        raise BertkitError(f"--truncation {cfg.truncation!r} is not one of {', '.join(TRUNCATIONS)}.")
     if cfg.teacher and cfg.rdrop:
         raise BertkitError("--rdrop cannot be combined with distillation (--teacher): the student's two dropout passes would each need the teacher's targets; use one of them.")
     return in_processes(_train, cfg)
@@ -372,7 +377,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
             log(f"student initialised from teacher layers {layer_map}")
         teacher.to(dist.device).eval().requires_grad_(False)
     stride = ner_stride(cfg)
-    feats = {name: encode(tokenizer, ex, cfg.task, labels, cfg.max_length, stride) for name, ex in splits.items()}
+    feats = {name: encode(tokenizer, ex, cfg.task, labels, cfg.max_length, stride, cfg.truncation) for name, ex in splits.items()}
     for name, f in feats.items():
         if f.example_of is not None and len(f) > len(splits[name]):
             log(f"{name}: {len(f) - len(splits[name])} more windows than sentences: the longer sentences are read as windows "
