@@ -217,7 +217,11 @@ class PretrainedMixin:
         missing = [k for k in own if k not in theirs]
         lacking = [k for k in missing if not is_head(k)]
         if lacking:
-            name = hf_name(theirs.get(lacking[0]) or self._full(lacking[0]), self.config) or lacking[0]
+            first = lacking[0]
+            if ".attn.qkv." in first:  # name the projection of the three that is absent (the others stay apart)
+                parts = [first.replace(".attn.qkv.", f".attn.{p}.") for p in "qkv"]
+                first = next((p for p in parts if p not in theirs), parts[0])
+            name = hf_name(self._full(first), self.config) or first
             raise BertkitError(f"{d} lacks {_n(len(lacking), 'weight')} its config needs, e.g. {name!r}: the checkpoint does not fit its config.")
         extra = [full for k, full in theirs.items() if k not in own and not is_head(k)]
         if extra:  # e.g. more layers in the weights than num_hidden_layers says

@@ -240,6 +240,34 @@ class Converted:
     other_heads: list[str] = field(default_factory=list)  # heads of other task classes, not loaded
 
 
+QKV = re.compile(r"(.*\.attn\.)([qkv])\.(weight|bias)")  # the table's names of the three projections
+
+
+def fuse_qkv(conv: Converted) -> Converted:
+    """Stack each layer's q, k and v (the checkpoint's three weights) into our attn.qkv [3H, ...], in place.
+    A layer missing one of the three keeps the others apart: strict loading then names the missing one."""
+    for key in [k for k in conv.state_dict if QKV.fullmatch(k)]:
+        base, part, kind = QKV.fullmatch(key).groups()
+        names = [f"{base}{p}.{kind}" for p in "qkv"]
+        if part != "q" or not all(n in conv.state_dict for n in names):
+            continue
+        conv.state_dict[f"{base}qkv.{kind}"] = torch.cat([conv.state_dict.pop(n) for n in names])
+        conv.source_names[f"{base}qkv.{kind}"] = " + ".join(conv.source_names.pop(n) for n in names)
+    return conv
+
+
+def split_qkv(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our attn.qkv back into the three weights checkpoints hold (the inverse of fuse_qkv)."""
+    out = {}
+    for key, t in sd.items():
+        if re.fullmatch(r".*\.attn\.qkv\.(weight|bias)", key):
+            for part, piece in zip("qkv", t.chunk(3)):
+                out[key.replace(".attn.qkv.", f".attn.{part}.")] = piece
+        else:
+            out[key] = t
+    return out
+
+
 def from_hf(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Converted:
     """HF state dict (any task model or base model of config.model_type) -> our full names."""
     family = config.model_type if config is not None else "bert"
@@ -257,12 +285,12 @@ def from_hf(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Co
             out.unknown.append(key)
         else:
             out.state_dict[ours], out.source_names[ours] = t, key
-    return out
+    return fuse_qkv(out)
 
 
 def hf_name(ours: str, config: BertConfig) -> str | None:
-    """Our full name -> the transformers name this family's checkpoints use."""
-    name = rename(ours, 0, 1, config.model_type)
+    """Our full name -> the transformers name this family's checkpoints use (attn.qkv: its query's)."""
+    name = rename(ours.replace(".attn.qkv.", ".attn.q."), 0, 1, config.model_type)
     if name is not None and config.model_type == "albert":
         name = _albert_flat(name, config.inner_group_num, to_flat=False)
     return name
@@ -282,13 +310,13 @@ def from_google(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -
             continue
         out.state_dict[ours] = t.t().contiguous() if key.endswith("/kernel") else t
         out.source_names[ours] = key
-    return out
+    return fuse_qkv(out)
 
 
 def to_hf(sd: dict[str, torch.Tensor], config: BertConfig, base_model: bool) -> dict[str, torch.Tensor]:
     """Our full names -> HF names; a base model (BertModel) is written without the backbone prefix."""
     out = {}
-    for key, t in sd.items():
+    for key, t in split_qkv(sd).items():
         hf = hf_name(key, config)
         if hf is None:
             raise BertkitError(f"weight {key!r} has no Hugging Face name for model_type {config.model_type!r}.")

@@ -154,7 +154,7 @@ def slow_nezha_attention(attn, x, real, max_distance):
     B, T, H = x.shape
     N = attn.n_heads
     D = H // N
-    q, k, v = (f(x).view(B, T, N, D) for f in (attn.q, attn.k, attn.v))
+    q, k, v = (t.view(B, T, N, D) for t in attn.qkv(x).chunk(3, dim=-1))
     out = torch.zeros(B, T, N, D, dtype=torch.float64)
     for b in range(B):
         for n in range(N):
@@ -287,6 +287,6 @@ def test_config_and_weights_disagree(tmp_path):
     path.write_text(json.dumps(good | {"embedding_size": 24}))
     with pytest.raises(bertkit.BertkitError, match=r"weight 'embeddings\.[\w.]+' has shape \((99, )?20,?\) but the config asks for \((99, )?24,?\)"):
         bertkit.BertModel.from_pretrained(tmp_path)
-    path.write_text(json.dumps(good | {"num_hidden_groups": 3}))  # a third shared group (2 blocks of 16 weights) the weights lack
-    with pytest.raises(bertkit.BertkitError, match=r"lacks 32 weights .*'albert\.encoder\.albert_layer_groups\.2\.albert_layers\.0\.[\w.]+'"):
+    path.write_text(json.dumps(good | {"num_hidden_groups": 3}))  # a third shared group (2 blocks of 12 weights: q, k, v stacked) the weights lack
+    with pytest.raises(bertkit.BertkitError, match=r"lacks 24 weights .*'albert\.encoder\.albert_layer_groups\.2\.albert_layers\.0\.[\w.]+'"):
         bertkit.BertModel.from_pretrained(tmp_path)

@@ -107,14 +107,14 @@ def test_in_place_weight_changes_reach_the_output():
     batch = hard_batches(0, 20)[0]
     with torch.no_grad():
         before = model(**batch).last_hidden_state
-        for p in model.layers[0].attn.k.parameters():
+        for p in model.layers[0].attn.qkv.parameters():
             p.mul_(1.5)  # an in-place change (as an optimizer step, EMA or pruning makes) must reach the output
         after = model(**batch).last_hidden_state
     ref, _ = reference_run(model, batch)
     mask = batch["attention_mask"]
     assert (real(after, mask) - real(before, mask)).abs().max() > 1e-3
     assert (real(after, mask) - real(ref, mask)).abs().max() <= TOL
-    for p in model.layers[1].attn.v.parameters():
+    for p in model.layers[1].attn.qkv.parameters():
         p.data.copy_(p.data * 0.5)  # through .data: no version counter moves
     with torch.no_grad():
         assert (real(model(**batch).last_hidden_state, mask) - real(reference_run(model, batch)[0], mask)).abs().max() <= TOL

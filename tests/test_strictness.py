@@ -173,3 +173,20 @@ def test_empty_pair_and_tiny_max_length_match_transformers(minilm_dir):
     with pytest.raises(BertkitError, match="max_length 1"):
         ours("hello world", max_length=1)
     assert np.array_equal(ours("hello world", max_length=3)["input_ids"], ref("hello world", max_length=3, truncation=True, return_tensors="np")["input_ids"])
+
+
+def test_qkv_are_stacked_at_the_border_and_a_missing_one_is_named(good_dir):
+    """Checkpoints hold query, key and value apart; bertkit stacks them into attn.qkv on the way in, splits
+    them on the way out (the round trip is exact), and names the one a checkpoint lacks."""
+    from safetensors.torch import load_file, save_file
+
+    model = bertkit.BertModel.from_pretrained(good_dir)
+    sd = load_file(good_dir / "model.safetensors")
+    qkv = model.layers[1].attn.qkv.weight
+    assert torch.equal(qkv, torch.cat([sd[f"encoder.layer.1.attention.self.{p}.weight"] for p in ("query", "key", "value")]))
+    back = bertkit.weights.to_hf({f"bert.{k}": v for k, v in model.state_dict().items()}, model.config, base_model=True)
+    assert all(torch.equal(back[k], sd[k]) for k in sd if k in back) and "encoder.layer.1.attention.self.key.weight" in back
+    del sd["encoder.layer.1.attention.self.key.weight"]
+    save_file(sd, good_dir / "model.safetensors")
+    with pytest.raises(BertkitError, match=r"lacks 1 weight its config needs, e.g. '(bert\.)?encoder\.layer\.1\.attention\.self\.key\.weight'"):
+        bertkit.BertModel.from_pretrained(good_dir)
