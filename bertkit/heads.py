@@ -1,4 +1,10 @@
-"""Pretraining heads on the backbone: masked-LM (MLM) and next-sentence prediction (NSP).
+"""The heads on the backbone: masked-LM (MLM), next-sentence prediction (NSP/SOP), ELECTRA's
+replaced-token detection, and the fine-tuning classifiers (sequence and token classification).
+
+A fine-tuned model directory is an ordinary checkpoint: config.json carries transformers' `id2label`
+/ `label2id` and a `bertkit` entry {task, crf, max_length, tokens, and for NER the windows' stride
+and merge}; the classifier is named `classifier.*` as in transformers' BertForSequenceClassification
+/ BertForTokenClassification, so a BERT classifier bertkit saves loads in transformers too.
 
 The MLM decoder is tied to the word embedding matrix (BERT paper, section A.2): the head owns
 only the transform, its LayerNorm and the output bias, and the model hands it the embedding

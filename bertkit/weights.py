@@ -178,7 +178,7 @@ DROPPED = [
 ]
 BACKBONE_PREFIX = "bert"  # what we put before backbone keys inside a task model
 HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.", "rtd.", "classifier.", "crf.")  # may be absent from a checkpoint; see new_heads
-# Fine-tuning heads (finetune.py), the same in every family: transformers' BERT classifiers name theirs
+# Fine-tuning heads (heads.py), the same in every family: transformers' BERT classifiers name theirs
 # "classifier"; the CRF has no transformers counterpart and keeps our names.
 TASK_HEADS = [
     ("classifier.weight", "classifier.weight", None),

@@ -27,8 +27,8 @@ threads: on a machine shared with other work fewer threads avoid OpenMP's busy w
 
 The model loads in the background after the port opens: /healthz is 200 at once, /readyz and /v1
 answer 503 until it is loaded. --backend onnx serves an export of `bertkit export onnx` (its .onnx
-file or directory) in onnxruntime. The backends, the batcher and the metrics live in serving.py; this
-file is the HTTP side and the command. FastAPI and uvicorn (the `serve` extra) are imported inside
+file or directory) in onnxruntime. The backends live in backend.py, the batcher and the metrics in
+batcher.py; this file is the HTTP side and the command. FastAPI and uvicorn (the `serve` extra) are imported inside
 the functions that need them, so `import bertkit.serving.app` works without them.
 """
 

@@ -48,8 +48,8 @@ ENDPOINTS_OF = {"classify": ("classify",), "pair": ("classify",), "ner": ("ner",
 
 
 class ModelBackend:
-    """A model and its tokenizer behind the functions the commands use (finetune.predict_texts,
-    tasks.encode_sentences, tasks.fill_mask's head at the masks). The model is one of bertkit's torch
+    """A model and its tokenizer behind the functions the commands use (predict.predict_texts,
+    predict.encode_sentences, the MLM head at the masks as tasks.fill_mask). The model is one of bertkit's torch
     models or bertkit.export's OnnxRunner, which is called like one."""
 
     def __init__(self, model, tok, task: str, max_length: int, source, kind: str, bf16: bool = False):

@@ -120,7 +120,7 @@ class OnnxRunner:
             return BertOutput(out[0], None)
         return out[0]
 
-    # What tasks.encode_sentences and finetune.predict_features ask of a model.
+    # What predict.encode_sentences and predict.predict_features ask of a model.
     def decode(self, emissions, word_mask) -> list[list[int]]:
         """Tags per word: the CRF's Viterbi path or the argmax, exactly as the torch tagger decodes."""
         from ..heads import BertForTokenClassification

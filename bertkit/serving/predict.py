@@ -243,13 +243,13 @@ def sentence_max_length(d: Path, tok: Tokenizer, config: BertConfig) -> int:
 
 def onnx_embed(onnx_path, texts: list[str], pooling: str = "mean", normalize: bool = False, batch_size: int = 32,
                max_length: int | None = None, progress: bool = False) -> np.ndarray:
-    """tasks.encode_sentences through onnxruntime: [len(texts), H] float32."""
+    """encode_sentences through onnxruntime: [len(texts), H] float32."""
     runner, tok = load_for_inference(onnx_path, "onnx", kind="encoder")
     return encode_sentences(runner, tok, texts, pooling, normalize, batch_size, max_length, progress)
 
 
 def onnx_predict(onnx_path, inputs: list, batch_size: int = 64) -> list[dict]:
-    """finetune.predict_texts through onnxruntime: texts, or (text_a, text_b) pairs for a pair model."""
+    """predict_texts through onnxruntime: texts, or (text_a, text_b) pairs for a pair model."""
     runner, tok = load_for_inference(onnx_path, "onnx", kind="task")
     return predict_texts(runner, tok, inputs, batch_size)
 
