@@ -10,7 +10,6 @@ reviews and on those longer than the window. Writes a markdown table to --out an
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import statistics
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from windows_ner import machine, mean_spread
+from windows_ner import machine, mean_spread, run_args
 
 from bertkit.data.datasets import load_dataset
 from bertkit.serving.load import load_finetuned
@@ -28,15 +27,7 @@ from bertkit.train import TrainConfig, train
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="benchmarks/configs/roformer-tiny-zh.json")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--out", default="docs/results-long-reviews.md")
-    a = p.parse_args()
+    a = run_args(__doc__, "docs/results-long-reviews.md").parse_args()
     test = load_dataset("reviews-zh")["test"]
     rows: dict[str, dict[str, list]] = {}
     for seed in a.seeds:

@@ -57,16 +57,22 @@ def score(model, tok, examples, stride, merge: str, split_at: int) -> dict:
     return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"], "by_position": recall_by_position(gold, pred, split_at)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run_args(doc: str, out: str) -> argparse.ArgumentParser:
+    """The flags this report and long_reviews.py share: the model and its fine-tuning run, the seeds, the report."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("--model", default="benchmarks/configs/roformer-tiny-zh.json")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--stride", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--out", default="docs/results-windows-ner.md")
+    p.add_argument("--out", default=out)
+    return p
+
+
+def main() -> None:
+    p = run_args(__doc__, "docs/results-windows-ner.md")
+    p.add_argument("--stride", type=int, default=32)
     a = p.parse_args()
     data = load_dataset("peoples-daily-ner")
     for split in data.values():

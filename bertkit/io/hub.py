@@ -188,7 +188,7 @@ def _network_errors() -> tuple[type[BaseException], ...]:
         try:
             kinds.append(__import__(module).HTTPError)
         except (ImportError, AttributeError):
-            pass
+            continue  # that client is not installed
     return tuple(kinds)
 
 

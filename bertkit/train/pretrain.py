@@ -424,7 +424,7 @@ class Pretrain:
         return plain_backward(net, loss_of, batch)
 
     def after_step(self) -> None:
-        pass
+        """Nothing: pretraining keeps no weight average."""
 
     def speed(self, batches: list[dict], seconds: float, world: int) -> dict[str, float]:
         tokens = sum(float(b["attention_mask"].sum()) for b in batches) * world
@@ -444,7 +444,7 @@ class Pretrain:
         return {}
 
     def load_extra_state(self, saved: dict) -> None:
-        pass
+        """Nothing to restore: extra_state holds nothing (the models and optimizer are the loop's)."""
 
 
 def _times(mean: torch.Tensor, n: int) -> torch.Tensor:
