@@ -32,7 +32,8 @@ def cmd_embed(a: argparse.Namespace) -> None:
     from .tasks import embed_file
 
     n = embed_file(
-        a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend, bf16=a.bf16
+        a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend, bf16=a.bf16,
+        int8=a.int8, kernels=a.kernels,
     )
     print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
@@ -57,7 +58,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     from .serving.predict import evaluate_command
 
-    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend, a.bf16), indent=2, ensure_ascii=False))
+    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend, a.bf16, a.int8, a.kernels), indent=2, ensure_ascii=False))
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -65,7 +66,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     from .serving.predict import predict_command
 
-    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend, a.bf16):
+    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend, a.bf16, a.int8, a.kernels):
         print(json.dumps(row, ensure_ascii=False))
 
 
@@ -189,6 +190,14 @@ def add_train_flags(s: argparse.ArgumentParser) -> None:
     add_flags(s, TrainConfig, TRAIN_FLAGS, types={"max_steps": positive_int})
 
 
+def add_kernel_flags(s: argparse.ArgumentParser) -> None:
+    """--int8 and --kernels: which CPU kernels run the model (serving.load.load_for_inference)."""
+    s.add_argument("--int8", action="store_true", help="int8 linear layers on the CPU (per-channel weights, per-token "
+                                                        "activations; checked against fp32 on load)")
+    s.add_argument("--kernels", choices=["auto", "torch"], default="auto",
+                   help="auto: oneDNN on prepacked weights on the CPU (checked against torch's on load); torch: torch's own")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bertkit", description="The BERT family in plain PyTorch.")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -219,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
+    add_kernel_flags(s)
     s.set_defaults(run=cmd_embed)
 
     s = sub.add_parser("convert", help="convert a checkpoint (HF .bin/sharded, Google TF) to an HF safetensors dir")
@@ -243,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
+    add_kernel_flags(s)
     s.set_defaults(run=cmd_evaluate)
 
     s = sub.add_parser("predict", help="labels with probabilities, or entities with their spans, as JSON lines")
@@ -252,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
+    add_kernel_flags(s)
     s.set_defaults(run=cmd_predict)
 
     from .train.finetune import TrainConfig

@@ -144,11 +144,13 @@ def embed_file(
     progress: bool = True,
     backend: str = "torch",
     bf16: bool = False,
+    int8: bool = False,
+    kernels: str = "auto",
 ) -> int:
     """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count.
 
     backend "onnx": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime.
-    bf16: bfloat16 weights and activations (torch backend).
+    bf16: bfloat16 weights and activations (torch backend). int8, kernels: see load.load_for_inference.
     """
     texts = read_lines(input_path)
     if not output_path.endswith(".npy"):
@@ -158,7 +160,7 @@ def embed_file(
         raise BertkitError(f"the output directory {out_dir} does not exist.")
     if Path(output_path).is_dir():
         raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
-    model, tok = load_for_inference(model_name, backend, bf16, kind="encoder")
+    model, tok = load_for_inference(model_name, backend, bf16, kind="encoder", int8=int8, kernels=kernels)
     limit = sentence_max_length(model.source_dir, tok, model.config)
     if max_length is not None and max_length > model.config.max_position_embeddings:
         raise BertkitError(f"--max-length {max_length} exceeds the model's limit of {model.config.max_position_embeddings} tokens.")

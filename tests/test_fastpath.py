@@ -191,8 +191,10 @@ def test_embed_bf16_switch(minilm_dir, tmp_path):
 
 
 def count_sdpa(monkeypatch):
+    """Record each SDPA call's query shape (explicit CPU attention is turned off, so every call goes to SDPA)."""
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(bertkit.model, "explicit_is_faster", lambda q, k: False)
 
     def counted(*a, **kw):
         calls.append(a[0].shape)
@@ -314,6 +316,7 @@ def test_a_batch_without_padding_runs_without_a_mask(monkeypatch):
     masks = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: masks.append(kw.get("attn_mask")) or sdpa(*a, **kw))
+    monkeypatch.setattr(bertkit.model, "explicit_is_faster", lambda q, k: False)  # every attention through SDPA
     ids = torch.randint(5, 99, (3, 12))
     mask = torch.ones_like(ids)
     with torch.no_grad():

@@ -58,6 +58,8 @@ class ServeConfig:
     port: int = 8000  # 0: any free port (printed)
     backend: str = "torch"  # torch | onnx
     bf16: bool = False  # bf16 weights and activations (torch backend)
+    int8: bool = False  # int8 linear layers on the CPU (torch backend)
+    kernels: str = "auto"  # auto: oneDNN prepacked on the CPU; torch: torch's own matmuls
     max_batch: int = 32  # texts per forward; 1 = batching off
     max_wait_ms: float = 5.0  # how long the oldest request may wait for others to join its batch
     max_queue: int = 256  # requests waiting per endpoint; beyond it 503
@@ -389,7 +391,7 @@ def make_server(cfg: ServeConfig, load=None):
     if cfg.max_wait_ms < 0:
         raise BertkitError(f"--max-wait-ms must be 0 or more, not {cfg.max_wait_ms}.")
     if load is None:
-        load = backend_factory(cfg.path, cfg.backend, cfg.bf16, cfg.threads)  # what cannot work fails here, before listening
+        load = backend_factory(cfg.path, cfg.backend, cfg.bf16, cfg.threads, cfg.int8, cfg.kernels)  # what cannot work fails here, before listening
     app = build_app(load, cfg)
     sock = listen(cfg.host, cfg.port)
     config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False, lifespan="on",
@@ -424,6 +426,8 @@ SERVE_FLAGS = {
     "host": "address to listen on (0.0.0.0: all interfaces)", "port": "port (0: any free one, printed)",
     "backend": ("what runs the model", ["torch", "onnx"]),
     "bf16": "bf16 weights and activations (faster on CPUs with AMX or AVX512-BF16)",
+    "int8": "int8 linear layers on the CPU (per-channel weights, per-token activations; checked against fp32 on load)",
+    "kernels": ("auto: oneDNN on prepacked weights on the CPU (checked on load); torch: torch's own", ["auto", "torch"]),
     "max_batch": "texts per forward (1: batching off)", "max_wait_ms": "how long a request may wait for others to batch with",
     "max_queue": "waiting requests per endpoint before 503", "max_texts": "inputs per request before 413",
     "max_body": "bytes per request body before 413", "threads": "torch threads (default: one per core; fewer on a shared machine)",

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import BertkitError
 from ..heads import TASKS, BertForMaskedLM, task_of
+from ..kernels import kernels_of
 from .load import check_model, load_for_inference
 from .predict import encode_sentences, predict_texts, sentence_max_length
 
@@ -57,10 +58,12 @@ class ModelBackend:
         self.source, self.endpoints, self.pairs = str(source), ENDPOINTS_OF[task], task == "pair"
         self.encoder = getattr(model, "bert", model)  # the backbone, for embed
         self.device = next(model.parameters()).device
+        self.kernels = "onnxruntime" if kind == "onnx" else kernels_of(model)
 
     def describe(self) -> dict:
 
-        return {"model": self.source, "task": self.task, "backend": self.kind, "bf16": self.bf16, "device": str(self.device),
+        return {"model": self.source, "task": self.task, "backend": self.kind, "bf16": self.bf16, "kernels": self.kernels,
+                "device": str(self.device),
                 "threads": torch.get_num_threads(), "max_length": self.max_length, "endpoints": list(self.endpoints)}
 
     def lengths(self, endpoint: str, items: list) -> list[int]:
@@ -98,9 +101,9 @@ class ModelBackend:
         return rows
 
 
-def load_torch(path, bf16: bool = False, threads: int | None = None) -> ModelBackend:
+def load_torch(path, bf16: bool = False, threads: int | None = None, int8: bool = False, kernels: str = "auto") -> ModelBackend:
     """The checkpoint's own task: bertkit's task entry in config.json, else an MLM head, else an encoder."""
-    model, tok = load_for_inference(path, "torch", bf16, threads=threads)
+    model, tok = load_for_inference(path, "torch", bf16, threads=threads, int8=int8, kernels=kernels)
     d = model.source_dir
     if "bertkit" in model.config.extra:
         task, max_length = task_of(model.config)["task"], task_of(model.config)["max_length"]
@@ -117,20 +120,23 @@ def load_onnx(path, bf16: bool = False, threads: int | None = None) -> ModelBack
     return ModelBackend(runner, tok, "encoder", sentence_max_length(runner.source_dir, tok, runner.config), runner.path, "onnx")
 
 
-def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int | None = None):
+def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int | None = None, int8: bool = False,
+                    kernels: str = "auto"):
     """A function that loads the backend (called in a thread once the server listens); what cannot
     work (a missing extra, bf16 on ONNX, no .onnx file) fails here, before the port opens."""
     if kind == "torch":
         check_model(path)
-        return lambda: load_torch(path, bf16, threads)
+        if int8 and bf16:
+            raise BertkitError("choose one of --int8 and --bf16.")
+        return lambda: load_torch(path, bf16, threads, int8, kernels)
     if kind != "onnx":
         raise BertkitError(f"--backend must be torch or onnx, not {kind!r}.")
     from .onnx import onnx_file
 
     if importlib.util.find_spec("onnxruntime") is None:
         raise BertkitError("--backend onnx needs onnxruntime: pip install 'bertkit[onnx]'.")
-    if bf16:
-        raise BertkitError("--bf16 applies to --backend torch; an ONNX graph runs in the precision it was exported in.")
+    if bf16 or int8:
+        raise BertkitError(f"--{'bf16' if bf16 else 'int8'} applies to --backend torch; an ONNX graph runs in the precision it was exported in.")
     onnx_file(path)
     return lambda: load_onnx(path, threads=threads)
 

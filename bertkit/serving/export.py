@@ -89,12 +89,12 @@ def load_for_export(model_dir, task: str | None) -> tuple[nn.Module, str, Path]:
     own = info.get("task") if isinstance(info, dict) else None
     task = task or own or "embed"
     if task in ("embed", "encoder"):
-        bert, _ = load_for_inference(model_dir, device="cpu", kind="encoder", tokenizer=False)
+        bert, _ = load_for_inference(model_dir, device="cpu", kind="encoder", tokenizer=False, kernels="torch")
         return EncoderGraph(bert, pooled=task == "embed").eval(), task, bert.source_dir
     if own != task:
         what = f"was fine-tuned for {own}" if own else "is not a model bertkit fine-tuned"
         raise BertkitError(f"{check_model(model_dir)} {what}; it cannot be exported as a {task} model.")
-    model, _ = load_for_inference(model_dir, device="cpu", kind="task", tokenizer=False)
+    model, _ = load_for_inference(model_dir, device="cpu", kind="task", tokenizer=False, kernels="torch")
     return model, task, model.source_dir
 
 

@@ -153,11 +153,11 @@ def _spans(words: list[str], tags: list[str], kind: str) -> list[dict]:
 
 
 def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch",
-                     bf16: bool = False) -> dict:
+                     bf16: bool = False, int8: bool = False, kernels: str = "auto") -> dict:
     from pathlib import Path
 
 
-    model, tokenizer = load_for_inference(path, backend, bf16, kind="task")
+    model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels)
     task = task_of(model.config)["task"]
     if data in BUNDLED or Path(data).is_dir():
         splits = load_dataset(data, task)
@@ -172,10 +172,10 @@ def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64,
 
 
 def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64,
-                    backend: str = "torch", bf16: bool = False) -> list[dict]:
+                    backend: str = "torch", bf16: bool = False, int8: bool = False, kernels: str = "auto") -> list[dict]:
     """Predictions for texts given on the command line (pairs as two texts each) or in a file."""
 
-    model, tokenizer = load_for_inference(path, backend, bf16, kind="task")
+    model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels)
     task = task_of(model.config)["task"]
     if input_file:
         examples = read_task_file(input_file, task)

@@ -1,0 +1,258 @@
+"""Inference kernels for the CPU: oneDNN's prepacked matmuls (fp32 and bf16) and an int8 path.
+
+Why. torch runs `nn.Linear` in fp32 through MKL, which on AMD CPUs takes a slow code path: on an
+AMD EPYC with AVX-512 it reached 225 GFLOP/s where oneDNN, which torch also ships, reached 470 with
+plain weights and 510-540 with weights reordered once into its blocked layout
+(benchmarks/speed.py measures the models; docs/results-speed.md). The engines a user would pick
+instead (ONNX Runtime, OpenVINO, CTranslate2) all use such kernels. So for inference on the CPU
+bertkit reorders each weight once at load and calls oneDNN, with the FFN's GELU fused into its
+first matmul:
+
+    prepack(model)          # every nn.Linear -> PackedLinear (fp32 or bf16, the weights' dtype)
+    quantize_int8(model)    # every encoder layer's nn.Linear -> Int8Linear (see below)
+    reference_kernels()     # a context in which both run plain F.linear: the parity reference
+
+Both keep the module's parameter names and values (`up.weight`, `up.bias`), so state_dict and
+save_pretrained see the model they saw before; the packed copy is an extra buffer, rebuilt if
+the weight changes, and ignored while autograd records (training runs plain F.linear).
+
+int8 (`Int8Linear`): weights quantised per output channel, activations per token (row) at each
+call, the products in int32 by torch._int_mm (VNNI/AMX where the CPU has them), rescaled to fp32,
+with the ~2% of input channels that carry outliers kept in fp32. On all-MiniLM-L6-v2 and real
+text (tests/test_kernels.py): per-tensor activation scales (ONNX Runtime's dynamic quantisation)
+0.84-0.93 least pooled cosine to fp32, per-token scales 0.969, per-token plus fp32 outlier
+channels 0.997.
+
+Shapes: x [..., K] -> [..., N]; weights [N, K] as nn.Linear stores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import FeedForward
+
+PACK_BATCH = 128  # the batch-size hint oneDNN chooses its weight layout for (any batch runs on it)
+_REFERENCE = [False]  # inside reference_kernels(): every packed or int8 layer runs plain F.linear
+
+
+@contextlib.contextmanager
+def reference_kernels():
+    """Run PackedLinear and Int8Linear as plain fp32 F.linear of their own weights (the parity reference)."""
+    _REFERENCE[0] = True
+    try:
+        yield
+    finally:
+        _REFERENCE[0] = False
+
+
+@functools.cache
+def onednn_linear() -> bool:
+    """Whether this torch has oneDNN's prepacked linear on the CPU and it agrees with F.linear (probed once)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w, b = torch.randn(5, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH)
+        got = torch.ops.mkldnn._linear_pointwise(x, packed, b, "gelu", [], "none")
+        return bool(torch.allclose(got, F.gelu(F.linear(x, w, b)), atol=1e-4))
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def int8_matmul() -> bool:
+    """Whether torch._int_mm runs on this CPU (torch >= 2.2)."""
+    return _int_mm_works()
+
+
+@functools.cache
+def _int_mm_works() -> bool:
+    try:
+        a, b = torch.ones(17, 32, dtype=torch.int8), torch.ones(32, 8, dtype=torch.int8)
+        return int(torch._int_mm(a, b)[0, 0]) == 32
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+FUSED_ACTS = (F.gelu,)  # the activation oneDNN applies inside the matmul (exact, erf GELU)
+
+
+def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, n: int, gelu: bool) -> torch.Tensor:
+    """x [..., K] times the prepacked [N, K] weight (+ bias, then exact GELU if asked) -> [..., N]."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+
+
+if hasattr(torch.library, "custom_op"):  # an opaque op to torch.compile (inductor cannot lower oneDNN's own call)
+    _onednn_linear = torch.library.custom_op("bertkit::onednn_linear", mutates_args=())(_onednn_linear)
+
+    @_onednn_linear.register_fake
+    def _(x, packed, bias, n, gelu):
+        return x.new_empty(*x.shape[:-1], n)
+
+
+class PackedLinear(nn.Module):
+    """nn.Linear whose inference runs oneDNN on a weight reordered once (plus an optional fused GELU)."""
+
+    def __init__(self, linear: nn.Linear, act=None):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias  # the same Parameters: names and values unchanged
+        self.act = act  # None, or a key of FUSED_ACTS, applied after the matmul
+        self._packed, self._version = None, None
+
+    def packed(self) -> torch.Tensor:
+        w = self.weight
+        if self._packed is None or self._version != (w._version, w.dtype, w.data_ptr()):
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACK_BATCH)
+            self._version = (w._version, w.dtype, w.data_ptr())
+        return self._packed
+
+    def forward(self, x):
+        fast = (not _REFERENCE[0] and x.device.type == "cpu" and x.dtype == self.weight.dtype and not torch.jit.is_tracing()
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)))
+        if fast:
+            return _onednn_linear(x, self.packed(), self.bias, self.weight.shape[0], self.act is not None)
+        y = F.linear(x, self.weight, self.bias)
+        return self.act(y) if self.act is not None else y
+
+    def extra_repr(self) -> str:
+        n, k = self.weight.shape
+        return f"in_features={k}, out_features={n}, oneDNN prepacked" + (", GELU fused" if self.act else "")
+
+
+class Int8Linear(nn.Module):
+    """nn.Linear in int8: per-output-channel weight scales, per-token activation scales, int32 products,
+    and a few outlier input channels kept in fp32.
+
+    y = (round(x_r / s_x) @ round(W_r / s_w)^T) * s_x * s_w + x_o @ W_o^T + b, where x_o are the
+    `outliers` input channels (those whose activations run largest: LLM.int8's decomposition, Dettmers
+    et al. 2022) and x_r the rest; s_x = max|x_r row| / 127, s_w = max|W_r row| / 127. BERT's hidden
+    states carry a few channels tens of times larger than the others, mostly at [CLS] and [SEP]; with
+    them inside one per-token scale, every other channel of that token loses most of its bits.
+    Keeps the fp32 weight (state_dict, the reference) beside its int8 copy.
+    """
+
+    def __init__(self, linear: nn.Linear, outliers: torch.Tensor | None = None):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+        w = linear.weight.detach().float()  # [N, K]
+        outliers = torch.zeros(0, dtype=torch.long) if outliers is None else outliers.sort().values
+        self.register_buffer("outliers", outliers, persistent=False)
+        self.register_buffer("w_out", w[:, outliers].t().contiguous(), persistent=False)  # [k, N], fp32
+        w = w.index_fill(1, outliers, 0.0)  # the outlier channels' int8 weights are 0: x_o saturates harmlessly
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127  # [N]
+        self.register_buffer("w_int8", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).t().contiguous(),
+                             persistent=False)  # [K, N]: _int_mm's layout
+        self.register_buffer("w_scale", scale, persistent=False)
+
+    def forward(self, x):
+        if _REFERENCE[0] or x.device.type != "cpu" or torch.jit.is_tracing() or torch.is_grad_enabled() and x.requires_grad:
+            return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        shape, dtype = x.shape, x.dtype
+        x = x.reshape(-1, shape[-1]).float()  # [M, K]
+        M, k = x.shape[0], len(self.outliers)
+        peak = x.abs()
+        if k:
+            peak.index_fill_(1, self.outliers, 0.0)  # the scale of the rest only
+        s = peak.amax(1, keepdim=True).clamp_(min=1e-12) / 127  # [M, 1]
+        q = (x * s.reciprocal()).round_().clamp_(-127, 127).to(torch.int8)
+        if M <= 16:  # torch._int_mm wants more than 16 rows: pad the few-token case
+            q = F.pad(q, (0, 0, 0, 17 - M))
+        y = torch._int_mm(q, self.w_int8)[:M].float().mul_(s)  # int32 [M, N] -> fp32 with the row scales
+        y = y.mul_(self.w_scale) if self.bias is None else y.mul_(self.w_scale).add_(self.bias)
+        if k:
+            y = y.addmm_(x.index_select(1, self.outliers), self.w_out)  # the outlier channels, in fp32
+        return y.to(dtype).reshape(*shape[:-1], -1)
+
+    def extra_repr(self) -> str:
+        n, k = self.weight.shape
+        return (f"in_features={k}, out_features={n}, int8 per-channel weights, per-token activations, "
+                f"{len(self.outliers)} outlier channels in fp32")
+
+
+def prepack(model: nn.Module) -> int:
+    """Turn every nn.Linear of `model` into a PackedLinear (GELU fused into each FFN's first matmul where its
+    activation is exact GELU). Returns how many; 0 where oneDNN's linear is missing (the model is unchanged)."""
+    if not onednn_linear():
+        return 0
+    return _replace(model, lambda lin, act: PackedLinear(lin, act))
+
+
+OUTLIER_SHARE = 1 / 48  # input channels per layer kept in fp32 (8 of 384, 32 of 1536)
+
+
+def quantize_int8(model: nn.Module, calibration: dict | None = None,
+                  keep=("pooler", "mlm", "classifier", "nsp", "head")) -> int:
+    """Turn the encoder layers' nn.Linear into Int8Linear (the embeddings, pooler and task heads stay as they
+    are: small, and where an error would show most). The outlier channels of each layer are the inputs
+    whose magnitude runs largest on `calibration` (model inputs by name; default: random ids of two
+    lengths), found in one fp32 forward. Returns how many layers; 0 where torch._int_mm cannot run."""
+    if not int8_matmul():
+        return 0
+    peaks = input_peaks(model, calibration or random_batch(model))
+    def make(lin, act, name):
+        k = round(lin.in_features * OUTLIER_SHARE)
+        return Int8Linear(lin, peaks[name].topk(min(k, lin.in_features - 1)).indices if name in peaks and k else None)
+    return _replace(model, make, skip=keep, named=True)
+
+
+def input_peaks(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    """Per nn.Linear (by module name): the largest |input| of each input channel over one forward of `batch`."""
+    peaks, hooks = {}, []
+    for name, m in model.named_modules():
+        if type(m) is nn.Linear:
+            def hook(module, inputs, output, name=name):
+                x = inputs[0].detach().float().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
+                peaks[name] = torch.maximum(peaks[name], x) if name in peaks else x
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            encoder = getattr(model, "bert", model)
+            encoder(**batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return peaks
+
+
+def random_batch(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Calibration inputs when none are given: 8 random sequences of 32 ids and 8 of 6 (padded)."""
+    c = getattr(model, "bert", model).config
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(min(5, c.vocab_size - 1), c.vocab_size, (16, min(32, c.max_length)), generator=g)
+    mask = torch.ones_like(ids)
+    mask[8:, 6:] = 0
+    return {"input_ids": ids * mask + (c.pad_token_id or 0) * (1 - mask), "attention_mask": mask}
+
+
+def _replace(model: nn.Module, make, skip=(), named: bool = False) -> int:
+    count = 0
+    for name, module in list(model.named_modules()):
+        if any(part in skip for part in name.split(".")):
+            continue
+        if isinstance(module, FeedForward) and module.act in FUSED_ACTS and type(module.up) is nn.Linear and not named:
+            module.up, module.act = make(module.up, module.act), _identity  # the GELU moves into the matmul
+            count += 1
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if type(child) is nn.Linear and not any(part in skip for part in full.split(".")):
+                setattr(module, child_name, make(child, None, full) if named else make(child, None))
+                count += 1
+    return count
+
+
+def _identity(x):
+    return x
+
+
+def kernels_of(model: nn.Module) -> str:
+    """Which kernels the model's linear layers run: "int8", "onednn", or "torch" (plain)."""
+    kinds = {type(m) for m in model.modules()}
+    if Int8Linear in kinds:
+        return "int8"
+    return "onednn" if PackedLinear in kinds else "torch"
