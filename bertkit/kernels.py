@@ -88,6 +88,7 @@ def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
 
+_onednn_linear_eager = _onednn_linear  # called directly outside torch.compile: the op's wrapper costs ~7 us a call
 if hasattr(torch.library, "custom_op"):  # an opaque op to torch.compile (inductor cannot lower oneDNN's own call)
     _onednn_linear = torch.library.custom_op("bertkit::onednn_linear", mutates_args=())(_onednn_linear)
 
@@ -116,7 +117,8 @@ class PackedLinear(nn.Module):
         fast = (not _REFERENCE[0] and x.device.type == "cpu" and x.dtype == self.weight.dtype and not torch.jit.is_tracing()
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)))
         if fast:
-            return _onednn_linear(x, self.packed(), self.bias, self.weight.shape[0], self.act is not None)
+            op = _onednn_linear if torch.compiler.is_compiling() else _onednn_linear_eager
+            return op(x, self.packed(), self.bias, self.weight.shape[0], self.act is not None)
         y = F.linear(x, self.weight, self.bias)
         return self.act(y) if self.act is not None else y
 
@@ -154,25 +156,31 @@ class Int8Linear(nn.Module):
         if _REFERENCE[0] or x.device.type != "cpu" or torch.jit.is_tracing() or torch.is_grad_enabled() and x.requires_grad:
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         shape, dtype = x.shape, x.dtype
-        x = x.reshape(-1, shape[-1]).float()  # [M, K]
-        M, k = x.shape[0], len(self.outliers)
-        peak = x.abs()
-        if k:
-            peak.index_fill_(1, self.outliers, 0.0)  # the scale of the rest only
-        s = peak.amax(1, keepdim=True).clamp_(min=1e-12) / 127  # [M, 1]
-        q = (x * s.reciprocal()).round_().clamp_(-127, 127).to(torch.int8)
-        if M <= 16:  # torch._int_mm wants more than 16 rows: pad the few-token case
-            q = F.pad(q, (0, 0, 0, 17 - M))
-        y = torch._int_mm(q, self.w_int8)[:M].float().mul_(s)  # int32 [M, N] -> fp32 with the row scales
-        y = y.mul_(self.w_scale) if self.bias is None else y.mul_(self.w_scale).add_(self.bias)
-        if k:
-            y = y.addmm_(x.index_select(1, self.outliers), self.w_out)  # the outlier channels, in fp32
+        y = int8_linear(x.reshape(-1, shape[-1]).float(), self.outliers, self.w_int8, self.w_scale, self.bias, self.w_out)
         return y.to(dtype).reshape(*shape[:-1], -1)
 
     def extra_repr(self) -> str:
         n, k = self.weight.shape
         return (f"in_features={k}, out_features={n}, int8 per-channel weights, per-token activations, "
                 f"{len(self.outliers)} outlier channels in fp32")
+
+
+def int8_linear(x, outliers, w_int8, w_scale, bias, w_out):  # x [M, K] fp32 -> [M, N] fp32; see Int8Linear
+    """The int8 product with its scales, in place where it can be (eager: each step is a pass over memory)."""
+    M, k = x.shape[0], outliers.shape[0]
+    peak = x.abs()
+    if k:
+        peak.index_fill_(1, outliers, 0.0)  # the scale of the rest only
+    s = peak.amax(1, keepdim=True).clamp_(min=1e-12) / 127  # [M, 1]
+    q = (x * s.reciprocal()).round_().clamp_(-127, 127).to(torch.int8)
+    if M <= 16:  # torch._int_mm wants more than 16 rows: pad the few-token case
+        q = F.pad(q, (0, 0, 0, 17 - M))
+    y = torch._int_mm(q, w_int8)[:M].float().mul_(s).mul_(w_scale)  # int32 [M, N] -> fp32: row and column scales
+    if bias is not None:
+        y.add_(bias)
+    if k:
+        y.addmm_(x.index_select(1, outliers), w_out)  # the outlier channels, in fp32
+    return y
 
 
 def prepack(model: nn.Module) -> int:

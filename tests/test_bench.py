@@ -22,9 +22,10 @@ def test_speed_tiny_runs_and_agrees(tmp_path):
     out = tmp_path / "speed.md"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # one thread: on a busy machine torch's two-thread parallel regions can take 100x longer (no timing is checked)
-    command = ["benchmarks/speed.py", "--tiny", "--threads", "1", "--write-docs", "--out", str(out)]
+    engines = "transformers,bertkit-torch,bertkit,bertkit-int8,bertkit-onnx,ort-fused,openvino,ct2,ct2-int8"
+    command = ["benchmarks/speed.py", "--tiny", "--threads", "1", "--write-docs", "--out", str(out), "--engines", engines]
     run = subprocess.run([sys.executable, *command],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
 
     paths = ["bertkit fp32", "bertkit bf16", "transformers fp32", "transformers bf16"]
@@ -52,3 +53,35 @@ def test_speed_tiny_runs_and_agrees(tmp_path):
     assert any(row["padding"] > 0.2 for row in res["inference"])
     loss = res["training"]["initial_loss"]
     assert abs(loss["bertkit"] - loss["transformers"]) <= 1e-4
+
+
+    # the engines, each in its own process: every installed one ran every case and agrees with transformers
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import engines as peers_module  # benchmarks/engines.py
+
+    race = res["peers"]["tiny"]
+    expected = [e for e in engines.split(",") if peers_module.available(e)]
+    assert race["engines"] == expected, (race["engines"], run.stderr[-2000:])
+    for case, cell in race["cases"].items():
+        assert set(cell) == set(expected), case
+        for name, c in cell.items():
+            assert c["ms"] > 0 and c["calls"] >= 1
+            least = 0.999 if name in peers_module.FP32 else 0.99
+            assert c["min_cosine"] >= least, (case, name, c)
+    assert "## Engines, each in its own process: tiny" in run.stdout and "## Targets against the engines" in run.stdout
+
+
+def test_gpu_check_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py's code on the CPU with tiny models (the GPU run is by hand, on a GPU machine)."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "gpu.md"
+    run = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--tiny", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = out.read_text()
+    for member in ("bert", "roberta", "albert", "electra", "distilbert", "roformer"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {member} |"))
+        diff, cos = (float(x) for x in row.strip("|").split("|")[1:3])
+        assert diff <= 1e-4 and cos >= 0.99, row
+    assert "| tiny | 32 x 32 | bertkit |" in text and "| bertkit | " in text

@@ -215,3 +215,32 @@ def test_benchmark_runs_tiny(classifier, tmp_path):
                     "--limit", "24", "--repeats", "1", "--out", str(out)])
     text = out.read_text()
     assert "cosine" in text and "accuracy" in text and "onnx_int8.py" in text
+
+
+def test_fused_export_and_length_buckets(minilm_dir, minilm_onnx, tmp_path):
+    """The export carries onnxruntime's fusions (and a --no-fuse export none); a padded batch run as length
+    buckets equals the same batch run whole, zeros at padding included."""
+    from bertkit.serving.onnx import OnnxRunner, length_buckets
+
+    assert minilm_onnx.fused and minilm_onnx.fused.get("SkipLayerNormalization") == 12
+    plain = export_onnx(minilm_dir, tmp_path / "plain.onnx", task="encoder", fuse=False)
+    assert plain.fused is None
+    g = np.random.default_rng(0)
+    lengths = np.array([40, 3, 17, 1, 25, 9, 33])
+    mask = (np.arange(40)[None] < lengths[:, None]).astype(np.int64)
+    feeds = {"input_ids": g.integers(1000, 20000, mask.shape) * mask, "attention_mask": mask, "token_type_ids": 0 * mask}
+    parts = length_buckets(mask, 4)
+    assert sorted(np.concatenate([r for r, _ in parts]).tolist()) == list(range(7))
+    assert all(n == lengths[r].max() for r, n in parts)
+    assert length_buckets(np.ones((4, 8), np.int64), 4) is None  # no padding: as it comes
+    assert length_buckets(mask[:, ::-1].copy(), 4) is None  # left padding: as it comes
+    for path in (minilm_onnx.path, plain.path):
+        runner = OnnxRunner(path)
+        bucketed = runner.run(feeds)
+        runner.buckets = 0
+        whole = runner.run(feeds)
+        for a, b in zip(bucketed, whole):
+            if a.ndim == 3:
+                assert np.abs(a[mask == 1] - b[mask == 1]).max() <= 1e-4 and not a[mask == 0].any()
+            else:
+                assert np.abs(a - b).max() <= 1e-4

@@ -151,18 +151,22 @@ class ExportResult:
     int8_cosine: float | None  # int8: lowest cosine of the main output to fp32 on the check batches
     written: list[str]  # the files, beside the .onnx
     seconds: float
+    fused: dict | None = None  # onnxruntime's fusions applied: op type -> count (None: a plain graph)
 
     def describe(self) -> str:
         size = self.path.stat().st_size / 2**20
-        line = (f"wrote {self.path} ({self.task}, {self.precision}, {size:.1f} MiB) and {', '.join(self.written)} beside it; "
+        fused = f", fused: {', '.join(f'{k} {v}' for k, v in self.fused.items())}" if self.fused else ""
+        line = (f"wrote {self.path} ({self.task}, {self.precision}{fused}, {size:.1f} MiB) and {', '.join(self.written)} beside it; "
                 f"fp32 graph matches PyTorch within {self.max_diff:.1e}")
         if self.int8_cosine is not None:
             line += f"; int8 {OUTPUTS[self.task][-1]} cosine to fp32 >= {self.int8_cosine:.4f} on random inputs"
         return line + f" ({self.seconds:.1f} s)."
 
 
-def export_onnx(model_dir, out_file, task: str | None = None, bf16: bool = False, int8: bool = False) -> ExportResult:
-    """Export a bertkit model to `out_file` (.onnx) with its config and tokenizer beside it; see the module docstring."""
+def export_onnx(model_dir, out_file, task: str | None = None, bf16: bool = False, int8: bool = False,
+                fuse: bool = True) -> ExportResult:
+    """Export a bertkit model to `out_file` (.onnx) with its config and tokenizer beside it; see the module docstring.
+    fuse: apply onnxruntime's transformer fusions (a graph only onnxruntime runs); False: standard ONNX ops only."""
     start = time.perf_counter()
     out = _check_out(Path(out_file).expanduser())
     if bf16 and int8:
@@ -178,6 +182,10 @@ def export_onnx(model_dir, out_file, task: str | None = None, bf16: bool = False
         _trace(model, batches[0], task, graph)
         _tag(onnx, graph, task, "fp32")
         max_diff = check_parity(model, graph, batches, task)
+        fused = _fuse(graph, model.config) if fuse else None
+        if fused:
+            _tag(onnx, graph, task, "fp32")
+            max_diff = max(max_diff, check_parity(model, graph, batches, task))
         cosine = None
         if int8:
             cosine = _quantize(graph, batches, task)
@@ -185,7 +193,7 @@ def export_onnx(model_dir, out_file, task: str | None = None, bf16: bool = False
         for name in written:
             os.replace(tmp / name, out.parent / name)
         os.replace(graph, out)  # the graph last: its presence means the export is complete
-    return ExportResult(out, task, "int8" if int8 else "fp32", max_diff, cosine, written, time.perf_counter() - start)
+    return ExportResult(out, task, "int8" if int8 else "fp32", max_diff, cosine, written, time.perf_counter() - start, fused)
 
 
 def _check_out(out: Path) -> Path:
@@ -277,6 +285,27 @@ def check_parity(model: nn.Module, path: Path, batches: list[dict], task: str) -
     return worst
 
 
+def _fuse(path: Path, config: BertConfig) -> dict | None:
+    """onnxruntime's transformer optimizer on the graph, in place: LayerNorm after a residual add as one
+    SkipLayerNormalization, bias + GELU as one BiasGelu (what it finds in bertkit's graph; its attention
+    fusion wants three q/k/v MatMuls, bertkit stores one). Returns the fusions it made, None if none."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError:  # an onnxruntime without its transformers tools: the plain graph
+        return None
+    logging.disable(logging.WARNING)
+    try:
+        model = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size)
+    finally:
+        logging.disable(logging.NOTSET)
+    found = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+    if not found:
+        return None
+    model.save_model_to_file(str(path))
+    return found
+
+
 def _quantize(path: Path, batches: list[dict], task: str) -> float:
     """Quantise the weight MatMuls to int8 in place; the lowest cosine of the main output to fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -288,7 +317,11 @@ def _quantize(path: Path, batches: list[dict], task: str) -> float:
     # (all-MiniLM-L6-v2: mean sentence cosine 0.965). MatMuls of two activations (q.k, p.v) stay fp32.
     logging.disable(logging.WARNING)  # it advises pre-processing the graph; on MiniLM that changed no cosine
     try:
-        quantize_dynamic(str(path), str(q), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8)
+        import onnx
+
+        # DefaultTensorType: shape inference cannot type the outputs of fused (com.microsoft) ops
+        quantize_dynamic(str(path), str(q), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         logging.disable(logging.NOTSET)
     os.replace(q, path)
@@ -332,7 +365,7 @@ def _write_sidecars(model: nn.Module, src: Path, tmp: Path) -> list[str]:
 
 
 def cmd_export_onnx(a) -> None:
-    print(export_onnx(a.model, a.out, task=a.task, bf16=a.bf16, int8=a.int8).describe())
+    print(export_onnx(a.model, a.out, task=a.task, bf16=a.bf16, int8=a.int8, fuse=not a.no_fuse).describe())
 
 
 def add_export_parser(subparsers) -> None:
@@ -347,4 +380,6 @@ def add_export_parser(subparsers) -> None:
     precision = e.add_mutually_exclusive_group()
     precision.add_argument("--int8", action="store_true", help="int8 weight MatMuls (onnxruntime dynamic quantisation)")
     precision.add_argument("--bf16", action="store_true", help="bfloat16 (refused: onnxruntime's CPU provider cannot run it)")
+    e.add_argument("--no-fuse", action="store_true", help="standard ONNX ops only (for runtimes other than onnxruntime); "
+                                                         "default: onnxruntime's fused SkipLayerNorm and BiasGelu")
     e.set_defaults(run=cmd_export_onnx)

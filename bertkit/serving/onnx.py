@@ -33,6 +33,22 @@ def _require_onnx():
 
 # ---- running -------------------------------------------------------------------------------------
 
+BUCKETS = 4  # sub-batches of similar lengths a padded batch runs as (0 or 1: as it comes)
+PAD_SHARE = 0.1  # bucket a batch whose padding is at least this share of its shape
+
+
+def length_buckets(mask: np.ndarray | None, k: int) -> list[tuple[np.ndarray, int]] | None:
+    """(rows, their longest length) of up to k groups of similar lengths, for a right-padded batch with >= PAD_SHARE
+    padding; None for a batch to run as it is (no mask, few rows, little padding, or not right-padded)."""
+    if mask is None or k < 2 or mask.shape[0] < 2:
+        return None
+    lengths = mask.sum(1)
+    if lengths.sum() > (1 - PAD_SHARE) * mask.size or (mask != (np.arange(mask.shape[1])[None] < lengths[:, None])).any():
+        return None
+    order = np.argsort(lengths, kind="stable")
+    return [(rows, max(int(lengths[rows].max()), 1)) for rows in np.array_split(order, min(k, len(order)))]
+
+
 
 def onnx_file(path) -> Path:
     """The .onnx file `path` names: the file itself, or the one .onnx file in a directory."""
@@ -78,6 +94,7 @@ class OnnxRunner:
             raise BertkitError(f"{self.path} was not exported by bertkit (no bertkit_task in its metadata).")
         self.precision = meta.get("bertkit_precision", "fp32")
         self.inputs = {i.name for i in self.session.get_inputs()}  # an unused input (DistilBERT's types) is pruned
+        self.buckets = BUCKETS
         self.crf = self._crf() if self.task == "ner" else None
 
     def _crf(self):
@@ -97,13 +114,31 @@ class OnnxRunner:
         return crf.eval()
 
     def run(self, feeds: dict) -> list[np.ndarray]:
-        """The graph's outputs for a batch (numpy or torch int64 arrays by input name), in OUTPUTS order."""
+        """The graph's outputs for a batch (numpy or torch int64 arrays by input name), in OUTPUTS order.
+
+        A right-padded batch with >= 10% padding runs as at most `buckets` sub-batches of similar lengths, each
+        cut to its own longest (the torch fast path's packing, in the only form a graph of fixed layout takes);
+        the outputs are put back in the batch's order and shape (zeros at padding)."""
         T = feeds["input_ids"].shape[1]
         if T > self.config.max_length:
             raise BertkitError(f"input length {T} exceeds the model's maximum of {self.config.max_length} tokens.")
         arrays = {k: np.ascontiguousarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=np.int64)
                   for k, v in feeds.items() if k in self.inputs}
-        return self.session.run(list(OUTPUTS[self.task]), arrays)
+        parts = length_buckets(arrays.get("attention_mask"), self.buckets) if self.task != "ner" else None
+        if parts is None:
+            return self.session.run(list(OUTPUTS[self.task]), arrays)
+        B = arrays["input_ids"].shape[0]
+        outs: list[np.ndarray | None] = [None] * len(OUTPUTS[self.task])
+        for rows, n in parts:
+            got = self.session.run(list(OUTPUTS[self.task]), {k: v[rows, :n] for k, v in arrays.items()})
+            for i, g in enumerate(got):
+                if outs[i] is None:  # [B, T, H] for hidden states (zeros at padding), [B, ...] otherwise
+                    outs[i] = np.zeros((B, T, *g.shape[2:]) if OUTPUTS[self.task][i] == "last_hidden_state" else (B, *g.shape[1:]), g.dtype)
+                if OUTPUTS[self.task][i] == "last_hidden_state":
+                    outs[i][rows, :n] = g * arrays["attention_mask"][rows, :n, None]  # as the torch path: zeros at padding
+                else:
+                    outs[i][rows] = g
+        return outs
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, word_index=None, hidden: bool = False):
         if hidden:
