@@ -159,3 +159,38 @@ def test_impossible_kernel_choices_are_refused(minilm_dir, tmp_path, capsys):
     assert main([*args, "--int8", "--kernels", "torch"]) == 1
     assert "cannot be combined" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_serve_backend_reports_its_kernels(minilm_dir, tmp_path):
+    from bertkit.errors import BertkitError
+    from bertkit.serving.backend import backend_factory
+
+    assert backend_factory(minilm_dir, "torch")().describe()["kernels"] == ("onednn" if kernels.onednn_linear() else "torch")
+    assert backend_factory(minilm_dir, "torch", kernels="torch")().describe()["kernels"] == "torch"
+    if kernels.int8_matmul():
+        backend = backend_factory(minilm_dir, "torch", int8=True)()
+        assert backend.describe()["kernels"] == "int8"
+        rows = backend.run("embed", ["a man plays a guitar", "一个男人在弹吉他"], [7, 9])
+        assert len(rows) == 2 and rows[0]["embedding"].shape == (384,)
+    with pytest.raises(BertkitError, match="choose one of --int8 and --bf16"):
+        backend_factory(minilm_dir, "torch", bf16=True, int8=True)
+    with pytest.raises(BertkitError, match="applies to --backend torch"):
+        backend_factory(tmp_path / "x.onnx", "onnx", int8=True)
+
+
+@needs_onednn
+def test_compiled_prepacked_model_equals_plain_kernels():
+    """torch.compile of a prepacked model (the oneDNN call as an opaque custom op) equals torch's kernels."""
+    if not hasattr(torch.library, "custom_op"):
+        pytest.skip("this torch has no torch.library.custom_op")
+    model = tiny_bert()
+    prepack(model)
+    ids = torch.randint(5, 99, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    compiled = torch.compile(model, dynamic=False)
+    with torch.inference_mode():
+        got = compiled(ids, mask).last_hidden_state
+        with reference_kernels():
+            ref = model(ids, mask).last_hidden_state
+    assert (real(got, mask) - real(ref, mask)).abs().max() <= TOL
