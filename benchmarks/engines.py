@@ -315,7 +315,7 @@ E2E = ("bertkit", "bertkit-int8", "sentence-transformers", "ort-fused", "openvin
 def embed_file(a) -> None:
     """A peer's whole pipeline over a file, as a user would write it: tokenize (the fast tokenizer), sort by
     length, batches of --batch-size padded to their longest, the engine, mean pooling, L2 normalisation, .npy."""
-    texts = Path(a.input).read_text(encoding="utf-8").splitlines()
+    texts = Path(a.input).read_text(encoding="utf-8").removesuffix("\n").split("\n")  # as bertkit reads: "\n" only
     if a.engine == "sentence-transformers":
         import torch
         from sentence_transformers import SentenceTransformer
@@ -329,6 +329,7 @@ def embed_file(a) -> None:
     tok = Tokenizer.from_file(str(Path(a.model) / "tokenizer.json"))
     limit = json.loads((Path(a.model) / "sentence_bert_config.json").read_text()).get("max_seq_length", 512)
     tok.enable_truncation(limit)
+    tok.no_padding()  # MiniLM's tokenizer.json pads every text to the longest of the call: the batches pad here
     run = load_engine(a.engine, Path(a.model), Path(a.work), a.threads)
     encoded = tok.encode_batch(texts)
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))

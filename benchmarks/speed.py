@@ -386,7 +386,7 @@ def file_result(a, tmp: Path) -> dict | None:
     d = minilm_dir()
     if d is None or a.tiny or a.skip_file:
         return None
-    texts = [t.replace("\n", " ").strip() for t in peers.real_texts(a.file_lines) if t.strip()]
+    texts = [" ".join(t.split()) for t in peers.real_texts(a.file_lines) if t.strip()]  # one line each, whatever it held
     work = tmp / "engines-all-MiniLM-L6-v2"
     peers.prepare([e for e in peers.E2E if e in peers.PEERS and peers.available(e)], d, work)
     log = functools.partial(print, file=sys.stderr)
@@ -637,7 +637,8 @@ def file_table(f: dict) -> list[str]:
     ours = f["engines"].get("bertkit")
     lines = [f"{f['lines']} lines of real text (English sentences and reviews-zh test reviews), one process per run "
              "(start-up, imports, loading, tokenising, batches of 32 sorted by length, pooling, writing the .npy), "
-             "best of the rounds; cosine: the least to sentence-transformers' vectors.", "",
+             "best of the rounds; cosine: the least to sentence-transformers' vectors."
+             + (f" The race was {f['note']}." if f.get("note") else ""), "",
              "| pipeline | seconds | bertkit embed vs it | least cosine |", "|---|---|---|---|"]
     for name, r in rows:
         vs = f"{r['s'] / ours['s']:.2f}x" if ours else "-"

@@ -194,3 +194,19 @@ def test_compiled_prepacked_model_equals_plain_kernels():
         with reference_kernels():
             ref = model(ids, mask).last_hidden_state
     assert (real(got, mask) - real(ref, mask)).abs().max() <= TOL
+
+
+def test_int8_benchmark_runs_tiny(minilm_dir, tmp_path):
+    """benchmarks/int8_accuracy.py on a few sentences (no classifier): it runs and its table holds the bound."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import int8_accuracy
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "int8.md"
+    int8_accuracy.main(["--sentences", "6", "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "bertkit int8" in line]
+    assert len(rows) == 2 and all(float(r.split("|")[3]) >= 0.99 for r in rows), rows
