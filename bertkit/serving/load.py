@@ -4,7 +4,7 @@ What predict, evaluate, embed, fill-mask, export and serve all call. `path` is a
 directory, a hub name, or a training run's --out directory (io.hub finds its model/). The torch
 backend builds the class the checkpoint holds (or the one asked for: `kind`), puts it on the
 fastest device and casts it to bf16 once (the CRF stays fp32); on the CPU it then runs its linear
-layers through oneDNN on weights prepacked once (kernels.prepack: 2.1-2.3x faster fp32 than torch's
+layers through oneDNN on weights prepacked once (kernels.prepack: 1.7-2.7x faster fp32 than torch's
 own matmuls on an AMD EPYC), or in int8 (`int8=True`, kernels.quantize_int8). Either is checked on
 its first call against the plain kernels (`check_kernels`) and dropped, with a warning, if it
 disagrees; denormal floats are then flushed to zero for the process. The onnx backend runs an
