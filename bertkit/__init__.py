@@ -25,6 +25,7 @@ from .heads import (
     ElectraForPreTraining,
 )
 from .model import BertModel, BertOutput, mean_pool
+from .seq2seq import CausalLM, Seq2SeqLM
 from .tokenizer import Tokenizer, train_wordpiece
 from .version import __version__  # noqa: F401
 
@@ -38,6 +39,8 @@ __all__ = [
     "BertModel",
     "BertOutput",
     "CRF",
+    "CausalLM",
+    "Seq2SeqLM",
     "BertkitError",
     "ElectraForPreTraining",
     "Tokenizer",

@@ -153,6 +153,19 @@ def _summarise(keys: list[str]) -> str:
     return ", ".join(f"{g} ({n})" for g, n in groups.items())
 
 
+# The shapes of model a config describes, and the class that loads each (bertkit's public names).
+LOADERS = {"encoder": "BertModel (or a Bert* task class)", "decoder": "CausalLM", "encoder-decoder": "Seq2SeqLM"}
+ENCODER_OF: list[type] = []  # the encoder-decoder class, whose .encoder_model() BertModel returns (seq2seq.py registers it)
+
+
+def register_encoder(cls: type) -> None:
+    ENCODER_OF[:] = [cls]
+
+
+def shape_of(config: BertConfig) -> str:
+    return "decoder" if config.is_decoder else "encoder-decoder" if config.is_encoder_decoder else "encoder"
+
+
 class PretrainedMixin:
     """from_pretrained / save_pretrained for a module whose state dict uses our names.
 
@@ -166,6 +179,8 @@ class PretrainedMixin:
     load_report: LoadReport | None = None
 
     is_backbone = False  # BertModel sets True: its names carry no "bert." prefix
+    shapes: tuple[str, ...] = ("encoder",)  # the model shapes (shape_of) this class loads
+    tied_head = "mlm.decoder"  # our name of the output matrix that a tied checkpoint may store as a copy
 
     @classmethod
     def from_pretrained(cls, path, new_heads: bool = False, strict: bool = True, verbose: bool = True,
@@ -180,6 +195,13 @@ class PretrainedMixin:
     @classmethod
     def from_converted(cls, d: Path, config: BertConfig, conv: Converted, new_heads=False, strict=True, verbose=True):
         """Build this class from an already read and converted checkpoint (see read_pretrained)."""
+        shape = shape_of(config)
+        if shape not in cls.shapes:
+            if shape == "encoder-decoder" and cls.is_backbone and ENCODER_OF:  # BertModel: the encoder of a T5 or BART
+                return ENCODER_OF[0].from_converted(d, config, conv, new_heads, strict, verbose).encoder_model()
+            also = " (its encoder: bertkit.BertModel)" if shape == "encoder-decoder" else ""
+            raise BertkitError(f"{d} holds a {config.model_type} {shape}, which {cls.__name__} does not load: "
+                               f"load it with bertkit.{LOADERS[shape]}{also}.")
         if conv.unknown and strict:
             raise BertkitError(
                 f"{d} holds {len(conv.unknown)} weights bertkit does not know for model_type "
@@ -197,7 +219,7 @@ class PretrainedMixin:
         own = self.state_dict()
         self._check_fit(conv, theirs, own, d, new_heads)
         self.load_state_dict({k: conv.state_dict[full] for k, full in theirs.items() if k in own}, strict=False)
-        used = {theirs[k] for k in own if k in theirs} | ({"mlm.decoder"} if self.config.tie_word_embeddings else set())
+        used = {theirs[k] for k in own if k in theirs} | ({self.tied_head} if self.config.tie_word_embeddings else set())
         unused = sorted(set(conv.state_dict) - used) + conv.other_heads
         return LoadReport(initialised=[k for k in own if k not in theirs], unused=unused)
 
@@ -206,7 +228,7 @@ class PretrainedMixin:
         pre = "" if not self.is_backbone else f"{BACKBONE_PREFIX}."
         theirs = {k.removeprefix(pre): k for k in conv.state_dict if k.startswith(pre)}
         if self.config.tie_word_embeddings:  # a tied checkpoint may also store the decoder: a copy of embed.word
-            theirs.pop("mlm.decoder", None)
+            theirs.pop(self.tied_head, None)
         return theirs
 
     def _check_fit(self, conv: Converted, theirs: dict[str, str], own: dict, d: Path, new_heads: bool) -> None:
@@ -239,6 +261,10 @@ class PretrainedMixin:
             if k in own and not t.is_floating_point():
                 raise BertkitError(f"{d}: weight {conv.source_names[full]!r} has dtype {t.dtype}; weights must be floating point.")
 
+    def hf_architecture(self) -> str:
+        """transformers' class for these weights, recorded in config.json (bertkit's names match BERT's)."""
+        return type(self).__name__
+
     def _full(self, name: str) -> str:
         return f"{BACKBONE_PREFIX}.{name}" if self.is_backbone else name
 
@@ -258,7 +284,7 @@ class PretrainedMixin:
         hf = to_hf(sd, self.config, base_model=self.is_backbone)
         # the dtype a source config recorded no longer describes what we write
         extra = {k: v for k, v in self.config.extra.items() if k not in ("dtype", "torch_dtype")}
-        config = dataclasses.replace(self.config, architectures=[type(self).__name__], extra=extra)
+        config = dataclasses.replace(self.config, architectures=[self.hf_architecture()], extra=extra)
 
         def write(tmp: Path) -> None:
             config.save(tmp / "config.json")

@@ -23,22 +23,69 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "si
 
 ATTENTION_MODES = ("bidirectional", "causal", "unilm")
 
+# The shapes beyond the encoder (bertkit/seq2seq.py): a decoder alone (GPT-2) and encoder-decoders.
+DECODERS = ("gpt2",)
+ENCODER_DECODERS = ("t5", "mt5", "bart", "mbart")
+T5_TYPES = ("t5", "mt5")  # RMSNorm, no biases, bucketed relative position bias, unscaled scores
+
 # model_type -> how its positions enter the model. The key tables live in weights.py.
 #   absolute: a learnt table added to the embeddings (BERT, RoBERTa, ALBERT, ELECTRA, DistilBERT)
 #   rotary:   q and k rotated by position in every layer (RoFormer, Su et al. 2021)
 #   relative: fixed sinusoids of clipped relative distances inside attention (NEZHA, Wei et al. 2019)
+#   bucketed: a learnt bias per head and log-bucketed distance added to the scores (T5, Raffel et al. 2020)
 FAMILY_POSITIONS = dict(
     bert="absolute", roberta="absolute", albert="absolute", electra="absolute", distilbert="absolute",
-    roformer="rotary", nezha="relative",
+    roformer="rotary", nezha="relative", gpt2="absolute", bart="absolute", mbart="absolute", t5="bucketed", mt5="bucketed",
 )
 MODEL_TYPES = tuple(sorted(FAMILY_POSITIONS))  # model_type values whose checkpoints bertkit reads
-POSITION_TYPES = ("absolute", "rotary", "relative")
-NO_POOLER = ("electra", "distilbert", "roformer")  # their transformers base models have no pooler
+POSITION_TYPES = ("absolute", "rotary", "relative", "bucketed")
+NO_POOLER = ("electra", "distilbert", "roformer", *DECODERS, *ENCODER_DECODERS)  # their transformers base models have no pooler
 # DistilBERT's config.json names -> ours (it also has no segment embedding).
 DISTILBERT_NAMES = dict(
     dim="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads", hidden_dim="intermediate_size",
     activation="hidden_act", dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob",
 )
+# The decoders' config.json names -> ours; each family's defaults where its config may leave a field out.
+GPT2_NAMES = dict(
+    n_embd="hidden_size", n_layer="num_hidden_layers", n_head="num_attention_heads", n_inner="intermediate_size",
+    activation_function="hidden_act", resid_pdrop="hidden_dropout_prob", attn_pdrop="attention_probs_dropout_prob",
+    n_positions="max_position_embeddings", layer_norm_epsilon="layer_norm_eps",
+)
+T5_NAMES = dict(
+    d_model="hidden_size", num_layers="num_hidden_layers", num_heads="num_attention_heads", d_ff="intermediate_size",
+    d_kv="head_dim", dropout_rate="hidden_dropout_prob", layer_norm_epsilon="layer_norm_eps", n_positions="max_position_embeddings",
+)
+BART_NAMES = dict(
+    d_model="hidden_size", encoder_layers="num_hidden_layers", decoder_layers="num_decoder_layers",
+    encoder_attention_heads="num_attention_heads", encoder_ffn_dim="intermediate_size", activation_function="hidden_act",
+    dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob", init_std="initializer_range",
+)
+NAMES = dict(distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
+_T5 = dict(type_vocab_size=0, layer_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, hidden_act="relu",
+           hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, intermediate_size=2048, head_dim=64)
+_BART = dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+             max_position_embeddings=1024, intermediate_size=4096, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0)
+FAMILY_DEFAULTS = dict(
+    distilbert=dict(type_vocab_size=0),
+    gpt2=dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
+              hidden_act="gelu_new", attention_mode="causal", max_position_embeddings=1024, vocab_size=50257),
+    t5=_T5, mt5=_T5 | dict(vocab_size=250112, tie_word_embeddings=False, hidden_act="gelu_new", gated_ffn=True, intermediate_size=1024),
+    bart=_BART, mbart=_BART | dict(scale_embedding=False, decoder_start_token_id=None),  # mBART starts with the language code
+)
+# Fields of ours a family's config.json does not have (written back only where they differ from these values).
+NOT_IN = dict(
+    gpt2=dict(type_vocab_size=0, attention_mode="causal", position_embedding_type="absolute", pad_token_id=None),
+    t5=dict(type_vocab_size=0, position_embedding_type="bucketed", hidden_act=None, gated_ffn=None, initializer_range=None,
+            attention_probs_dropout_prob=None),
+    bart=dict(type_vocab_size=0, position_embedding_type="absolute", layer_norm_eps=None),
+)
+NOT_IN["mt5"], NOT_IN["mbart"] = NOT_IN["t5"], NOT_IN["bart"]
+DECODER_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
+                  "gated_ffn", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+_T5_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
+              "eos_token_id", "decoder_start_token_id")
+_BART_FIELDS = ("num_decoder_layers", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+FAMILY_FIELDS = dict(gpt2=("bos_token_id", "eos_token_id"), t5=_T5_FIELDS, mt5=_T5_FIELDS, bart=_BART_FIELDS, mbart=_BART_FIELDS)
 
 # Fields checked on construction: whole numbers with their minimum, and non-negative reals.
 WHOLE_NUMBERS = dict(
@@ -72,7 +119,17 @@ class BertConfig:
     max_relative_position: int = 64  # NEZHA: relative distances are clipped to +-this
     rotary_value: bool = False  # RoFormer: rotate the values too
     attention_mode: str = "bidirectional"  # or "causal" (GPT) or "unilm" (segment 0 sees itself, 1 is causal)
-    tie_word_embeddings: bool = True  # MLM decoder shares the word embedding matrix
+    tie_word_embeddings: bool = True  # MLM decoder (an LM's output matrix) shares the word embedding matrix
+    # Decoders and encoder-decoders (GPT-2, T5, BART: seq2seq.py). Encoders leave them at these defaults.
+    num_decoder_layers: int | None = None  # T5/BART: decoder blocks; None: as many as the encoder's
+    head_dim: int | None = None  # T5's d_kv: D when N * D != H; None: H / N
+    relative_attention_num_buckets: int = 32  # T5: buckets of the relative position bias
+    relative_attention_max_distance: int = 128  # T5: the distance from which all fall in the last bucket
+    gated_ffn: bool = False  # T5 v1.1, mT5: FFN act(W0 x) * (W1 x) ("gated-gelu")
+    scale_embedding: bool = False  # BART/mBART: word embeddings times sqrt(H)
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None  # the token that ends a generated text
+    decoder_start_token_id: int | None = None  # encoder-decoders: the decoder's first input
     architectures: list[str] | None = None  # HF's record of the head the checkpoint was saved with
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for the round trip
 
@@ -107,7 +164,17 @@ class BertConfig:
         for name in ("inner_group_num", "max_relative_position"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise BertkitError(f"{name} must be a whole number of at least 1, not {getattr(self, name)!r}.")
-        if self.hidden_size % self.num_attention_heads:
+        for name in ("num_decoder_layers", "head_dim"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise BertkitError(f"{name} must be a whole number of at least 1 or null, not {v!r}.")
+        for name in ("bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):  # generation checks the vocabulary
+                raise BertkitError(f"{name} must be a token id (a whole number) or null, not {v!r}.")
+        if self.model_type in DECODERS and self.attention_mode != "causal":
+            raise BertkitError(f"a {self.model_type} decoder reads with attention_mode 'causal', not {self.attention_mode!r}.")
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise BertkitError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}."
@@ -119,7 +186,21 @@ class BertConfig:
 
     @property
     def head_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_decoder(self) -> bool:
+        """A decoder alone (GPT-2): bertkit.CausalLM loads it."""
+        return self.model_type in DECODERS
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """T5, mT5, BART, mBART: bertkit.Seq2SeqLM loads them (and BertModel their encoder)."""
+        return self.model_type in ENCODER_DECODERS
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_decoder_layers or self.num_hidden_layers
 
     @property
     def embed_size(self) -> int:
@@ -164,10 +245,11 @@ class BertConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BertConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        if d.get("model_type") == "distilbert":
-            if d.get("sinusoidal_pos_embds"):
-                raise BertkitError("DistilBERT with sinusoidal_pos_embds is not supported; bertkit reads learnt positions.")
-            d = {DISTILBERT_NAMES.get(k, k): v for k, v in d.items()} | {"type_vocab_size": 0}
+        kind = d.get("model_type")
+        if kind == "distilbert" and d.get("sinusoidal_pos_embds"):
+            raise BertkitError("DistilBERT with sinusoidal_pos_embds is not supported; bertkit reads learnt positions.")
+        if kind in NAMES:
+            d = _family_in(kind, d)
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
         return cls(**known, extra=extra)
@@ -191,11 +273,13 @@ class BertConfig:
             d.update(max_relative_position=self.max_relative_position, use_relative_position=True)
         if d["architectures"] is None:
             del d["architectures"]
+        for k in DECODER_FIELDS:  # written where the family's config.json has the field, or where set
+            if d[k] == BertConfig.__dataclass_fields__[k].default and k not in FAMILY_FIELDS.get(self.model_type, ()):
+                del d[k]
         if d["model_type"] in ("distilbert", "roformer", "nezha"):  # implied by the type, not in their configs
             del d["position_embedding_type"]
-        if d["model_type"] == "distilbert":
-            del d["type_vocab_size"]
-            d = {({v: k for k, v in DISTILBERT_NAMES.items()}).get(k, k): v for k, v in d.items()}
+        if d["model_type"] in NAMES:
+            d = _family_out(d)
         return {**extra, **d}
 
     def save(self, path: str | Path) -> None:
@@ -206,6 +290,47 @@ class BertConfig:
         if name not in PRESETS:
             raise BertkitError(f"unknown preset {name!r}; presets are: {', '.join(sorted(PRESETS))}.")
         return cls(**PRESETS[name])
+
+
+def _family_in(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+    """A DistilBERT, GPT-2, T5 or BART config.json -> our field names, the family's defaults filling the gaps."""
+    d = {NAMES[kind].get(k, k): v for k, v in d.items()}
+    defaults = FAMILY_DEFAULTS[kind]
+    d = defaults | {k: v for k, v in d.items() if v is not None or (k not in defaults and k != "intermediate_size")}
+    if kind == "gpt2":
+        d.setdefault("intermediate_size", 4 * d.get("hidden_size", 768))
+        for k in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+            if d.get(k):
+                raise BertkitError(f"GPT-2 with {k} is not supported; bertkit reads the original GPT-2 attention.")
+    if kind in T5_TYPES:  # feed_forward_proj "relu" | "gated-gelu" | "gated-silu" ...: the activation and the gate
+        proj = d.pop("feed_forward_proj", "gated-gelu" if kind == "mt5" else "relu")
+        act = proj.removeprefix("gated-")
+        d.update(gated_ffn=proj.startswith("gated-"), hidden_act="gelu_new" if act == "gelu" else act)
+        d.setdefault("attention_probs_dropout_prob", d["hidden_dropout_prob"])
+    if kind in ("bart", "mbart"):
+        for ours, theirs in (("num_attention_heads", "decoder_attention_heads"), ("intermediate_size", "decoder_ffn_dim")):
+            if theirs in d and d[theirs] != d.get(ours, d[theirs]):
+                raise BertkitError(f"{kind} with {theirs} {d[theirs]} unlike the encoder's {d[ours]} is not supported.")
+            d.pop(theirs, None)
+    return d
+
+
+def _family_out(d: dict[str, Any]) -> dict[str, Any]:
+    """Our fields -> the family's config.json names (the inverse of _family_in)."""
+    kind = d["model_type"]
+    if kind in T5_TYPES:
+        act = "gelu" if d["hidden_act"] == "gelu_new" else d["hidden_act"]
+        d["feed_forward_proj"] = f"gated-{act}" if d.get("gated_ffn") else act
+        d["is_encoder_decoder"] = True
+    if kind in ("bart", "mbart"):
+        d.update(decoder_attention_heads=d["num_attention_heads"], decoder_ffn_dim=d["intermediate_size"], is_encoder_decoder=True)
+    for k, implied in NOT_IN.get(kind, {}).items():
+        if implied is None or d.get(k) == implied:
+            d.pop(k, None)
+    if kind == "distilbert":
+        d.pop("type_vocab_size", None)
+    back = {v: k for k, v in NAMES[kind].items()}
+    return {back.get(k, k): v for k, v in d.items()}
 
 
 # Published architectures. Parameter counts (BertModel with pooler) in the comments are

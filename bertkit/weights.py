@@ -144,6 +144,58 @@ DISTILBERT_HEADS = [
 ]
 NO_POSITION_TABLE = ("embed.position.weight",)
 
+# ---- Decoders and encoder-decoders (seq2seq.py): every row a full name on both sides --------------------
+_WB = ("weight", "bias")
+GPT2_KEYS = [  # GPT-2's Conv1D weights are [in, out]: transposed at this border (GPT2_CONV1D)
+    ("word.weight", "transformer.wte.weight", None),
+    ("decoder.position.weight", "transformer.wpe.weight", None),
+    *[(f"decoder.layers.{{}}.{o}.{p}", f"transformer.h.{{}}.{h}.{p}", None) for o, h in [
+        ("attn_norm", "ln_1"), ("attn.qkv", "attn.c_attn"), ("attn.o", "attn.c_proj"), ("ffn_norm", "ln_2"),
+        ("ffn.up", "mlp.c_fc"), ("ffn.down", "mlp.c_proj")] for p in _WB],
+    *[(f"decoder.final_norm.{p}", f"transformer.ln_f.{p}", None) for p in _WB],
+    ("lm_head.weight", "lm_head.weight", None),
+]
+GPT2_CONV1D = re.compile(r"decoder\.layers\.\d+\.(attn\.qkv|attn\.o|ffn\.up|ffn\.down)\.weight")
+
+
+def _t5_keys(gated: bool) -> list:
+    """T5's blocks: layer.0 self-attention, (decoder) layer.1 cross-attention, then the FFN; no biases."""
+    ffn = [("ffn.up", "DenseReluDense.wi_0" if gated else "DenseReluDense.wi"), ("ffn.down", "DenseReluDense.wo")]
+    ffn += [("ffn.gate", "DenseReluDense.wi_1")] if gated else []
+    rows = [("word.weight", "shared.weight", None), ("lm_head.weight", "lm_head.weight", None)]
+    for stack, sub in (("encoder", ["SelfAttention", "ffn"]), ("decoder", ["SelfAttention", "EncDecAttention", "ffn"])):
+        rows.append((f"{stack}.bias.table.weight", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", None))
+        rows.append((f"{stack}.final_norm.weight", f"{stack}.final_layer_norm.weight", None))
+        for n, part in enumerate(sub):
+            theirs = f"{stack}.block.{{}}.layer.{n}"
+            ours = f"{stack}.layers.{{}}"
+            if part == "ffn":
+                rows += [(f"{ours}.{o}.weight", f"{theirs}.{h}.weight", None) for o, h in ffn]
+                rows.append((f"{ours}.ffn_norm.weight", f"{theirs}.layer_norm.weight", None))
+            else:
+                mine = "attn" if part == "SelfAttention" else "cross"
+                rows += [(f"{ours}.{mine}.{x}.weight", f"{theirs}.{part}.{x}.weight", None) for x in "qkvo"]
+                rows.append((f"{ours}.{mine}_norm.weight", f"{theirs}.layer_norm.weight", None))
+    return rows
+
+
+def _bart_keys(final_norms: bool) -> list:
+    """BART's (and with final norms, mBART's) layers under "model."; the output bias is a buffer."""
+    rows = [("word.weight", "model.shared.weight", None), ("lm_head.weight", "lm_head.weight", None),
+            ("logits_bias", "final_logits_bias", None)]
+    parts = [("attn.q", "self_attn.q_proj"), ("attn.k", "self_attn.k_proj"), ("attn.v", "self_attn.v_proj"),
+             ("attn.o", "self_attn.out_proj"), ("attn_norm", "self_attn_layer_norm"), ("ffn.up", "fc1"),
+             ("ffn.down", "fc2"), ("ffn_norm", "final_layer_norm")]
+    cross = [("cross.q", "encoder_attn.q_proj"), ("cross.k", "encoder_attn.k_proj"), ("cross.v", "encoder_attn.v_proj"),
+             ("cross.o", "encoder_attn.out_proj"), ("cross_norm", "encoder_attn_layer_norm")]
+    for stack in ("encoder", "decoder"):
+        rows.append((f"{stack}.position.weight", f"model.{stack}.embed_positions.weight", None))
+        rows += [(f"{stack}.embed_norm.{p}", f"model.{stack}.layernorm_embedding.{p}", None) for p in _WB]
+        rows += [(f"{stack}.final_norm.{p}", f"model.{stack}.layer_norm.{p}", None) for p in _WB if final_norms]
+        rows += [(f"{stack}.layers.{{}}.{o}.{p}", f"model.{stack}.layers.{{}}.{h}.{p}", None)
+                 for o, h in parts + (cross if stack == "decoder" else []) for p in _WB]
+    return rows
+
 
 @dataclass(frozen=True)
 class Family:
@@ -165,7 +217,23 @@ FAMILIES = {
         BERT_MLM + RTD_HEAD,
     ),
     "nezha": Family("nezha", _hf_only(BACKBONE_KEYS, drop=NO_POSITION_TABLE), HEAD_KEYS + RTD_HEAD),
+    # decoders and encoder-decoders: no backbone of BERT's shape, every row in `heads` with its full names;
+    # prefix: transformers' name of the base model inside its LM class ("" where both name alike)
+    "gpt2": Family("transformer", [], GPT2_KEYS),
+    "t5": Family("", [], _t5_keys(gated=False)),
+    "t5-gated": Family("", [], _t5_keys(gated=True)),  # T5 v1.1, mT5: wi_0 (activated) and wi_1 (linear)
+    "bart": Family("model", [], _bart_keys(final_norms=False)),
+    "mbart": Family("model", [], _bart_keys(final_norms=True)),
 }
+
+
+def table_of(config: BertConfig | None) -> str:
+    """The key table a config reads with (its model_type, but T5's gated FFN names its matrices apart)."""
+    if config is None:
+        return "bert"
+    if config.model_type in ("t5", "mt5"):
+        return "t5-gated" if config.gated_ffn else "t5"
+    return config.model_type
 
 # Checkpoint keys that carry nothing to load: buffers, duplicates of the MLM bias, optimizer state.
 DROPPED = [
@@ -173,6 +241,8 @@ DROPPED = [
     r"(cls\.predictions|lm_head|predictions)\.decoder\.bias",  # the same tensor as the MLM bias
     r"(nezha\.)?encoder\.layer\.\d+\.attention\.self\.relative_positions_encoding\.positions_encoding",
     r"global_step",
+    r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)",  # GPT-2's causal-mask buffers
+    r"(model\.)?(encoder|decoder)\.embed_tokens\.weight",  # T5's and BART's copies of the shared embedding
     r".*/adam_[mv]",
     r"(bad_steps|good_steps|loss_scale)",
 ]
@@ -223,7 +293,7 @@ def _normalise_hf_key(key: str, family: str) -> str:
     """Older HF checkpoints say LayerNorm.gamma/beta; base-model checkpoints lack the backbone prefix."""
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
     prefix = FAMILIES[family].prefix
-    if not key.startswith(f"{prefix}.") and rename(key, 1, 0, family) is None and not re.fullmatch(OTHER_HEADS, key):
+    if prefix and not key.startswith(f"{prefix}.") and rename(key, 1, 0, family) is None and not re.fullmatch(OTHER_HEADS, key):
         key = f"{prefix}.{key}"
     return key
 
@@ -270,8 +340,9 @@ def split_qkv(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def from_hf(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Converted:
     """HF state dict (any task model or base model of config.model_type) -> our full names."""
-    family = config.model_type if config is not None else "bert"
+    family = table_of(config)
     out = Converted({}, {})
+    sd = _shared_embedding(sd)
     for key, t in sd.items():
         if _is_dropped(key):
             continue
@@ -284,13 +355,23 @@ def from_hf(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Co
         elif ours is None:
             out.unknown.append(key)
         else:
-            out.state_dict[ours], out.source_names[ours] = t, key
+            out.state_dict[ours], out.source_names[ours] = t.t() if family == "gpt2" and GPT2_CONV1D.fullmatch(ours) else t, key
     return fuse_qkv(out)
+
+
+def _shared_embedding(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A T5/BART checkpoint that stores its tied embedding only under the encoder's name: read it as the shared one."""
+    for prefix in ("", "model."):
+        alias = f"{prefix}encoder.embed_tokens.weight"
+        if alias in sd and f"{prefix}shared.weight" not in sd:
+            return {**{k: v for k, v in sd.items() if k != alias}, f"{prefix}shared.weight": sd[alias]}
+    return sd
 
 
 def hf_name(ours: str, config: BertConfig) -> str | None:
     """Our full name -> the transformers name this family's checkpoints use (attn.qkv: its query's)."""
-    name = rename(ours.replace(".attn.qkv.", ".attn.q."), 0, 1, config.model_type)
+    family = table_of(config)
+    name = rename(ours, 0, 1, family) or rename(ours.replace(".attn.qkv.", ".attn.q."), 0, 1, family)
     if name is not None and config.model_type == "albert":
         name = _albert_flat(name, config.inner_group_num, to_flat=False)
     return name
@@ -316,11 +397,12 @@ def from_google(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -
 def to_hf(sd: dict[str, torch.Tensor], config: BertConfig, base_model: bool) -> dict[str, torch.Tensor]:
     """Our full names -> HF names; a base model (BertModel) is written without the backbone prefix."""
     out = {}
-    for key, t in split_qkv(sd).items():
+    gpt2 = config.model_type == "gpt2"  # its c_attn holds q, k and v stacked, as our attn.qkv
+    for key, t in (sd if gpt2 else split_qkv(sd)).items():
         hf = hf_name(key, config)
         if hf is None:
             raise BertkitError(f"weight {key!r} has no Hugging Face name for model_type {config.model_type!r}.")
         if base_model:
-            hf = hf.removeprefix(f"{FAMILIES[config.model_type].prefix}.")
-        out[hf] = t.contiguous()
+            hf = hf.removeprefix(f"{FAMILIES[table_of(config)].prefix}.")
+        out[hf] = (t.t() if gpt2 and GPT2_CONV1D.fullmatch(key) else t).contiguous()
     return out

@@ -1,0 +1,210 @@
+"""Decoders and encoder-decoders (bertkit/seq2seq.py) against transformers: GPT-2, T5 v1.0 and v1.1, mT5, BART,
+mBART, each a randomly initialised transformers model of odd sizes (hidden 36, 3 heads of 10 or 12, buckets and
+distances small enough that the log buckets are used), saved and loaded by bertkit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import bertkit
+from bertkit import BertkitError, BertModel, CausalLM, Seq2SeqLM
+from bertkit.seq2seq import Cache, t5_buckets
+
+tf = pytest.importorskip("transformers")
+V = 99
+TOL = 1e-5
+
+
+def configs():
+    t5 = dict(d_model=36, d_kv=10, d_ff=52, num_heads=3, num_layers=2, vocab_size=V, relative_attention_num_buckets=8,
+              relative_attention_max_distance=12, dropout_rate=0.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    bart = dict(d_model=36, encoder_layers=2, decoder_layers=3, encoder_attention_heads=3, decoder_attention_heads=3,
+                encoder_ffn_dim=52, decoder_ffn_dim=52, vocab_size=V, max_position_embeddings=40, dropout=0.0,
+                forced_eos_token_id=None, forced_bos_token_id=None)
+    return {
+        "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=36, n_layer=2, n_head=3, vocab_size=V, n_positions=40, bos_token_id=1,
+                                                   eos_token_id=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)),
+        "t5": (tf.T5ForConditionalGeneration, tf.T5Config(**t5, num_decoder_layers=3)),
+        "t5-v1.1": (tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+        "mt5": (tf.MT5ForConditionalGeneration, tf.MT5Config(**t5)),
+        "bart": (tf.BartForConditionalGeneration, tf.BartConfig(**bart)),
+        "mbart": (tf.MBartForConditionalGeneration, tf.MBartConfig(**bart, scale_embedding=True, decoder_start_token_id=2)),
+    }
+
+
+KINDS = list(configs())
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def pair(request, tmp_path_factory):
+    """(kind, the transformers model, its directory, bertkit's model loaded from it)."""
+    cls, config = configs()[request.param]
+    torch.manual_seed(KINDS.index(request.param))
+    ref = cls(config).eval()
+    with torch.no_grad():  # move every weight off its init (LayerNorms off 1, biases off 0)
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    d = tmp_path_factory.mktemp(request.param)
+    ref.save_pretrained(d)
+    ours = (CausalLM if request.param == "gpt2" else Seq2SeqLM).from_pretrained(d)
+    return request.param, ref, d, ours
+
+
+def batch(seed=1, T=11):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, V, (3, T), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 4:] = 0
+    return ids, mask
+
+
+def logits_both(kind, ref, ours, ids, mask, dec):
+    with torch.no_grad():
+        if kind == "gpt2":
+            return ref(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask).logits
+        return (ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits,
+                ours(ids, mask, dec).logits)
+
+
+def test_logits_match_transformers_on_a_padded_batch(pair):
+    kind, ref, _, ours = pair
+    ids, mask = batch()
+    dec = torch.randint(3, V, (3, 7), generator=torch.Generator().manual_seed(2))
+    a, b = logits_both(kind, ref, ours, ids, mask, dec)
+    real = mask.bool() if kind == "gpt2" else torch.ones(dec.shape, dtype=torch.bool)  # padding's logits are nobody's
+    assert a.abs().max() > 0.1  # not a degenerate model
+    assert (a - b)[real].abs().max() < TOL
+
+
+def test_cached_steps_equal_the_whole_sequence(pair):
+    kind, _, _, ours = pair
+    ids, mask = batch()
+    with torch.no_grad():
+        if kind == "gpt2":
+            full = ours(ids).logits
+            first = ours(ids[:, :5], use_cache=True)
+            parts = [first.logits]
+            for t in range(5, ids.shape[1]):  # one token at a time, as generation feeds them
+                parts.append(ours(ids[:, t:t + 1], past_key_values=first.past_key_values).logits)
+        else:
+            dec = torch.randint(3, V, (3, 7), generator=torch.Generator().manual_seed(2))
+            full = ours(ids, mask, dec).logits
+            first = ours(ids, mask, dec[:, :3], use_cache=True)
+            memory = first.encoder_last_hidden_state
+            parts = [first.logits] + [ours(None, mask, dec[:, t:t + 1], past_key_values=first.past_key_values, encoder_outputs=memory).logits
+                                      for t in range(3, 7)]
+    assert isinstance(first.past_key_values, Cache)
+    assert (torch.cat(parts, 1) - full).abs().max() < TOL
+
+
+def test_a_decoder_position_never_sees_a_later_one(pair):
+    kind, _, _, ours = pair
+    ids, mask = batch()
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % V
+    with torch.no_grad():
+        if kind == "gpt2":
+            a, b = ours(ids).logits, ours(changed).logits
+        else:
+            a, b = ours(ids, mask, ids[:, :9]).logits, ours(ids, mask, changed[:, :9]).logits
+    assert (a[:, :6] - b[:, :6]).abs().max() == 0
+    assert (a[:, 6:] - b[:, 6:]).abs().max() > 0
+
+
+def test_a_padded_position_never_changes_any_output(pair):
+    kind, _, _, ours = pair
+    ids, mask = batch()
+    other = ids.masked_fill(mask == 0, 5)  # different tokens at the padding
+    with torch.no_grad():
+        if kind == "gpt2":
+            a, b = ours(ids, attention_mask=mask).logits, ours(other, attention_mask=mask).logits
+            assert (a - b)[mask.bool()].abs().max() == 0
+        else:
+            dec = torch.randint(3, V, (3, 7), generator=torch.Generator().manual_seed(2))
+            a, b = ours(ids, mask, dec).logits, ours(other, mask, dec).logits
+            assert (a - b).abs().max() < 1e-6
+
+
+def test_round_trip_through_transformers(pair, tmp_path):
+    kind, ref, _, ours = pair
+    ours.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == ref.config.model_type and config["architectures"] == [type(ref).__name__]
+    back = type(ref).from_pretrained(tmp_path).eval()
+    ids, mask = batch()
+    dec = ids[:, :5]
+    a, _ = logits_both(kind, ref, ours, ids, mask, dec)
+    b, _ = logits_both(kind, back, ours, ids, mask, dec)
+    assert (a - b).abs().max() == 0
+
+
+def test_the_encoder_loads_as_bert_model(pair):
+    kind, ref, d, _ = pair
+    if kind == "gpt2":
+        with pytest.raises(BertkitError, match="gpt2 decoder.*bertkit.CausalLM"):
+            BertModel.from_pretrained(d)
+        return
+    enc = BertModel.from_pretrained(d)
+    ids, mask = batch()
+    with torch.no_grad():
+        ours = enc(ids, attention_mask=mask, output_hidden_states=True)
+        theirs = ref.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (ours.last_hidden_state - theirs).abs().max() < TOL
+    assert len(ours.hidden_states) == ref.config.num_layers + 1 if kind.startswith(("t5", "mt5")) else True
+    pooled = bertkit.mean_pool(ours.last_hidden_state, mask)  # sentence-T5 style
+    assert pooled.shape == (3, 36)
+
+
+def test_wrong_class_names_the_right_one(pair):
+    kind, _, d, _ = pair
+    wrong = Seq2SeqLM if kind == "gpt2" else CausalLM
+    right = "CausalLM" if kind == "gpt2" else "Seq2SeqLM"
+    with pytest.raises(BertkitError, match=f"load it with bertkit.{right}"):
+        wrong.from_pretrained(d)
+    with pytest.raises(BertkitError, match=f"load it with bertkit.{right}"):
+        bertkit.BertForMaskedLM.from_pretrained(d)
+
+
+def test_an_encoder_checkpoint_is_refused_by_the_generative_classes(tmp_path):
+    config = bertkit.BertConfig(vocab_size=V, hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=30)
+    BertModel(config).save_pretrained(tmp_path)
+    with pytest.raises(BertkitError, match="bert encoder, which CausalLM does not load"):
+        CausalLM.from_pretrained(tmp_path)
+
+
+def test_t5_buckets_against_transformers():
+    rel = torch.arange(-40, 41)[None]
+    for bidirectional in (True, False):
+        theirs = tf.models.t5.modeling_t5.T5Attention._relative_position_bucket(rel, bidirectional, 8, 12)
+        assert torch.equal(t5_buckets(rel, bidirectional, 8, 12), theirs)
+
+
+def test_loss_is_the_shifted_cross_entropy(pair):
+    kind, ref, _, ours = pair
+    ids, _ = batch()
+    with torch.no_grad():
+        if kind == "gpt2":
+            a, b = ref(ids, labels=ids).loss, ours(ids, labels=ids).loss
+        else:
+            labels = ids[:, :6].clone()
+            labels[0, 4:] = -100
+            a, b = ref(input_ids=ids, labels=labels).loss, ours(ids, labels=labels).loss
+    assert abs(a.item() - b.item()) < TOL
+
+
+def test_bad_inputs_are_one_sentence(pair):
+    kind, _, _, ours = pair
+    with pytest.raises(BertkitError, match="outside the 99-token vocabulary"):
+        ours(torch.tensor([[1, 2, 500]])) if kind == "gpt2" else ours(torch.tensor([[1, 2, 500]]), decoder_input_ids=torch.tensor([[0]]))
+    with pytest.raises(BertkitError, match=r"\[batch, length\]"):
+        ours(torch.tensor([1, 2])) if kind == "gpt2" else ours(torch.tensor([1, 2]), decoder_input_ids=torch.tensor([[0]]))
+    if kind == "gpt2":
+        with pytest.raises(BertkitError, match="exceed the model's maximum of 40 positions"):
+            ours(torch.ones(1, 41, dtype=torch.long))
+    else:
+        with pytest.raises(BertkitError, match="needs decoder_input_ids or labels"):
+            ours(torch.tensor([[1, 2]]))
