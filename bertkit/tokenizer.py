@@ -1,11 +1,14 @@
-"""BERT's WordPiece tokenizer on the `tokenizers` library, with BERT's exact pipeline:
+"""The tokenizer of any checkpoint, on the `tokenizers` library: BERT's WordPiece with BERT's exact pipeline
+(below), and any other `tokenizer.json` (byte-level BPE as GPT-2 and RoBERTa, Unigram as T5, mT5 and XLM-R)
+with its own normaliser, pre-tokenizer, post-processor and decoder, and the special tokens its
+tokenizer_config.json names.
 
-    normalise (clean control chars, put spaces around CJK characters so each is one token,
-    lower-case and strip accents when asked) -> split on whitespace and punctuation ->
-    greedy longest-match WordPiece with "##" continuations -> [CLS] A [SEP] (B [SEP]).
+BERT's pipeline: normalise (clean control chars, put spaces around CJK characters so each is one token,
+lower-case and strip accents when asked) -> split on whitespace and punctuation -> greedy longest-match
+WordPiece with "##" continuations -> [CLS] A [SEP] (B [SEP]).
 
-Loads `tokenizer.json` or `vocab.txt` (+ `tokenizer_config.json`), writes all of them back
-so `transformers` loads the same tokenizer. Ids equal transformers' BertTokenizerFast.
+Loads `tokenizer.json` or `vocab.txt` (+ `tokenizer_config.json`), writes them back so `transformers`
+loads the same tokenizer. Ids, offsets and decoding equal transformers' fast tokenizer of the same directory.
 """
 
 from __future__ import annotations
@@ -25,20 +28,41 @@ from .errors import BertkitError
 from .io.files import read_json
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")  # tokenizer_config.json's <role>_token entries
+BERT_ROLES = dict(zip(ROLES, SPECIALS))
 
 
 class Tokenizer:
-    def __init__(self, backend: Backend, model_max_length: int = 512):
-        missing = [t for t in SPECIALS if backend.token_to_id(t) is None]
-        if missing:
-            raise BertkitError(f"the vocabulary lacks BERT's special tokens {', '.join(missing)}.")
+    def __init__(self, backend: Backend, model_max_length: int = 512, specials: dict[str, str] | None = None,
+                 clean_up_spaces: bool = False):
+        """specials: role ("pad", "eos", ...) -> the token's text, as tokenizer_config.json names them; None: BERT's
+        five, which the vocabulary must hold. clean_up_spaces: transformers' clean_up_tokenization_spaces on decode."""
+        if specials is None:
+            missing = [t for t in SPECIALS if backend.token_to_id(t) is None]
+            if missing:
+                raise BertkitError(f"the vocabulary lacks BERT's special tokens {', '.join(missing)}.")
+            specials = BERT_ROLES
+        absent = [t for t in specials.values() if backend.token_to_id(t) is None]
+        if absent:
+            raise BertkitError(f"the tokenizer names special token {absent[0]!r}, which its vocabulary lacks.")
         self.backend = backend
         self.model_max_length = model_max_length
-        self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
-            backend.token_to_id(t) for t in SPECIALS
-        )
+        self.specials = dict(specials)
+        self.clean_up_spaces = clean_up_spaces
+        for role in ROLES:  # pad_token_id, eos_token_id, ...: None where the tokenizer has no such token
+            setattr(self, f"{role}_token_id", backend.token_to_id(specials[role]) if role in specials else None)
         backend.no_padding()
         backend.no_truncation()
+
+    @property
+    def is_bert(self) -> bool:
+        """BERT's WordPiece with its five special tokens (what MLM pretraining and the BERT tasks need)."""
+        return all(self.specials.get(r) == t for r, t in BERT_ROLES.items() if r in ("pad", "unk", "cls", "sep", "mask"))
+
+    @property
+    def fill_id(self) -> int:
+        """The id padding is written with: the pad token, else (GPT-2 has none) the end token, masked either way."""
+        return next((i for i in (self.pad_token_id, self.eos_token_id, 0) if i is not None))
 
     # ---- construction ----------------------------------------------------------------
 
@@ -85,7 +109,11 @@ class Tokenizer:
             except Exception as e:  # tokenizers raises a bare Exception for malformed files
                 raise BertkitError(f"{d / 'tokenizer.json'} is not a valid tokenizer file ({e}).") from None
             _apply_settings(backend, settings)
-            return cls(backend, max_len)
+            specials = _declared_specials(d, settings)
+            if not specials and all(backend.token_to_id(t) is not None for t in SPECIALS):
+                specials = None  # an undeclared BERT vocabulary: BERT's five
+            clean = settings.get("clean_up_tokenization_spaces", False)
+            return cls(backend, max_len, specials, bool(clean) and _decoder_type(backend) != "WordPiece")
         if (d / "vocab.txt").is_file():
             lower = settings.get("do_lower_case", None)
             lower = _guess_lowercase(d / "vocab.txt") if lower is None else lower
@@ -119,8 +147,9 @@ class Tokenizer:
         if pairs is not None and len(pairs) != len(texts):
             raise BertkitError(f"got {len(texts)} texts but {len(pairs)} text pairs.")
         max_length = max_length or self.model_max_length
-        if truncation and max_length < (2 if pairs is None else 3):
-            raise BertkitError(f"max_length {max_length} leaves no room for the text beside [CLS] and [SEP].")
+        added = self.backend.num_special_tokens_to_add(pairs is not None)
+        if truncation and max_length <= added + (pairs is not None):
+            raise BertkitError(f"max_length {max_length} leaves no room for the text beside the {added} special tokens.")
         if truncation:
             self.backend.enable_truncation(max_length, strategy="longest_first")
         try:
@@ -137,7 +166,7 @@ class Tokenizer:
             out["offset_mapping"] = [e.offsets for e in encs]
         if padding:
             width = max_length if padding == "max_length" else max(len(ids) for ids in out["input_ids"])
-            fill = {"input_ids": self.pad_token_id, "offset_mapping": (0, 0)}
+            fill = {"input_ids": self.fill_id, "offset_mapping": (0, 0)}
             out = {k: [row + [fill.get(k, 0)] * (width - len(row)) for row in v] for k, v in out.items()}
         return _as_tensors(out, return_tensors)
 
@@ -150,7 +179,8 @@ class Tokenizer:
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         if isinstance(ids, torch.Tensor | np.ndarray):
             ids = ids.tolist()
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        text = self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return clean_up_spaces(text) if self.clean_up_spaces else text
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
         return [self.backend.id_to_token(int(i)) for i in ids]
@@ -165,9 +195,17 @@ class Tokenizer:
     # ---- saving ----------------------------------------------------------------------
 
     def save_pretrained(self, d: str | Path) -> None:
-        """Write vocab.txt, tokenizer.json, tokenizer_config.json and special_tokens_map.json."""
+        """Write vocab.txt (BERT's), tokenizer.json, tokenizer_config.json and special_tokens_map.json."""
         d = Path(d)
         d.mkdir(parents=True, exist_ok=True)
+        if not self.is_bert:
+            self.backend.save(str(d / "tokenizer.json"))
+            specials = {f"{r}_token": t for r, t in self.specials.items()}
+            config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": self.model_max_length,
+                      "clean_up_tokenization_spaces": self.clean_up_spaces, **specials}
+            (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            (d / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            return
         vocab = sorted(self.vocab().items(), key=lambda kv: kv[1])
         (d / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
         self.backend.save(str(d / "tokenizer.json"))
@@ -219,6 +257,32 @@ def _set_pipeline(backend: Backend, lowercase: bool, strip_accents: bool | None,
         backend.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
         )
+
+
+def _declared_specials(d: Path, settings: dict[str, Any]) -> dict[str, str]:
+    """role -> token text from tokenizer_config.json, else special_tokens_map.json (entries may be
+    {"content": ...} objects, as transformers writes AddedTokens)."""
+    found: dict[str, str] = {}
+    smap = read_json(d / "special_tokens_map.json") if (d / "special_tokens_map.json").is_file() else {}
+    for source in (smap, settings):
+        for role in ROLES:
+            v = source.get(f"{role}_token")
+            v = v.get("content") if isinstance(v, dict) else v
+            if isinstance(v, str):
+                found[role] = v
+    return found
+
+
+def _decoder_type(backend: Backend) -> str | None:
+    return (json.loads(backend.to_str()).get("decoder") or {}).get("type")
+
+
+def clean_up_spaces(text: str) -> str:
+    """transformers' clean_up_tokenization: no space before punctuation and English contractions."""
+    for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+                 (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(a, b)
+    return text
 
 
 def _normalizer_settings(backend: Backend) -> dict[str, Any]:
