@@ -28,6 +28,15 @@ def cmd_fill_mask(a: argparse.Namespace) -> None:
             print(f"  {token:<16} {p:.4f}")
 
 
+def cmd_generate(a: argparse.Namespace) -> None:
+    from .tasks import generate_command
+
+    print(generate_command(a.model, a.text, seed=a.seed, max_new_tokens=a.max_new_tokens, strategy=a.strategy,
+                           num_beams=a.num_beams, top_k=a.top_k, top_p=a.top_p, temperature=a.temperature,
+                           repetition_penalty=a.repetition_penalty, min_new_tokens=a.min_new_tokens,
+                           length_penalty=a.length_penalty))
+
+
 def cmd_embed(a: argparse.Namespace) -> None:
     from .tasks import embed_file
 
@@ -215,6 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("text", help='e.g. "Paris is the [MASK] of France."')
     s.add_argument("--top-k", type=positive_int, default=5)
     s.set_defaults(run=cmd_fill_mask)
+
+    s = sub.add_parser("generate", help="the continuation of a text (GPT-2, a causal encoder) or its target (T5, BART, UniLM)")
+    s.add_argument("model", help="a checkpoint directory or hub name: a decoder, an encoder-decoder, or a causal/UniLM MLM")
+    s.add_argument("text", help="the prompt (an encoder-decoder's source)")
+    s.add_argument("--max-new-tokens", type=int, default=32, help="tokens to write at most")
+    s.add_argument("--min-new-tokens", type=int, default=0, help="no end token before this many")
+    s.add_argument("--strategy", choices=["greedy", "sample", "topk", "beam"], default="greedy")
+    s.add_argument("--num-beams", type=int, default=4, help="beam: hypotheses kept")
+    s.add_argument("--length-penalty", type=float, default=1.0, help="beam: score = log p / length ** this")
+    s.add_argument("--top-k", type=int, default=10, help="sample: draw from the k most likely tokens (0: all)")
+    s.add_argument("--top-p", type=float, default=1.0, help="sample: and from the smallest set holding this much probability")
+    s.add_argument("--temperature", type=float, default=1.0, help="sample: below 1 sharpens, above 1 flattens")
+    s.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages tokens already written")
+    s.add_argument("--seed", type=int, default=None, help="sample: the random seed")
+    s.set_defaults(run=cmd_generate)
 
     s = sub.add_parser("embed", help="sentence vectors for a file of one sentence per line, saved as .npy")
     s.add_argument("model", help="a checkpoint directory or hub name")

@@ -1,4 +1,4 @@
-"""What the commands do, as plain functions: summary, fill-mask, sentence embeddings, convert.
+"""What the commands do, as plain functions: summary, fill-mask, generate, sentence embeddings, convert.
 
 The CLI only parses arguments and calls these; they are as usable from Python.
 """
@@ -17,10 +17,12 @@ from torch import nn
 from .checkpoint import read_pretrained
 from .config import PRESETS, BertConfig
 from .errors import BertkitError
+from .generate import generate
 from .heads import BertForMaskedLM, BertForPreTraining
 from .io.files import check_new_dir, read_lines, write_atomic
 from .model import BertModel
-from .serving.load import load_for_inference
+from .seq2seq import CausalLM, Seq2SeqLM
+from .serving.load import default_device, load_for_inference
 from .serving.predict import encode_sentences, sentence_max_length
 from .tokenizer import Tokenizer
 
@@ -127,6 +129,44 @@ def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits[0, where]  # [masks, V]
     probs, top = logits.float().softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
     return [list(zip(tok.convert_ids_to_tokens(t), p.tolist())) for t, p in zip(top.cpu(), probs.cpu())]
+
+
+# ---- generate ------------------------------------------------------------------------------
+
+
+def load_generator(model_name: str, device=None):
+    """(model, tokenizer) of a checkpoint that can generate: a decoder, an encoder-decoder, or an encoder with a
+    causal or UniLM mask and an MLM head (read from the checkpoint's config; the class named in the error otherwise)."""
+    d, config, conv = read_pretrained(model_name)
+    cls = CausalLM if config.is_decoder else Seq2SeqLM if config.is_encoder_decoder else BertForMaskedLM
+    model = cls.from_converted(d, config, conv, verbose=False).to(device or default_device())
+    if not Tokenizer.can_load(d):
+        raise BertkitError(f"{d} has no tokenizer (tokenizer.json or vocab.txt) to read the prompt with.")
+    return model, Tokenizer.from_pretrained(d)
+
+
+def generate_text(model, tok: Tokenizer, text: str, **settings) -> str:
+    """The continuation of `text` (a decoder, or a causal encoder), or the target for it (an encoder-decoder or a
+    UniLM encoder), decoded without special tokens. settings: generate()'s keyword arguments."""
+    check_text(text)
+    ids = tok(text, truncation=False, padding=False, return_tensors=None)["input_ids"][0]
+    c = model.config
+    continues = c.is_decoder or (not c.is_encoder_decoder and c.attention_mode == "causal")
+    if continues and tok.sep_token_id is not None and ids[-1:] == [tok.sep_token_id]:
+        ids = ids[:-1]  # a BERT tokenizer's [SEP] would end the text the model should continue
+    end = next((i for i in (tok.eos_token_id, tok.sep_token_id, c.eos_token_id) if i is not None and i < c.vocab_size), None)
+    settings.setdefault("end_id", end)
+    out = generate(model, ids, **settings)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def generate_command(model_name: str, text: str, seed: int | None = None, **settings) -> str:
+    """`bertkit generate`: check the text first, then load and generate."""
+    check_text(text)
+    model, tok = load_generator(model_name)
+    if seed is not None:
+        settings["generator"] = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    return generate_text(model, tok, text, **settings)
 
 
 # ---- sentence embeddings -----------------------------------------------------------------

@@ -85,3 +85,14 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         diff, cos = (float(x) for x in row.strip("|").split("|")[1:3])
         assert diff <= 1e-4 and cos >= 0.99, row
     assert "| tiny | 32 x 32 | bertkit |" in text and "| bertkit | " in text
+
+
+def test_generate_cache_benchmark_runs_and_agrees(tmp_path):
+    """benchmarks/generate_cache.py on a 2-layer model: every path (cached, uncached, transformers) writes the same tokens."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "gen.md"
+    run = subprocess.run([sys.executable, "benchmarks/generate_cache.py", "--tiny", "--new-tokens", "24", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = out.read_text()
+    assert "All paths wrote the same 24 tokens: yes." in text and "| bertkit, key/value cache |" in text

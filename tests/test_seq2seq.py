@@ -296,3 +296,71 @@ def test_generation_refuses_bad_requests(pair):
         bertkit.generate(ours, [[1, 2], []])
     with pytest.raises(BertkitError, match="leaving no room under the model's maximum of"):
         bertkit.generate(ours, [3] * 2000)
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def talking_dirs(tmp_path_factory):
+    """A GPT-2 with a byte-level BPE and a T5 with a Unigram tokenizer, both trained here, saved by transformers."""
+    from test_tokenizer_any import byte_bpe, texts, unigram
+
+    out = {}
+    for kind, build, specials in (("gpt2", lambda c: byte_bpe(c, roberta=False), dict(eos_token="<|endoftext|>")),
+                                  ("t5", unigram, dict(eos_token="</s>", pad_token="<pad>", unk_token="<unk>"))):
+        d = tmp_path_factory.mktemp(f"talk-{kind}")
+        tok = tf.PreTrainedTokenizerFast(tokenizer_object=build(texts()), **specials)
+        tok.save_pretrained(str(d))
+        torch.manual_seed(0)
+        if kind == "gpt2":
+            ref = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=36, n_layer=2, n_head=3, vocab_size=len(tok), n_positions=64,
+                                                   bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+        else:
+            ref = tf.T5ForConditionalGeneration(tf.T5Config(d_model=36, d_kv=12, d_ff=52, num_heads=3, num_layers=2, vocab_size=len(tok),
+                                                            decoder_start_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                                            pad_token_id=tok.pad_token_id))
+        with torch.no_grad():  # away from init's near-uniform outputs, where float noise decides near ties
+            for p in ref.parameters():
+                p.normal_(0, 0.3) if p.dim() >= 2 else p.add_(torch.randn_like(p) * 0.1)
+        ref.eval().save_pretrained(d)
+        out[kind] = (d, ref, tok)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_generate_command_prints_what_transformers_writes(talking_dirs, kind, capsys):
+    from bertkit.cli import main
+
+    d, ref, tok = talking_dirs[kind]
+    text = "The quick brown fox"
+    assert main(["generate", str(d), text, "--max-new-tokens", "6", "--strategy", "beam", "--num-beams", "2"]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    ids = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        out = ref.generate(**ids, max_new_tokens=6, num_beams=2, do_sample=False, pad_token_id=tok.eos_token_id)
+    new = out[0, ids["input_ids"].shape[1]:] if kind == "gpt2" else out[0, 1:]
+    assert printed == tok.decode(new, skip_special_tokens=True)
+    assert main(["generate", str(d), text, "--strategy", "sample", "--seed", "3", "--top-p", "0.8", "--max-new-tokens", "5"]) == 0
+    first = capsys.readouterr().out
+    assert main(["generate", str(d), text, "--strategy", "sample", "--seed", "3", "--top-p", "0.8", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out == first  # a seed repeats the draw
+
+
+def test_generate_command_bad_input(talking_dirs, capsys, tmp_path):
+    from bertkit.cli import main
+
+    d = str(talking_dirs["gpt2"][0])
+    for args, message in ((["--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+                          (["--top-p", "0"], "top_p must be in"),
+                          (["--num-beams", "0", "--strategy", "beam"], "num_beams must be a whole number of at least 1")):
+        assert main(["generate", d, "hello", *args]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["generate", d, "   "]) == 1 and "the text is empty" in capsys.readouterr().err
+    assert main(["generate", d, "word " * 200]) == 1 and "leaving no room under the model's maximum of 64" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "none"), "hello"]) == 1 and "does not exist" in capsys.readouterr().err
+    config = bertkit.BertConfig(vocab_size=V, hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=30)
+    bertkit.BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    bertkit.Tokenizer.from_vocab({t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefgh"])}).save_pretrained(tmp_path / "bert")
+    assert main(["generate", str(tmp_path / "bert"), "abc"]) == 1
+    assert "needs attention_mode 'causal' or 'unilm'" in capsys.readouterr().err
