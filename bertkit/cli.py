@@ -57,9 +57,17 @@ def cmd_train(a: argparse.Namespace) -> None:
     import dataclasses
 
     from .train.finetune import TrainConfig, train
+    from .train.seq2seq import Seq2SeqConfig, train_seq2seq
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names}))
+    mine, other = (Seq2SeqConfig, TrainConfig) if a.task == "seq2seq" else (TrainConfig, Seq2SeqConfig)
+    names = {f.name for f in dataclasses.fields(mine)}
+    for f in dataclasses.fields(other):  # a flag of the other recipe, set: say so rather than ignore it
+        if f.name not in names and f.default is not dataclasses.MISSING and getattr(a, f.name, f.default) != f.default:
+            raise BertkitError(f"--{f.name.replace('_', '-')} does not apply to {a.task} training.")
+    if a.task == "seq2seq":
+        train_seq2seq(Seq2SeqConfig(**{k: v for k, v in vars(a).items() if k in names}))
+    else:
+        train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names}))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -193,10 +201,23 @@ PRETRAIN_FLAGS = {
 }
 
 
+# Seq2SeqConfig's own fields as flags of `bertkit train seq2seq` (the shared ones come from TRAIN_FLAGS).
+SEQ2SEQ_FLAGS = {
+    "max_source_length": "seq2seq: source tokens (longer sources are cut and counted in the log)",
+    "max_target_length": "seq2seq: target tokens with the end token; also the most a generation writes",
+    "metric": ("seq2seq: the dev score that keeps the best model (auto: entity F1 for peoples-daily-ner, else exact match)",
+               ["auto", "exact", "entities"]),
+    "num_beams": "seq2seq: beams when generating for evaluation (1: greedy)",
+    "eval_limit": "seq2seq: dev examples generated at each evaluation during training (0: all)",
+}
+
+
 def add_train_flags(s: argparse.ArgumentParser) -> None:
     from .train.finetune import TrainConfig
+    from .train.seq2seq import Seq2SeqConfig
 
     add_flags(s, TrainConfig, TRAIN_FLAGS, types={"max_steps": positive_int})
+    add_flags(s, Seq2SeqConfig, SEQ2SEQ_FLAGS)
 
 
 def add_kernel_flags(s: argparse.ArgumentParser) -> None:
@@ -263,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="tokenizer keeps case")
     s.set_defaults(run=cmd_convert, lowercase=None)
 
-    s = sub.add_parser("train", help="fine-tune a model: classify, pair or ner")
-    s.add_argument("task", choices=["classify", "pair", "ner"])
+    s = sub.add_parser("train", help="fine-tune a model: classify, pair, ner, or seq2seq (source -> target by generation)")
+    s.add_argument("task", choices=["classify", "pair", "ner", "seq2seq"])
     s.add_argument("--model", required=True, help="checkpoint directory or hub name, a preset (random init), or a config.json")
     s.add_argument("--out", required=True, help="new output directory (or the run's, with --resume)")
     add_train_flags(s)

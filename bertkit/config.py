@@ -364,6 +364,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "distilbert-base-uncased": dict(model_type="distilbert", num_hidden_layers=6, type_vocab_size=0),  # 66,362,880
     "roformer-chinese-base": dict(model_type="roformer", vocab_size=50000, max_position_embeddings=1536),  # 123,555,840
     "nezha-base": dict(model_type="nezha", vocab_size=21128),  # 101,874,432 (bert-base-chinese's vocabulary)
+    # Decoders and encoder-decoders (parameter counts of CausalLM / Seq2SeqLM, tied heads counted once).
+    "gpt2": dict(model_type="gpt2", vocab_size=50257, max_position_embeddings=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
+                 type_vocab_size=0, pad_token_id=None, attention_mode="causal", bos_token_id=50256, eos_token_id=50256),  # 124,439,808
+    "t5-small": dict(model_type="t5", vocab_size=32128, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, head_dim=64,
+                     intermediate_size=2048, hidden_act="relu", layer_norm_eps=1e-6, type_vocab_size=0, pad_token_id=0,
+                     eos_token_id=1, decoder_start_token_id=0),  # 60,506,624
+    "mt5-small": dict(model_type="mt5", vocab_size=250112, hidden_size=512, num_hidden_layers=8, num_attention_heads=6, head_dim=64,
+                      intermediate_size=1024, hidden_act="gelu_new", gated_ffn=True, tie_word_embeddings=False, layer_norm_eps=1e-6,
+                      type_vocab_size=0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),  # 300,176,768
+    "bart-base": dict(model_type="bart", vocab_size=50265, hidden_size=768, num_hidden_layers=6, num_decoder_layers=6,
+                      num_attention_heads=12, intermediate_size=3072, max_position_embeddings=1024, layer_norm_eps=1e-5,
+                      type_vocab_size=0, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),  # 139,420,416
+    # Not published: bertkit's small T5 (v1.1 layout) for seq2seq from scratch on a CPU (generative NER, docs/results-seq2seq.md);
+    # its vocabulary is trained on the task's texts, so vocab_size and the special ids are replaced.
+    "t5-tiny-zh": dict(model_type="t5", vocab_size=8000, hidden_size=256, num_hidden_layers=3, num_decoder_layers=3, num_attention_heads=4,
+                       head_dim=64, intermediate_size=768, hidden_act="gelu_new", gated_ffn=True, tie_word_embeddings=False,
+                       layer_norm_eps=1e-6, type_vocab_size=0, pad_token_id=0, eos_token_id=3, decoder_start_token_id=2),
     # Not a published model: bertkit's recipe for pretraining a small model from scratch on a CPU. bert-tiny's
     # size, but rotary positions, init std 0.05 and no dropout: with bert-tiny's own settings (std 0.02 made for
     # 768-wide layers, learned positions) attention stays near uniform for thousands of steps and the model

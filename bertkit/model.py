@@ -414,6 +414,9 @@ class BertModel(PretrainedMixin, nn.Module):
 
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
+        if config.is_decoder or config.is_encoder_decoder:
+            raise BertkitError(f"BertModel builds encoders; a {config.model_type} config is a "
+                               f"{'decoder: bertkit.CausalLM' if config.is_decoder else 'encoder-decoder: bertkit.Seq2SeqLM'} builds it.")
         check_fits(config, add_pooler)  # before any tensor is built
         self.config = config
         self.embed = Embeddings(config)

@@ -488,7 +488,7 @@ def scales_output(c: BertConfig) -> bool:
 def check_ids(ids, c: BertConfig, what: str) -> None:
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
         raise BertkitError(f"{what} must be a [batch, length] tensor of token ids, got {getattr(ids, 'shape', type(ids).__name__)}.")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size):
+    if ids.numel() and not ids.is_meta and (int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size):
         raise BertkitError(f"{what} holds ids outside the {c.vocab_size}-token vocabulary (from {int(ids.min())} to {int(ids.max())}).")
 
 

@@ -46,8 +46,9 @@ def summary(model_name: str, head: str = "base", seq_len: int = 128, depth: int 
     """
     config = _config_of(model_name) if Path(model_name).is_dir() or model_name not in PRESETS else BertConfig.from_preset(model_name)
     seq_len = min(seq_len, config.max_position_embeddings)
+    cls = CausalLM if config.is_decoder else Seq2SeqLM if config.is_encoder_decoder else HEADS[head]  # a generative model has one head
     with torch.device("meta"):
-        model = HEADS[head](config)
+        model = cls(config)
         ids = torch.zeros(1, seq_len, dtype=torch.long)
     shapes: dict[str, str] = {}
     # "layers.3.attn" is listed as "layers[3].attn": a list index is not a level of its own.
@@ -58,7 +59,7 @@ def summary(model_name: str, head: str = "base", seq_len: int = 128, depth: int 
     }
     shown = {name: m for name, m in shown.items() if name.count(".") < depth}
     hooks = [m.register_forward_hook(lambda m, i, o, n=name: shapes.__setitem__(n, _shape(o))) for name, m in shown.items()]
-    model(ids)
+    model(ids, decoder_input_ids=ids[:, :1]) if config.is_encoder_decoder else model(ids)
     for h in hooks:
         h.remove()
     rows = [SummaryRow(name, type(m).__name__, shapes.get(name, "-"), _count(m)) for name, m in shown.items()]
@@ -151,10 +152,11 @@ def generate_text(model, tok: Tokenizer, text: str, **settings) -> str:
     check_text(text)
     ids = tok(text, truncation=False, padding=False, return_tensors=None)["input_ids"][0]
     c = model.config
-    continues = c.is_decoder or (not c.is_encoder_decoder and c.attention_mode == "causal")
-    if continues and tok.sep_token_id is not None and ids[-1:] == [tok.sep_token_id]:
-        ids = ids[:-1]  # a BERT tokenizer's [SEP] would end the text the model should continue
     end = next((i for i in (tok.eos_token_id, tok.sep_token_id, c.eos_token_id) if i is not None and i < c.vocab_size), None)
+    if c.is_decoder and c.extra.get("bertkit", {}).get("task") == "seq2seq":  # trained as `source <end> target <end>`
+        ids = tok(text, truncation=False, padding=False, return_tensors=None, add_special_tokens=False)["input_ids"][0] + [end]
+    elif (c.is_decoder or (not c.is_encoder_decoder and c.attention_mode == "causal")) and ids[-1:] == [tok.sep_token_id]:
+        ids = ids[:-1]  # a BERT tokenizer's [SEP] would end the text the model should continue
     settings.setdefault("end_id", end)
     out = generate(model, ids, **settings)
     return tok.decode(out, skip_special_tokens=True)

@@ -133,12 +133,14 @@ class Tokenizer:
         truncation: bool = True,
         return_tensors: str | None = "pt",
         return_offsets_mapping: bool = False,
+        add_special_tokens: bool = True,
     ) -> dict[str, Any]:
         """Encode a text or a batch (with optional pairs) into input_ids, token_type_ids, attention_mask.
 
         truncation: cut to max_length (default model_max_length), longest-first for pairs;
             `self.last_truncated` lists the batch indices that were cut.
         padding: True pads to the longest in the batch, "max_length" to max_length, False not at all.
+        add_special_tokens: False leaves out what the post-processor adds ([CLS] and [SEP], </s>, ...).
         return_tensors: "pt" (torch), "np" (numpy) or None (lists).
         """
         if isinstance(texts, str) and text_pair == "":
@@ -147,13 +149,13 @@ class Tokenizer:
         if pairs is not None and len(pairs) != len(texts):
             raise BertkitError(f"got {len(texts)} texts but {len(pairs)} text pairs.")
         max_length = max_length or self.model_max_length
-        added = self.backend.num_special_tokens_to_add(pairs is not None)
+        added = self.backend.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
         if truncation and max_length <= added + (pairs is not None):
             raise BertkitError(f"max_length {max_length} leaves no room for the text beside the {added} special tokens.")
         if truncation:
             self.backend.enable_truncation(max_length, strategy="longest_first")
         try:
-            encs = self.backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+            encs = self.backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)), add_special_tokens=add_special_tokens)
         finally:
             self.backend.no_truncation()
         self.last_truncated = [i for i, e in enumerate(encs) if e.overflowing]

@@ -242,6 +242,10 @@ def test_unilm_mask_source_bidirectional_target_causal(kind):
 # ---- Presets and bad input --------------------------------------------------------------
 
 PUBLISHED = {
+    "gpt2": 124_439_808,
+    "t5-small": 60_506_624,
+    "mt5-small": 300_176_768,
+    "bart-base": 139_420_416,
     "roberta-base": 124_645_632,
     "albert-base-v2": 11_683_584,
     "distilbert-base-uncased": 66_362_880,
