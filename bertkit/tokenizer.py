@@ -62,7 +62,7 @@ class Tokenizer:
     @property
     def fill_id(self) -> int:
         """The id padding is written with: the pad token, else (GPT-2 has none) the end token, masked either way."""
-        return next((i for i in (self.pad_token_id, self.eos_token_id, 0) if i is not None))
+        return next(i for i in (self.pad_token_id, self.eos_token_id, 0) if i is not None)
 
     # ---- construction ----------------------------------------------------------------
 

