@@ -459,3 +459,74 @@ def test_continued_pretraining_reports_a_new_mlm_head(tmp_path, minilm_dir, caps
     assert main(["pretrain", "--model", str(minilm_dir), "--corpus", str(tmp_path / "en.txt"), "--max-steps", "2", "--batch-size", "4",
                  "--out", str(tmp_path / "run")]) == 0
     assert "initialised 5 weights the checkpoint lacks: mlm.* (5)" in capsys.readouterr().err
+
+
+# ---- causal LM and span corruption ----------------------------------------------------------------------------
+
+
+def test_span_corruption_statistics_on_a_fixed_seed():
+    """T5's noise: 15% of the tokens in spans of mean length 3, kept and noise runs alternating from a kept run, every
+    span non-empty; the sentinels in order; inputs and targets together hold every token exactly once."""
+    from bertkit.train.pretrain import noise_spans, span_batch
+
+    g = torch.Generator().manual_seed(0)
+    noise, spans, lengths = 0, 0, []
+    for _ in range(400):
+        found = noise_spans(100, 0.15, 3.0, g)
+        assert all(e > s for s, e in found) and all(b[0] > a[1] for a, b in zip(found, found[1:])) and found[0][0] > 0
+        noise += sum(e - s for s, e in found)
+        spans += len(found)
+        lengths += [e - s for s, e in found]
+    assert noise / (400 * 100) == 0.15  # round(100 * 0.15) each time
+    assert abs(np.mean(lengths) - 3.0) < 0.05 and spans == 400 * 5
+
+    class Shard:
+        ids = np.arange(1000, 1060)
+
+    class Corpus:
+        shards = [Shard()]
+
+    ids = {"pad": 0, "end": 1, "sentinels": list(range(900, 1000))[::-1][:100]}
+    b = span_batch(Corpus(), np.array([[0, 0, 60, -1, -1, -1], [0, 10, 40, -1, -1, -1]]), ids, 0.15, 3.0, g)
+    for r, (a0, a1) in enumerate(((0, 60), (10, 40))):
+        src = [t for t in b["input_ids"][r].tolist() if t not in (0, 1)]
+        tgt = [t for t in b["labels"][r].tolist() if t not in (-100, 1)]
+        sent_src = [t for t in src if t in ids["sentinels"]]
+        sent_tgt = [t for t in tgt if t in ids["sentinels"]]
+        assert sent_src == sent_tgt == ids["sentinels"][: len(sent_src)]  # sentinel i for span i, in order
+        assert sorted(t for t in src + tgt if t >= 1000) == list(range(1000 + a0, 1000 + a1))  # each token once
+        assert b["labels"][r][(b["labels"][r] != -100)].tolist()[-1] == 1  # the target ends with the end token
+
+
+@pytest.mark.parametrize("objective,model", [("clm", "gpt2-tiny"), ("clm", "bert-tiny"), ("span", "t5-tiny")])
+def test_clm_and_span_pretraining_lower_the_loss(tmp_path, prepared, objective, model):
+    """A decoder and an encoder (as GPT) with the causal LM, a T5 with span corruption, on the prepared corpus."""
+    shapes = {"gpt2-tiny": dict(model_type="gpt2", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                                max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+              "t5-tiny": dict(model_type="t5", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=32, intermediate_size=128,
+                              gated_ffn=True, hidden_act="gelu_new", tie_word_embeddings=False, hidden_dropout_prob=0.0)}
+    if model in shapes:
+        (tmp_path / f"{model}.json").write_text(json.dumps(shapes[model]))
+        model = str(tmp_path / f"{model}.json")
+    result = pretrain(PretrainConfig(model=model, out=str(tmp_path / "run"), corpus=str(prepared.dir), objective=objective,
+                                     max_steps=40, batch_size=16, max_length=64, lr=2e-3, warmup=3, quiet=True))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    first, last = np.mean([r["loss"] for r in rows[:5]]), np.mean([r["loss"] for r in rows[-5:]])
+    assert last < first - 0.5, (first, last)
+    assert result["lm_acc"] > 0
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    loaded = {"gpt2": bertkit.CausalLM, "t5": bertkit.Seq2SeqLM, "bert": bertkit.BertForMaskedLM}[config["model_type"]]
+    m = loaded.from_pretrained(tmp_path / "run" / "model")
+    tok = bertkit.Tokenizer.from_pretrained(tmp_path / "run" / "model")
+    if objective == "span":  # the BERT vocabulary has no <extra_id_i>: 100 sentinel rows after it
+        assert m.config.vocab_size == tok.vocab_size + 100 and m.config.eos_token_id == tok.sep_token_id
+    if config["model_type"] == "bert":
+        assert config["attention_mode"] == "causal"  # an encoder pretrained as GPT generates
+        assert len(bertkit.generate(m, [tok.cls_token_id], max_new_tokens=5)) == 5
+
+
+def test_an_objective_for_another_shape_is_named(tmp_path, prepared):
+    with pytest.raises(bertkit.BertkitError, match="--objective span trains an encoder-decoder"):
+        pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "a"), corpus=str(prepared.dir), objective="span", max_steps=2, quiet=True))
+    with pytest.raises(bertkit.BertkitError, match="a t5 model pretrains with --objective span"):
+        pretrain(PretrainConfig(model="t5-tiny-zh", out=str(tmp_path / "b"), corpus=str(prepared.dir), objective="mlm", max_steps=2, quiet=True))

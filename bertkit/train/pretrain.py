@@ -1,14 +1,19 @@
-"""Pretraining: MLM with dynamic (optionally whole-word) masking, MLM+NSP, MLM+SOP, and ELECTRA's
-replaced-token detection, on a prepared corpus (corpus.py), with the fine-tuning trainer's
-machinery (warm-up, bf16, accumulation, exact resume, progress, curves, torchrun DDP).
+"""Pretraining: MLM with dynamic (optionally whole-word) masking, MLM+NSP, MLM+SOP, ELECTRA's
+replaced-token detection, causal LM (GPT) and T5's span corruption, on a prepared corpus (corpus.py), with
+the fine-tuning trainer's machinery (warm-up, bf16, accumulation, exact resume, progress, curves, torchrun DDP).
 
     for step in range(state.step, total):
         rows   = this rank's examples of the step (a permutation fixed by seed and epoch)
         batch  = [CLS] A [SEP] (B [SEP]) padded; masked afresh with a generator seeded by (seed, step, rank)
         loss   = MLM at the masked positions only (+ NSP/SOP, or ELECTRA's 50 x discriminator loss)
 
+    clm:  a decoder (CausalLM) or an encoder with the causal mask reads <bos> piece <end> and predicts each next token.
+    span: an encoder-decoder (T5) reads the piece with 15% of its tokens, in spans of mean length 3, each span
+          replaced by one sentinel; the decoder writes sentinel_0 span_0 sentinel_1 span_1 ... <end>.
+
 References: Devlin et al. 2018 (MLM 15% with 80/10/10, NSP); Liu et al. 2019 (dynamic masking);
-Cui et al. 2019 (whole-word masking for Chinese); Lan et al. 2019 (SOP); Clark et al. 2020 (ELECTRA).
+Cui et al. 2019 (whole-word masking for Chinese); Lan et al. 2019 (SOP); Clark et al. 2020 (ELECTRA);
+Radford et al. 2019 (causal LM); Raffel et al. 2020, section 3.1.4 (span corruption, random_spans_noise_mask).
 Shapes: B batch, T length, V vocabulary, M masked positions.
 """
 
@@ -28,6 +33,7 @@ from ..config import PRESETS, BertConfig
 from ..data.corpus import ZH_CORPUS, Corpus, prepare
 from ..errors import BertkitError
 from ..heads import IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, ElectraForPreTraining, masked_lm_loss
+from ..seq2seq import CausalLM, Seq2SeqLM
 from ..io.files import atomic_dir, existing_dir, replace_dir
 from ..tokenizer import Tokenizer
 from .loop import (
@@ -42,7 +48,9 @@ from .loop import (
     write_config,
 )
 
-OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop", "electra")
+OBJECTIVES = ("mlm", "mlm+nsp", "mlm+sop", "electra", "clm", "span")
+MLM_FAMILY = ("mlm", "mlm+nsp", "mlm+sop", "electra")  # BERT's inputs: [CLS] A [SEP] (B [SEP]), masked
+SENTINELS = 100  # T5's <extra_id_0> .. <extra_id_99>
 
 
 @dataclass
@@ -63,7 +71,8 @@ class PretrainConfig:
     schedule: str = "linear"
     clip: float = 1.0
     max_length: int = 128
-    mask_rate: float = 0.15
+    mask_rate: float = 0.15  # mlm: share of tokens (or words) masked; span: share of tokens corrupted
+    mean_span: float = 3.0  # span: mean length of a corrupted span
     bf16: bool = False
     checkpointing: bool = False  # activation checkpointing: recompute each layer in backward (long sequences)
     electra_weight: float = 50.0  # discriminator loss weight (Clark et al.)
@@ -200,6 +209,73 @@ def mask_tokens(input_ids, special, mask_id: int, random_ids: torch.Tensor, rate
     return torch.where(to_random, randoms, out), labels
 
 
+# ---- causal LM and span corruption ----------------------------------------------------------------
+
+
+def lm_batch(corpus: Corpus, rows: np.ndarray, ids: dict) -> dict[str, torch.Tensor]:
+    """<bos> piece <end> per row (bos where the tokenizer has one: [CLS] in a BERT vocabulary), right-padded;
+    labels are the inputs (the loss shifts them), IGNORE_INDEX at padding."""
+    seqs = [[*([ids["bos"]] if ids["bos"] is not None else []), *corpus.shards[si].ids[a0:a1].astype(np.int64), ids["end"]]
+            for si, a0, a1, *_ in rows]
+    T = max(len(q) for q in seqs)
+    input_ids = torch.full((len(seqs), T), ids["pad"], dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for r, q in enumerate(seqs):
+        input_ids[r, :len(q)], mask[r, :len(q)] = torch.tensor(q), 1
+    return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids),
+            "labels": input_ids.masked_fill(mask == 0, IGNORE_INDEX)}
+
+
+def random_segmentation(n: int, k: int, g: torch.Generator) -> list[int]:
+    """n items cut into k non-empty runs at random: the k run lengths, in order."""
+    cuts = (torch.randperm(n - 1, generator=g)[: k - 1] + 1).sort().values.tolist()
+    return [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+
+
+def noise_spans(n: int, density: float, mean_span: float, g: torch.Generator) -> list[tuple[int, int]]:
+    """T5's random_spans_noise_mask as (start, end) spans: round(n * density) noise tokens (at least 1, at most
+    n - 1) in round(noise / mean_span) spans, noise and kept runs alternating, a kept run first."""
+    noise = min(max(round(n * density), 1), n - 1)
+    spans = min(max(round(noise / mean_span), 1), noise, n - noise)
+    noise_lens, kept_lens = random_segmentation(noise, spans, g), random_segmentation(n - noise, spans, g)
+    out, at = [], 0
+    for kept, span in zip(kept_lens, noise_lens):
+        at += kept
+        out.append((at, at + span))
+        at += span
+    return out
+
+
+def span_batch(corpus: Corpus, rows: np.ndarray, ids: dict, density: float, mean_span: float, g: torch.Generator) -> dict:
+    """Span corruption per row: the encoder reads the kept tokens with a sentinel for each span, then <end>; the
+    labels are sentinel_0 span_0 sentinel_1 span_1 ... <end> (sentinel i is ids["sentinels"][i])."""
+    sources, targets = [], []
+    for si, a0, a1, *_ in rows:
+        piece = corpus.shards[si].ids[a0:a1].astype(np.int64).tolist()
+        src, tgt, at = [], [], 0
+        if len(piece) >= 2:
+            for i, (s, e) in enumerate(noise_spans(len(piece), density, mean_span, g)):
+                src += piece[at:s] + [ids["sentinels"][i]]
+                tgt += [ids["sentinels"][i]] + piece[s:e]
+                at = e
+        src += piece[at:]
+        sources.append(src + [ids["end"]])
+        targets.append(tgt + [ids["end"]])
+    S, T = max(len(x) for x in sources), max(len(x) for x in targets)
+    input_ids = torch.tensor([x + [ids["pad"]] * (S - len(x)) for x in sources])
+    labels = torch.tensor([x + [IGNORE_INDEX] * (T - len(x)) for x in targets])
+    mask = (torch.arange(S)[None] < torch.tensor([len(x) for x in sources])[:, None]).long()
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def sentinel_ids(tokenizer: Tokenizer, vocab_size: int) -> list[int]:
+    """The tokenizer's <extra_id_i> tokens where it has them (T5's), else the SENTINELS ids after its vocabulary."""
+    found = [tokenizer.backend.token_to_id(f"<extra_id_{i}>") for i in range(SENTINELS)]
+    if all(i is not None for i in found):
+        return found
+    return list(range(vocab_size, vocab_size + SENTINELS))
+
+
 # ---- models --------------------------------------------------------------------------------------
 
 
@@ -250,7 +326,9 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
     if random_init:
         config = BertConfig.from_preset(cfg.model) if cfg.model in PRESETS else BertConfig.from_json_file(cfg.model)
-        config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, extra=dict(config.extra))
+        added = cfg.objective == "span" and sentinel_ids(tokenizer, tokenizer.vocab_size)[0] >= tokenizer.vocab_size
+        vocab = tokenizer.vocab_size + (SENTINELS if added else 0)  # room for sentinels the tokenizer lacks
+        config = dataclasses.replace(config, vocab_size=vocab, extra=dict(config.extra), **special_ids(config, tokenizer))
         if cfg.objective == "electra" and config.model_type == "bert":
             config = dataclasses.replace(config, model_type="electra", extra=dict(config.extra))
         torch.manual_seed(cfg.seed)
@@ -265,7 +343,14 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
         raise BertkitError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding only {config.vocab_size} rows: they do not belong together.")
     if cfg.max_length > config.max_length:
         raise BertkitError(f"--max-length {cfg.max_length} exceeds the model's maximum of {config.max_length} tokens.")
-    cls = {"mlm": BertForMaskedLM, "mlm+nsp": BertForPreTraining, "mlm+sop": BertForPreTraining, "electra": ElectraForPreTraining}[cfg.objective]
+    check_shape(cfg.objective, config)
+    if cfg.objective == "clm" and not config.is_decoder:
+        config = dataclasses.replace(config, attention_mode="causal", extra=dict(config.extra))  # an encoder as GPT
+    if cfg.objective == "span" and sentinel_ids(tokenizer, tokenizer.vocab_size)[-1] >= config.vocab_size:
+        raise BertkitError(f"span corruption needs {SENTINELS} sentinel ids after the tokenizer's {tokenizer.vocab_size} tokens; "
+                           f"the model's vocabulary has {config.vocab_size}.")
+    cls = {"mlm": BertForMaskedLM, "mlm+nsp": BertForPreTraining, "mlm+sop": BertForPreTraining, "electra": ElectraForPreTraining,
+           "clm": CausalLM if config.is_decoder else BertForMaskedLM, "span": Seq2SeqLM}[cfg.objective]
     if random_init:
         try:
             model = cls(config)
@@ -279,6 +364,27 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
         torch.manual_seed(cfg.seed + 1)
         model = ElectraPretrainer(model, BertForMaskedLM(generator_config(config, cfg.generator_fraction)))
     return model
+
+
+def check_shape(objective: str, config: BertConfig) -> None:
+    """Each objective trains one shape: clm a decoder (or an encoder as GPT), span an encoder-decoder, the others an encoder."""
+    if objective == "span" and not config.is_encoder_decoder:
+        raise BertkitError(f"--objective span trains an encoder-decoder (T5); {config.model_type} is not one (a t5 preset is).")
+    if objective in MLM_FAMILY and (config.is_decoder or config.is_encoder_decoder):
+        raise BertkitError(f"--objective {objective} trains an encoder; a {config.model_type} model pretrains with "
+                           f"--objective {'clm' if config.is_decoder else 'span'}.")
+    if objective == "clm" and config.is_encoder_decoder:
+        raise BertkitError(f"--objective clm trains a decoder (or an encoder as GPT); a {config.model_type} model pretrains with --objective span.")
+
+
+def special_ids(config: BertConfig, tokenizer: Tokenizer) -> dict:
+    """A random decoder or encoder-decoder takes its pad, end and decoder-start ids from the tokenizer."""
+    if not (config.is_decoder or config.is_encoder_decoder):
+        return {}
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.fill_id
+    return dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=end,
+                **({"decoder_start_token_id": start} if config.is_encoder_decoder else {"bos_token_id": tokenizer.cls_token_id}))
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -364,8 +470,9 @@ def _pretrain(cfg: PretrainConfig, dist: Dist) -> dict:
     loop.plot()
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
     last = rows[-min(len(rows), 20):]
+    acc = "mlm_acc" if cfg.objective in MLM_FAMILY else "lm_acc"
     return {"steps": state.step, "loss": float(np.mean([r["loss"] for r in last])),
-            "mlm_acc": float(np.mean([r["mlm_acc"] for r in last])), "model": str(out / "model")}
+            acc: float(np.mean([r[acc] for r in last])), "model": str(out / "model")}
 
 
 class Pretrain:
@@ -374,13 +481,21 @@ class Pretrain:
     over its own global count."""
 
     name = "pretrain"
-    curves = (None, ("mlm_acc",))
 
     def __init__(self, cfg: PretrainConfig, dist: Dist, model, tokenizer: Tokenizer, corpus: Corpus, rows: np.ndarray):
         self.cfg, self.dist, self.model, self.corpus, self.rows = cfg, dist, model, corpus, rows
         self.weights = {"mlm": 1.0} | ({"nsp": 1.0} if cfg.objective in ("mlm+nsp", "mlm+sop") else {})
+        self.curves = (None, ("mlm_acc",) if cfg.objective in MLM_FAMILY else ("lm_acc",))
         if cfg.objective == "electra":
             self.weights = {"mlm": 1.0, "disc": cfg.electra_weight}
+        if cfg.objective in ("clm", "span"):
+            self.weights = {"lm": 1.0}
+            end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+            if end is None:
+                raise BertkitError("--objective clm and span end each sequence with an end token; the tokenizer has none (eos or [SEP]).")
+            self.ids = {"pad": tokenizer.fill_id, "end": end, "bos": tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
+                        "sentinels": sentinel_ids(tokenizer, tokenizer.vocab_size)}
+            return
         vocab = tokenizer.vocab()
         self.ids = {k: vocab[t] for k, t in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("mask", "[MASK]"))}
         specials = {vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab}
@@ -388,16 +503,43 @@ class Pretrain:
 
     def collate(self, idx: list[int], g: torch.Generator) -> dict:
         cfg = self.cfg
+        if cfg.objective == "clm":
+            return {k: v.to(self.dist.device) for k, v in lm_batch(self.corpus, self.rows[idx], self.ids).items()}
+        if cfg.objective == "span":
+            b = span_batch(self.corpus, self.rows[idx], self.ids, cfg.mask_rate, cfg.mean_span, g)
+            return {k: v.to(self.dist.device) for k, v in b.items()}
         b = make_batch(self.corpus, self.rows[idx], self.ids)
         input_ids, labels = mask_tokens(b["input_ids"], b["special"], self.ids["mask"], self.random_ids, cfg.mask_rate,
                                         b["starts"] if cfg.wwm else None, g)
         return {k: v.to(self.dist.device) for k, v in b.items()} | {"input_ids": input_ids.to(self.dist.device), "labels": labels.to(self.dist.device)}
 
     def counts(self, b: dict) -> dict[str, float]:
+        if self.cfg.objective == "clm":  # every real token but each row's first is predicted
+            return {"lm": float((b["labels"][:, 1:] != IGNORE_INDEX).sum())}
+        if self.cfg.objective == "span":
+            return {"lm": float((b["labels"] != IGNORE_INDEX).sum())}
         n = {"mlm": float((b["labels"] != IGNORE_INDEX).sum()), "nsp": float(len(b["labels"])), "disc": float(b["attention_mask"].sum())}
         return {k: n[k] for k in self.weights}
 
+    def lm_loss(self, net, b: dict) -> tuple[dict, dict]:
+        """Summed next-token (clm) or target (span) cross-entropy, and the share of tokens predicted right."""
+        module = getattr(net, "module", net)
+        if self.cfg.objective == "span":
+            logits, labels = net(b["input_ids"], b["attention_mask"], decoder_input_ids=module.shift_right(b["labels"])).logits, b["labels"]
+        else:
+            if isinstance(module, CausalLM):
+                logits = net(b["input_ids"], attention_mask=b["attention_mask"]).logits
+            else:  # an encoder with the causal mask: the MLM head at every position
+                h = module.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"]).last_hidden_state
+                logits = module.mlm(h, module.bert.embed.word.weight)
+            logits, labels = logits[:, :-1], b["labels"][:, 1:]
+        picked = labels != IGNORE_INDEX
+        total = F.cross_entropy(logits[picked].float(), labels[picked], reduction="sum")
+        return {"lm": total}, {"lm_acc": (_correct(logits[picked], labels[picked]), int(picked.sum()))}
+
     def loss(self, net, b: dict, g) -> tuple[dict, dict]:
+        if self.cfg.objective in ("clm", "span"):
+            return self.lm_loss(net, b)
         labels = b["labels"]
         picked = labels != IGNORE_INDEX
         n = int(picked.sum())
