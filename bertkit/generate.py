@@ -2,14 +2,15 @@
 (T5, BART) and the encoder family with a causal or UniLM mask.
 
 A model is driven through `Steps`: the first call reads the prompts, each later call only the token each row
-just chose. Decoders and encoder-decoders keep a key/value cache (seq2seq.Cache), so a step costs one token's
-forward; an encoder-family model (BertForMaskedLM with attention_mode "causal" or "unilm": position t predicts
-the token at t + 1, as bert4keras and UniLM train them, Dong et al. 2019) re-reads the whole prefix each step.
-In unilm mode the prompt is the source (segment 0, bidirectional) and the generated tokens the target
-(segment 1, causal).
+just chose, with a key/value cache (model.Cache), so a step costs one token's forward. An encoder-family model
+(BertForMaskedLM with attention_mode "causal" or "unilm": position t predicts the token at t + 1, as bert4keras
+and UniLM train them, Dong et al. 2019) caches as a decoder does: in unilm mode the prompt is the source
+(segment 0, bidirectional) and the generated tokens the target (segment 1, causal), and a target token's keys
+never change once written.
 
-Batches of prompts of different lengths: a decoder's prompts are left-padded (positions count real tokens
-only), an encoder-decoder's sources right-padded. Beam search follows transformers' (4.50+) algorithm, so both
+Batches of prompts of different lengths: a decoder's (and an encoder's) prompts are left-padded, positions
+counting real tokens only (rotary and relative positions see only distances); an encoder-decoder's sources
+are right-padded. Beam search follows transformers' (4.50+) algorithm, so both
 choose the same tokens: at each step the 2K best continuations of all K beams; those ending in the end token
 and ranked in the top K join the finished set with score sum(log p) / generated_length ** length_penalty;
 the K best unfinished continue; a sentence stops when no running beam can beat its worst finished one.
@@ -43,25 +44,31 @@ class Settings:
     generator: torch.Generator | None
 
 
-class CachedSteps:
-    """A decoder (CausalLM) or an encoder-decoder (Seq2SeqLM) with its key/value cache (or without: use_cache=False
-    re-reads the whole sequence each step, the reference the cache is tested against)."""
+class Steps:
+    """How generation drives a model, with its key/value cache (or without: use_cache=False re-reads the whole
+    sequence each step, the reference the cache is tested against). Three shapes:
+      decoder        CausalLM; prompts left-padded, positions counting real tokens only
+      encoder-decoder Seq2SeqLM; sources right-padded and encoded once, the decoder starts from its start token
+      encoder        BertForMaskedLM with the causal or UniLM mask, left-padded as a decoder; in unilm mode the
+                     prompt is segment 0 and every generated token segment 1
+    """
 
     def __init__(self, model, prompts: list[list[int]], repeat: int, use_cache: bool, start_id: int | None):
         self.model, self.use_cache = model, use_cache
         device = next(model.parameters()).device
         c = model.config
         self.pad = c.pad_token_id if c.pad_token_id is not None else (c.eos_token_id or 0)
-        self.seq2seq = c.is_encoder_decoder
+        self.shape = "encoder-decoder" if c.is_encoder_decoder else "decoder" if c.is_decoder else "encoder"
         T = max(len(p) for p in prompts)
-        if self.seq2seq:  # sources right-padded, encoded once; the decoder starts from its start token
+        self.n_prompt = T
+        if self.shape == "encoder-decoder":
             ids = torch.tensor([p + [self.pad] * (T - len(p)) for p in prompts], device=device)
             mask = torch.tensor([[1] * len(p) + [0] * (T - len(p)) for p in prompts], device=device)
             self.source_mask = mask.repeat_interleave(repeat, 0)
             self.memory = model.encode(ids, mask).repeat_interleave(repeat, 0)  # [R, S, H]
             self.ids = torch.full((len(prompts) * repeat, 1), start_id, device=device)  # the decoder's tokens so far
             self.mask = None
-        else:  # prompts left-padded: every row's next token is at the right end
+        else:  # left-padded: every row's next token is at the right end
             ids = torch.tensor([[self.pad] * (T - len(p)) + p for p in prompts], device=device)
             mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
             self.ids, self.mask = ids.repeat_interleave(repeat, 0), mask.repeat_interleave(repeat, 0)
@@ -76,23 +83,33 @@ class CachedSteps:
     def positions(self) -> torch.Tensor:  # [R, L]: a left-padded row's real tokens count from 0
         return (self.mask.cumsum(1) - 1).clamp(min=0)
 
-    def run(self, ids, cache):
-        if self.seq2seq:
-            return self.model(None, self.source_mask, ids, past_key_values=cache, use_cache=self.use_cache, encoder_outputs=self.memory)
-        pos = self.positions()[:, -ids.shape[1]:]
-        return self.model(ids, attention_mask=self.mask, position_ids=pos, past_key_values=cache, use_cache=self.use_cache)
+    def run(self, ids, cache) -> tuple[torch.Tensor, object]:  # -> (logits [R, V] of the last position, the cache)
+        m, n = self.model, ids.shape[1]
+        if self.shape == "encoder-decoder":
+            out = m(None, self.source_mask, ids, past_key_values=cache, use_cache=self.use_cache, encoder_outputs=self.memory)
+            return out.logits[:, -1], out.past_key_values
+        pos = self.positions()[:, -n:]
+        if self.shape == "decoder":
+            out = m(ids, attention_mask=self.mask, position_ids=pos, past_key_values=cache, use_cache=self.use_cache)
+            return out.logits[:, -1], out.past_key_values
+        c = m.config
+        at = torch.arange(self.ids.shape[1] - n, self.ids.shape[1], device=ids.device)  # where these tokens sit
+        types = (at >= self.n_prompt).long()[None].expand_as(ids) if c.attention_mode == "unilm" else torch.zeros_like(ids)
+        offset = c.pad_token_id + 1 if c.positions_after_padding else 0  # RoBERTa counts from pad + 1
+        out = m.bert(ids, attention_mask=self.mask, token_type_ids=types, position_ids=pos + offset, past_key_values=cache,
+                     use_cache=self.use_cache)
+        return m.mlm(out.last_hidden_state[:, -1], m.bert.embed.word.weight), out.past_key_values
 
     def first(self) -> torch.Tensor:  # -> [R, V] logits of each row's next token
-        out = self.run(self.ids, None)
-        self.cache = out.past_key_values
-        return out.logits[:, -1]
+        logits, self.cache = self.run(self.ids, None)
+        return logits
 
     def next(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens [R] -> [R, V]
         self.ids = torch.cat((self.ids, tokens[:, None]), 1)
         if self.mask is not None:
             self.mask = torch.cat((self.mask, torch.ones_like(self.mask[:, :1])), 1)
-        out = self.run(tokens[:, None], self.cache) if self.use_cache else self.run(self.ids, None)
-        return out.logits[:, -1]
+        logits, self.cache = self.run(tokens[:, None], self.cache) if self.use_cache else self.run(self.ids, None)
+        return logits
 
     def reorder(self, index: torch.Tensor) -> None:  # row r continues from row index[r] (beam search)
         self.ids = self.ids.index_select(0, index)
@@ -100,33 +117,6 @@ class CachedSteps:
             self.mask = self.mask.index_select(0, index)
         if self.cache is not None:
             self.cache.reorder(index)
-
-
-class PrefixSteps:
-    """An encoder-family model with a causal or UniLM mask and an MLM head: one prompt, the prefix re-read each step."""
-
-    def __init__(self, model, prompt: list[int], repeat: int):
-        self.model, self.n_prompt = model, len(prompt)
-        device = next(model.parameters()).device
-        self.ids = torch.tensor([prompt] * repeat, device=device)
-
-    @property
-    def history(self) -> torch.Tensor:
-        return self.ids
-
-    def first(self) -> torch.Tensor:
-        types = torch.zeros_like(self.ids)
-        if self.model.config.attention_mode == "unilm":
-            types[:, self.n_prompt:] = 1
-        h = self.model.bert(self.ids, token_type_ids=types).last_hidden_state[:, -1]  # [R, H]
-        return self.model.mlm(h, self.model.bert.embed.word.weight)  # [R, V]
-
-    def next(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.ids = torch.cat((self.ids, tokens[:, None]), 1)
-        return self.first()
-
-    def reorder(self, index: torch.Tensor) -> None:
-        self.ids = self.ids.index_select(0, index)
 
 
 def process(scores: torch.Tensor, history: torch.Tensor, step: int, s: Settings) -> torch.Tensor:
@@ -273,13 +263,10 @@ def generate(
     model.eval()
     decode = decode_beam if strategy == "beam" else decode_simple
     K = num_beams if strategy == "beam" else 1
-    if generative:
-        start = c.decoder_start_token_id
-        if c.is_encoder_decoder and start is None:
-            raise BertkitError(f"the {c.model_type} config has no decoder_start_token_id: set it to the token its decoder starts with.")
-        out = decode(CachedSteps(model, prompts, K, use_cache, start), len(prompts), s)
-    else:  # the prefix re-read each step: one prompt at a time
-        out = [decode(PrefixSteps(model, p, K), 1, s)[0] for p in prompts]
+    start = c.decoder_start_token_id
+    if c.is_encoder_decoder and start is None:
+        raise BertkitError(f"the {c.model_type} config has no decoder_start_token_id: set it to the token its decoder starts with.")
+    out = decode(Steps(model, prompts, K, use_cache, start), len(prompts), s)
     return out if batched else out[0]
 
 

@@ -18,7 +18,8 @@ Where the family differs (the switches, each a few lines; key names live in weig
     - NEZHA: no position table; fixed sinusoids of clipped relative distances added to the keys
       and values inside attention (`RelativeAttention`, Wei et al. 2019).
     - Any member: `config.attention_mode` bidirectional (BERT), causal (GPT), unilm (seq2seq),
-      see `build_mask`.
+      see `build_mask`; in causal and unilm mode a `Cache` of each layer's keys and values lets a
+      generation step feed only the new tokens (generate.py).
 
 The fast path, on by default where it gives the reference path's numbers (tests/test_fastpath.py):
     - Packing (`Packed`, `BertModel.unpad`): a right-padded bidirectional batch with >= 10% padding
@@ -113,12 +114,15 @@ class Attention(nn.Module):
         self.o = nn.Linear(H, H)
         self.p_drop = c.attention_probs_dropout_prob
 
-    def forward(self, x, mask, pos=None):
+    def forward(self, x, mask, pos=None, cache: LayerCache | None = None):
         q, k, v = (t.unflatten(-1, (self.n_heads, -1)) for t in self.qkv(x).chunk(3, dim=-1))  # [..., N, D] each
         if isinstance(mask, Packed):
             y = self.attend_packed(q, k, v, mask, pos)  # [sum L, N, D]
         else:
-            y = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, pos).transpose(1, 2)  # [B, T, N, D]
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, N, T, D]
+            if cache is not None:  # the new tokens' keys and values join the cached ones: [B, N, S, D]
+                k, v = cache.extend(k, v)
+            y = self.attend(q, k, v, mask, pos).transpose(1, 2)  # [B, T, N, D]
         return self.o(y.flatten(-2))  # [..., H]
 
     def attend(self, q, k, v, mask, pos):  # q, k, v [B, N, T, D] -> [B, N, T, D]
@@ -199,9 +203,11 @@ class RotaryAttention(Attention):
         super().__init__(c)
         self.rotary_value = c.rotary_value
 
-    def attend(self, q, k, v, mask, pos):  # pos: (sin, cos), each [T, D/2]
-        q, k = rotate(q, *pos), rotate(k, *pos)
-        return super().attend(q, k, rotate(v, *pos) if self.rotary_value else v, mask, pos)
+    def attend(self, q, k, v, mask, pos):  # pos: (sin, cos), each [S, D/2]; the T queries are the last T positions
+        sin, cos = pos
+        T = q.shape[2]
+        q, k = rotate(q, sin[-T:], cos[-T:]), rotate(k, sin, cos)  # cached keys are kept unrotated: rotated here
+        return super().attend(q, k, rotate(v, sin, cos) if self.rotary_value else v, mask, pos)
 
 
 class RelativeAttention(Attention):
@@ -244,8 +250,8 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, x, mask, pos=None):
-        x = self.attn_norm(x + self.drop(self.attn(x, mask, pos)))
+    def forward(self, x, mask, pos=None, cache: LayerCache | None = None):
+        x = self.attn_norm(x + self.drop(self.attn(x, mask, pos, cache)))
         return self.ffn_norm(x + self.drop(self.ffn(x)))
 
 
@@ -260,29 +266,34 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(h[:, 0]))
 
 
-def build_mask(attention_mask, token_type_ids, mode: str, T: int, device) -> torch.Tensor | None:
+def build_mask(attention_mask, token_type_ids, mode: str, T: int, device, cache: Cache | None = None) -> torch.Tensor | None:
     """The boolean mask SDPA takes (True = query may attend to key), or None for "attend everywhere".
 
-    attention_mask [B, T]: 1 for real tokens, 0 for padding (keys at padding are never attended).
+    attention_mask [B, S]: 1 for real tokens, 0 for padding (keys at padding are never attended).
     mode "bidirectional": every token sees every real token (BERT).
     mode "causal": token i sees tokens j <= i (GPT).
     mode "unilm": segment 0 (source) sees the source; segment 1 (target) sees the source and
         the target up to itself (Dong et al. 2019). With c = cumsum(token_type_ids), i sees j iff
         c[j] <= c[i].
+    With a cache, the T new tokens are queries at positions past .. past + T - 1 over all S = past + T keys,
+    and the cache keeps every token's c (updated here).
     """
     # No branch on the mask's values (a compiled or exported graph cannot hold one): an all-ones mask is passed as is.
     keys = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     if mode == "bidirectional":
-        return keys  # [B, 1, 1, T]
+        return keys  # [B, 1, 1, S]
+    past = cache.length if cache is not None else 0
+    i, j = torch.arange(past, past + T, device=device)[:, None], torch.arange(past + T, device=device)[None]  # query, key positions
     if mode == "causal":
-        allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]  # [1, 1, T, T]
+        allowed = (j <= i)[None, None]  # [1, 1, T, S]
     else:
         c = token_type_ids.cumsum(dim=1)  # [B, T]
-        allowed = (c[:, None, :] <= c[:, :, None])[:, None]  # [B, 1, T, T]
+        if cache is not None:
+            c = cache.count_segments(c)  # [B, S]: the cached tokens' counts, then the new ones' after them
+        allowed = (c[:, None, :] <= c[:, -T:, None])[:, None]  # [B, 1, T, S]
     if keys is not None:
         # A padding query may see nothing else; it always sees itself so softmax stays finite.
-        eye = torch.arange(T, device=device)
-        allowed = (allowed & keys) | (eye[:, None] == eye)  # an identity ONNX can export (a bool EyeLike it cannot run)
+        allowed = (allowed & keys) | (i == j)  # an identity ONNX can export (a bool EyeLike it cannot run)
     return allowed
 
 
@@ -319,6 +330,57 @@ def relative_table(T: int, D: int, max_distance: int, device) -> torch.Tensor:
     table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1).float()  # [2K+1, D]: sin, cos, sin, ...
     i = torch.arange(T, device=device)
     return table[(i[None, :] - i[:, None]).clamp(-K, K) + K]  # [T, T, D]
+
+
+@dataclass
+class LayerCache:
+    """One layer's keys and values so far (and, in a decoder of an encoder-decoder, its cross-attention's)."""
+
+    k: torch.Tensor | None = None  # [B, N, S, D]
+    v: torch.Tensor | None = None
+    cross_k: torch.Tensor | None = None  # [B, N, S_enc, D], from the encoder's states once
+    cross_v: torch.Tensor | None = None
+
+    def extend(self, k, v):  # the new tokens' [B, N, T, D] -> all [B, N, S, D], kept
+        if self.k is not None:
+            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
+@dataclass
+class Cache:
+    """Every layer's keys and values; each forward appends its new tokens' (in place). A generation step then
+    feeds only the tokens just chosen (generate.py). segments: UniLM's running segment counts of every token."""
+
+    layers: list[LayerCache]
+    segments: torch.Tensor | None = None  # [B, S] cumsum of token_type_ids (unilm masks)
+
+    @staticmethod
+    def empty(n_layers: int) -> Cache:
+        return Cache([LayerCache() for _ in range(n_layers)])
+
+    @property
+    def length(self) -> int:
+        """Tokens the cache holds (the position of the next token)."""
+        k = self.layers[0].k if self.layers else None
+        return 0 if k is None else k.shape[2]
+
+    def count_segments(self, c: torch.Tensor) -> torch.Tensor:  # the new tokens' counts [B, T] -> every token's [B, S]
+        if self.segments is not None:
+            c = torch.cat((self.segments, self.segments[:, -1:] + c), dim=1)
+        self.segments = c
+        return c
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Rows follow index (beam search: each surviving beam takes its parent's cache)."""
+        for layer in self.layers:
+            for name in ("k", "v", "cross_k", "cross_v"):
+                t = getattr(layer, name)
+                if t is not None:
+                    setattr(layer, name, t.index_select(0, index))
+        if self.segments is not None:
+            self.segments = self.segments.index_select(0, index)
 
 
 @dataclass
@@ -393,9 +455,10 @@ class BertOutput:
     """What BertModel returns. The pooler runs when pooler_output is first read: no work unless asked."""
 
     def __init__(self, last_hidden_state: torch.Tensor, pooler: nn.Module | None = None,
-                 hidden_states: tuple[torch.Tensor, ...] | None = None):
+                 hidden_states: tuple[torch.Tensor, ...] | None = None, past_key_values: Cache | None = None):
         self.last_hidden_state = last_hidden_state  # [B, T, H]
         self.hidden_states = hidden_states  # embeddings + each layer, when asked
+        self.past_key_values = past_key_values  # with use_cache (or a cache given): the updated cache
         self._pooler, self._pooled = pooler, None
 
     @property
@@ -446,20 +509,26 @@ class BertModel(PretrainedMixin, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
     ) -> BertOutput:
+        """past_key_values / use_cache (causal and unilm modes): input_ids are the new tokens after the cached
+        ones, attention_mask covers the cached and the new; the output carries the updated cache."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
         c, T = self.config, input_ids.shape[1]
-        if T > c.max_length:
-            raise ValueError(f"input length {T} exceeds the model's maximum of {c.max_length} tokens")
+        cache = self.cache_for(past_key_values, use_cache)
+        past = cache.length if cache is not None else 0
+        if past + T > c.max_length:
+            raise ValueError(f"input length {past + T} exceeds the model's maximum of {c.max_length} tokens")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if position_ids is None and c.positions_after_padding:
-            position_ids = padding_positions(input_ids, c.pad_token_id)  # [B, T]
+            position_ids = padding_positions(input_ids, c.pad_token_id) + past  # [B, T]
         elif position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device)[None]  # [1, T]
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # [1, T]
         B = input_ids.shape[0]
-        packed = self.packing(attention_mask, position_ids)
+        packed = self.packing(attention_mask, position_ids) if cache is None else None
         if packed is NO_PADDING:  # nothing to mask (the eager fast path knows it from the lengths it read)
             packed, attention_mask = None, None
         if packed is not None:  # only the real tokens go through the layers: [sum L] inputs, [sum L, H] states
@@ -467,26 +536,38 @@ class BertModel(PretrainedMixin, nn.Module):
             input_ids, token_type_ids = input_ids.flatten()[packed.index], token_type_ids.flatten()[packed.index]
             position_ids = position_ids.expand(B, T).flatten()[packed.index]
         else:
-            mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device)
+            mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device, cache)
         x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H] (or [sum L, H])
         pos = None  # what attention needs to know of positions, computed once for all layers
         if c.position_embedding_type == "rotary":
-            pos = self.rotary(T)
+            pos = self.rotary(past + T)  # every key's position; the queries are the last T
         elif c.position_embedding_type == "relative":
-            pos = relative_table(T, c.head_size, c.max_relative_position, input_ids.device).to(x.dtype)
+            pos = relative_table(past + T, c.head_size, c.max_relative_position, input_ids.device)[past:].to(x.dtype)  # [T, S, D]
         states = [x] if output_hidden_states else None
+        n = 0  # layers run so far: the cache is kept per layer (ALBERT's shared blocks run several)
         for blocks in c.layer_schedule():
             for i in blocks:
                 if self.checkpointing and self.training and torch.is_grad_enabled():  # recompute in backward: less memory
                     x = torch.utils.checkpoint.checkpoint(self.layers[i], x, mask, pos, use_reentrant=False)
                 else:
-                    x = self.layers[i](x, mask, pos)
+                    x = self.layers[i](x, mask, pos, cache.layers[n] if cache is not None else None)
+                n += 1
             if states is not None:
                 states.append(x)
         if packed is not None:
             x = packed.unpack(x, B, T)
             states = [packed.unpack(h, B, T) for h in states] if states is not None else None
-        return BertOutput(x, self.pooler, tuple(states) if states is not None else None)
+        return BertOutput(x, self.pooler, tuple(states) if states is not None else None, cache)
+
+    def cache_for(self, past_key_values, use_cache: bool) -> Cache | None:
+        """The cache this call extends: the one given, a new one (use_cache), or none."""
+        if past_key_values is None and not use_cache:
+            return None
+        if self.config.attention_mode == "bidirectional":
+            raise BertkitError("a key/value cache needs attention_mode 'causal' or 'unilm': a bidirectional token's keys change with every new token.")
+        if past_key_values is not None and not isinstance(past_key_values, Cache):
+            raise BertkitError("past_key_values must be the Cache a previous call returned.")
+        return past_key_values if past_key_values is not None else Cache.empty(sum(map(len, self.config.layer_schedule())))
 
     def packing(self, attention_mask, position_ids) -> Packed | str | None:
         """The fast path's packing of this batch (or NO_PADDING), when it applies and gives the reference path's result."""

@@ -13,8 +13,9 @@ states (in an encoder-decoder's decoder) and a feed-forward, each sub-layer pre-
     bart      LayerNorm  yes     learnt table from offset 2; embedding norm   gelu            /sqrt(D)  tied, + final_logits_bias
     mbart     bart, pre-norm, with a final norm in each stack; embeddings x sqrt(H) (`scale_embedding`)
 
-The key/value cache (`Cache`) holds each decoder layer's keys and values: a step feeds only the new tokens,
-which attend to the cached ones; cross-attention's keys and values are computed from the encoder once.
+The key/value cache (model.Cache, the one the encoder family uses in causal and UniLM mode) holds each decoder
+layer's keys and values: a step feeds only the new tokens, which attend to the cached ones; cross-attention's
+keys and values are computed from the encoder once.
 
 References: Radford et al. 2019 (GPT-2); Raffel et al. 2020 (T5; the bucketing of section 2.1); Lewis et
 al. 2020 (BART); Liu et al. 2020 (mBART). The encoder family is model.py; the key tables are weights.py.
@@ -25,7 +26,7 @@ F FFN width, V vocabulary.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from torch import nn
 from .checkpoint import PretrainedMixin, register_encoder
 from .config import T5_TYPES, BertConfig
 from .errors import BertkitError
-from .model import ACTIVATIONS, BertOutput
+from .model import ACTIVATIONS, BertOutput, Cache, LayerCache
 
 BART_TYPES = ("bart", "mbart")
 BART_POSITION_OFFSET = 2  # BART's position table starts its real positions at row 2 (fairseq's padding rows)
@@ -58,39 +59,6 @@ def make_norm(c: BertConfig) -> nn.Module:
     return RMSNorm(c.hidden_size, c.layer_norm_eps) if c.model_type in T5_TYPES else nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
 
-@dataclass
-class LayerCache:
-    k: torch.Tensor | None = None  # [B, N, S, D] self-attention keys so far
-    v: torch.Tensor | None = None
-    cross_k: torch.Tensor | None = None  # [B, N, S_enc, D] cross-attention keys, from the encoder's states once
-    cross_v: torch.Tensor | None = None
-
-
-@dataclass
-class Cache:
-    """Every decoder layer's keys and values; each forward appends the new tokens' (in place)."""
-
-    layers: list[LayerCache] = field(default_factory=list)
-
-    @staticmethod
-    def empty(n_layers: int) -> Cache:
-        return Cache([LayerCache() for _ in range(n_layers)])
-
-    @property
-    def length(self) -> int:
-        """Tokens the cache holds (the position of the next token)."""
-        k = self.layers[0].k if self.layers else None
-        return 0 if k is None else k.shape[2]
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Rows follow index (beam search: each surviving beam takes its parent's cache)."""
-        for layer in self.layers:
-            for name in ("k", "v", "cross_k", "cross_v"):
-                t = getattr(layer, name)
-                if t is not None:
-                    setattr(layer, name, t.index_select(0, index))
-
-
 def heads(x: torch.Tensor, n: int) -> torch.Tensor:  # [B, T, N * D] -> [B, N, T, D]
     return x.unflatten(-1, (n, -1)).transpose(1, 2)
 
@@ -110,9 +78,7 @@ class SelfAttention(nn.Module):
     def forward(self, x, mask, cache: LayerCache | None = None):  # x [B, T, H]; mask [B|1, 1|N, T, S]
         q, k, v = (heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))  # [B, N, T, D] each
         if cache is not None:
-            if cache.k is not None:
-                k, v = torch.cat((cache.k, k), dim=2), torch.cat((cache.v, v), dim=2)  # [B, N, S, D]
-            cache.k, cache.v = k, v
+            k, v = cache.extend(k, v)  # [B, N, S, D]
         return self.o(attend(q, k, v, mask, self.scale, self.p_drop if self.training else 0.0))
 
 

@@ -78,3 +78,53 @@ def test_bad_requests():
         generate(lm("causal"), [])
     with pytest.raises(bertkit.BertkitError, match="strategy 'nucleus'"):
         generate(lm("causal"), [1], strategy="nucleus")
+
+
+# ---- the key/value cache of the encoder family (causal and UniLM modes) -------------------------------------
+
+MEMBERS = [dict(), dict(model_type="roberta", pad_token_id=1), dict(model_type="albert", embedding_size=20, num_hidden_groups=1),
+           dict(model_type="electra"), dict(model_type="distilbert", type_vocab_size=0), dict(model_type="roformer"),
+           dict(model_type="nezha")]
+MEMBER_IDS = ["bert", "roberta", "albert", "electra", "distilbert", "roformer", "nezha"]
+
+
+def member(kind: dict, mode: str, seed: int = 3):
+    c = bertkit.BertConfig(**(dict(vocab_size=40, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40,
+                                   max_position_embeddings=40, attention_mode=mode) | kind))
+    return randomise(bertkit.BertForMaskedLM(c), seed=seed)
+
+
+@pytest.mark.parametrize("mode", ["causal", "unilm"])
+@pytest.mark.parametrize("kind", MEMBERS, ids=MEMBER_IDS)
+def test_cached_steps_give_the_whole_sequence_states(kind, mode):
+    """Feeding a sequence in pieces through the cache gives each position the states of one whole pass."""
+    model = member(kind, mode)
+    ids = torch.randint(5, 40, (2, 9), generator=torch.Generator().manual_seed(0))
+    types = torch.zeros_like(ids)
+    if mode == "unilm":
+        types[:, 4:] = 1  # a 4-token source, then the target
+    with torch.no_grad():
+        whole = model.bert(ids, token_type_ids=types).last_hidden_state
+        first = model.bert(ids[:, :4], token_type_ids=types[:, :4], use_cache=True)
+        parts = [first.last_hidden_state]
+        for t in range(4, 9):
+            parts.append(model.bert(ids[:, t:t + 1], token_type_ids=types[:, t:t + 1], past_key_values=first.past_key_values).last_hidden_state)
+    assert (torch.cat(parts, 1) - whole).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["causal", "unilm"])
+@pytest.mark.parametrize("kind", MEMBERS, ids=MEMBER_IDS)
+def test_cached_generation_of_a_batch_equals_each_prompt_alone(kind, mode):
+    """A batch of prompts of different lengths (left-padded, cached) writes what each prompt writes alone without a cache."""
+    model = member(kind, mode)
+    prompts = [[2, 7, 9, 11, 5], [3, 8], [6, 6, 12]]
+    for strategy in ("greedy", "beam"):
+        batch = generate(model, prompts, max_new_tokens=6, strategy=strategy, num_beams=3)
+        alone = [generate(model, p, max_new_tokens=6, strategy=strategy, num_beams=3, use_cache=False) for p in prompts]
+        assert batch == alone, (strategy, batch, alone)
+
+
+def test_a_bidirectional_model_refuses_a_cache():
+    model = member({}, "bidirectional")
+    with pytest.raises(bertkit.BertkitError, match="needs attention_mode 'causal' or 'unilm'"):
+        model.bert(torch.tensor([[2, 3]]), use_cache=True)
