@@ -33,8 +33,8 @@ from ..config import PRESETS, BertConfig
 from ..data.corpus import ZH_CORPUS, Corpus, prepare
 from ..errors import BertkitError
 from ..heads import IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, ElectraForPreTraining, masked_lm_loss
-from ..seq2seq import CausalLM, Seq2SeqLM
 from ..io.files import atomic_dir, existing_dir, replace_dir
+from ..seq2seq import CausalLM, Seq2SeqLM
 from ..tokenizer import Tokenizer
 from .loop import (
     Dist,
