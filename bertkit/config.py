@@ -25,8 +25,8 @@ ATTENTION_MODES = ("bidirectional", "causal", "unilm")
 
 # The shapes beyond the encoder (bertkit/seq2seq.py): a decoder alone (GPT-2) and encoder-decoders.
 DECODERS = ("gpt2",)
-ENCODER_DECODERS = ("t5", "mt5", "bart", "mbart")
-T5_TYPES = ("t5", "mt5")  # RMSNorm, no biases, bucketed relative position bias, unscaled scores
+ENCODER_DECODERS = ("t5", "mt5", "umt5", "bart", "mbart")
+T5_TYPES = ("t5", "mt5", "umt5")  # RMSNorm, no biases, bucketed relative position bias, unscaled scores
 
 # model_type -> how its positions enter the model. The key tables live in weights.py.
 #   absolute: a learnt table added to the embeddings (BERT, RoBERTa, ALBERT, ELECTRA, DistilBERT)
@@ -36,6 +36,7 @@ T5_TYPES = ("t5", "mt5")  # RMSNorm, no biases, bucketed relative position bias,
 FAMILY_POSITIONS = dict(
     bert="absolute", roberta="absolute", albert="absolute", electra="absolute", distilbert="absolute",
     roformer="rotary", nezha="relative", gpt2="absolute", bart="absolute", mbart="absolute", t5="bucketed", mt5="bucketed",
+    umt5="bucketed",
 )
 MODEL_TYPES = tuple(sorted(FAMILY_POSITIONS))  # model_type values whose checkpoints bertkit reads
 POSITION_TYPES = ("absolute", "rotary", "relative", "bucketed")
@@ -60,7 +61,7 @@ BART_NAMES = dict(
     encoder_attention_heads="num_attention_heads", encoder_ffn_dim="intermediate_size", activation_function="hidden_act",
     dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob", init_std="initializer_range",
 )
-NAMES = dict(distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
+NAMES = dict(distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, umt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
 _T5 = dict(type_vocab_size=0, layer_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, hidden_act="relu",
            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, intermediate_size=2048, head_dim=64)
 _BART = dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
@@ -70,6 +71,7 @@ FAMILY_DEFAULTS = dict(
     gpt2=dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
               hidden_act="gelu_new", attention_mode="causal", max_position_embeddings=1024, vocab_size=50257),
     t5=_T5, mt5=_T5 | dict(vocab_size=250112, tie_word_embeddings=False, hidden_act="gelu_new", gated_ffn=True, intermediate_size=1024),
+    umt5=_T5 | dict(vocab_size=250112, tie_word_embeddings=False, hidden_act="gelu_new", gated_ffn=True, intermediate_size=1024),
     bart=_BART, mbart=_BART | dict(scale_embedding=False, decoder_start_token_id=None),  # mBART starts with the language code
 )
 # Fields of ours a family's config.json does not have (written back only where they differ from these values).
@@ -79,13 +81,13 @@ NOT_IN = dict(
             attention_probs_dropout_prob=None),
     bart=dict(type_vocab_size=0, position_embedding_type="absolute", layer_norm_eps=None),
 )
-NOT_IN["mt5"], NOT_IN["mbart"] = NOT_IN["t5"], NOT_IN["bart"]
+NOT_IN["mt5"], NOT_IN["umt5"], NOT_IN["mbart"] = NOT_IN["t5"], NOT_IN["t5"], NOT_IN["bart"]
 DECODER_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
                   "gated_ffn", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
 _T5_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
               "eos_token_id", "decoder_start_token_id")
 _BART_FIELDS = ("num_decoder_layers", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
-FAMILY_FIELDS = dict(gpt2=("bos_token_id", "eos_token_id"), t5=_T5_FIELDS, mt5=_T5_FIELDS, bart=_BART_FIELDS, mbart=_BART_FIELDS)
+FAMILY_FIELDS = dict(gpt2=("bos_token_id", "eos_token_id"), t5=_T5_FIELDS, mt5=_T5_FIELDS, umt5=_T5_FIELDS, bart=_BART_FIELDS, mbart=_BART_FIELDS)
 
 # Fields checked on construction: whole numbers with their minimum, and non-negative reals.
 WHOLE_NUMBERS = dict(
@@ -303,7 +305,7 @@ def _family_in(kind: str, d: dict[str, Any]) -> dict[str, Any]:
             if d.get(k):
                 raise BertkitError(f"GPT-2 with {k} is not supported; bertkit reads the original GPT-2 attention.")
     if kind in T5_TYPES:  # feed_forward_proj "relu" | "gated-gelu" | "gated-silu" ...: the activation and the gate
-        proj = d.pop("feed_forward_proj", "gated-gelu" if kind == "mt5" else "relu")
+        proj = d.pop("feed_forward_proj", "relu" if kind == "t5" else "gated-gelu")
         act = proj.removeprefix("gated-")
         d.update(gated_ffn=proj.startswith("gated-"), hidden_act="gelu_new" if act == "gelu" else act)
         d.setdefault("attention_probs_dropout_prob", d["hidden_dropout_prob"])

@@ -165,6 +165,8 @@ def labels_of(config: BertConfig) -> list[str]:
 
 def task_of(config: BertConfig) -> dict:
     info = config.extra.get("bertkit")
+    if isinstance(info, dict) and info.get("task") == "seq2seq":
+        raise BertkitError("the checkpoint is a seq2seq model (`bertkit train seq2seq`): it writes text; run `bertkit generate` with it.")
     if not isinstance(info, dict) or info.get("task") not in TASKS:
         raise BertkitError("the checkpoint's config has no bertkit task entry: it was not fine-tuned by bertkit.")
     return info

@@ -10,6 +10,7 @@ states (in an encoder-decoder's decoder) and a feed-forward, each sub-layer pre-
                                  by all layers; final norm
     t5 v1.1   RMSNorm    no      as v1.0                                      gated gelu_new  unscaled  untied
     mt5       t5 v1.1 with a large vocabulary
+    umt5      mt5 with a bias table in every layer's self-attention (`Stack.biases`), not only the first's
     bart      LayerNorm  yes     learnt table from offset 2; embedding norm   gelu            /sqrt(D)  tied, + final_logits_bias
     mbart     bart, pre-norm, with a final norm in each stack; embeddings x sqrt(H) (`scale_embedding`)
 
@@ -207,7 +208,8 @@ class Stack(nn.Module):
         t5, bart = c.model_type in T5_TYPES, c.model_type in BART_TYPES
         self.offset = BART_POSITION_OFFSET if bart else 0
         self.position = None if t5 else nn.Embedding(c.max_position_embeddings + self.offset, c.hidden_size)
-        self.bias = BucketedBias(c, bidirectional=not decoder) if t5 else None
+        self.bias = BucketedBias(c, bidirectional=not decoder) if t5 and c.model_type != "umt5" else None  # shared by all layers
+        self.biases = nn.ModuleList(BucketedBias(c, not decoder) for _ in range(n_layers)) if c.model_type == "umt5" else None
         self.embed_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps) if bart else None  # layernorm_embedding
         self.layers = nn.ModuleList(Block(c, cross) for _ in range(n_layers))
         self.final_norm = None if c.model_type == "bart" else make_norm(c)  # post-norm BART ends normalised
@@ -236,11 +238,12 @@ class Stack(nn.Module):
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
         if self.bias is not None:
             mask = add_bias(mask, self.bias(T, past + T, past), x.dtype)
+        masks = [mask] * len(self.layers) if self.biases is None else [add_bias(mask, b(T, past + T, past), x.dtype) for b in self.biases]
         cross_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]
         for i, layer in enumerate(self.layers):
             if states is not None:
                 states.append(x)
-            x = layer(x, mask, cache.layers[i] if cache is not None else None, memory, cross_mask)
+            x = layer(x, masks[i], cache.layers[i] if cache is not None else None, memory, cross_mask)
         if self.final_norm is not None:
             x = self.final_norm(x)
         x = self.drop(x)
@@ -448,7 +451,7 @@ def scales_output(c: BertConfig) -> bool:
     """T5 v1.0's tied head multiplies the states by H^-0.5 (Mesh TensorFlow's convention); v1.1 and mT5 do not.
     transformers 5 ties every T5 and records the difference as scale_decoder_outputs; older configs say it
     with tie_word_embeddings."""
-    return c.model_type == "t5" and bool(c.extra.get("scale_decoder_outputs", c.tie_word_embeddings))
+    return c.model_type in ("t5", "umt5") and bool(c.extra.get("scale_decoder_outputs", c.tie_word_embeddings))
 
 
 def check_ids(ids, c: BertConfig, what: str) -> None:
@@ -460,5 +463,6 @@ def check_ids(ids, c: BertConfig, what: str) -> None:
 
 # transformers' class of each member, recorded in the config.json bertkit writes
 HF_ARCHITECTURES = dict(gpt2="GPT2LMHeadModel", t5="T5ForConditionalGeneration", mt5="MT5ForConditionalGeneration",
+                        umt5="UMT5ForConditionalGeneration",
                         bart="BartForConditionalGeneration", mbart="MBartForConditionalGeneration")
 register_encoder(Seq2SeqLM)

@@ -16,6 +16,7 @@ from torch import nn
 
 from .checkpoint import read_pretrained
 from .config import PRESETS, BertConfig
+from .data.seq2seq import join_cjk
 from .errors import BertkitError
 from .generate import generate
 from .heads import BertForMaskedLM, BertForPreTraining
@@ -159,7 +160,8 @@ def generate_text(model, tok: Tokenizer, text: str, **settings) -> str:
         ids = ids[:-1]  # a BERT tokenizer's [SEP] would end the text the model should continue
     settings.setdefault("end_id", end)
     out = generate(model, ids, **settings)
-    return tok.decode(out, skip_special_tokens=True)
+    text = tok.decode(out, skip_special_tokens=True)
+    return join_cjk(text) if tok.is_bert else text  # WordPiece spaces every token apart, Chinese too
 
 
 def generate_command(model_name: str, text: str, seed: int | None = None, **settings) -> str:

@@ -158,13 +158,17 @@ GPT2_KEYS = [  # GPT-2's Conv1D weights are [in, out]: transposed at this border
 GPT2_CONV1D = re.compile(r"decoder\.layers\.\d+\.(attn\.qkv|attn\.o|ffn\.up|ffn\.down)\.weight")
 
 
-def _t5_keys(gated: bool) -> list:
-    """T5's blocks: layer.0 self-attention, (decoder) layer.1 cross-attention, then the FFN; no biases."""
+def _t5_keys(gated: bool, every_layer_bias: bool = False) -> list:
+    """T5's blocks: layer.0 self-attention, (decoder) layer.1 cross-attention, then the FFN; no biases.
+    every_layer_bias: UMT5, a relative-bias table in every block's self-attention, not only block 0's."""
     ffn = [("ffn.up", "DenseReluDense.wi_0" if gated else "DenseReluDense.wi"), ("ffn.down", "DenseReluDense.wo")]
     ffn += [("ffn.gate", "DenseReluDense.wi_1")] if gated else []
     rows = [("word.weight", "shared.weight", None), ("lm_head.weight", "lm_head.weight", None)]
     for stack, sub in (("encoder", ["SelfAttention", "ffn"]), ("decoder", ["SelfAttention", "EncDecAttention", "ffn"])):
-        rows.append((f"{stack}.bias.table.weight", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", None))
+        if every_layer_bias:
+            rows.append((f"{stack}.biases.{{}}.table.weight", f"{stack}.block.{{}}.layer.0.SelfAttention.relative_attention_bias.weight", None))
+        else:
+            rows.append((f"{stack}.bias.table.weight", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", None))
         rows.append((f"{stack}.final_norm.weight", f"{stack}.final_layer_norm.weight", None))
         for n, part in enumerate(sub):
             theirs = f"{stack}.block.{{}}.layer.{n}"
@@ -222,6 +226,8 @@ FAMILIES = {
     "gpt2": Family("transformer", [], GPT2_KEYS),
     "t5": Family("", [], _t5_keys(gated=False)),
     "t5-gated": Family("", [], _t5_keys(gated=True)),  # T5 v1.1, mT5: wi_0 (activated) and wi_1 (linear)
+    "umt5": Family("", [], _t5_keys(gated=False, every_layer_bias=True)),
+    "umt5-gated": Family("", [], _t5_keys(gated=True, every_layer_bias=True)),
     "bart": Family("model", [], _bart_keys(final_norms=False)),
     "mbart": Family("model", [], _bart_keys(final_norms=True)),
 }
@@ -231,8 +237,8 @@ def table_of(config: BertConfig | None) -> str:
     """The key table a config reads with (its model_type, but T5's gated FFN names its matrices apart)."""
     if config is None:
         return "bert"
-    if config.model_type in ("t5", "mt5"):
-        return "t5-gated" if config.gated_ffn else "t5"
+    if config.model_type in ("t5", "mt5", "umt5"):
+        return ("umt5" if config.model_type == "umt5" else "t5") + ("-gated" if config.gated_ffn else "")
     return config.model_type
 
 # Checkpoint keys that carry nothing to load: buffers, duplicates of the MLM bias, optimizer state.

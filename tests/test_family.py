@@ -279,7 +279,7 @@ def test_small_pretraining_preset(capsys):
 def test_unsupported_type_names_it_and_the_supported(tmp_path):
     ref = tf.XLNetModel(tf.XLNetConfig(vocab_size=99, d_model=36, n_layer=1, n_head=3, d_inner=52))
     ref.save_pretrained(tmp_path)
-    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, distilbert, electra, gpt2, mbart, mt5, nezha, roberta, roformer, t5"):
+    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, distilbert, electra, gpt2, mbart, mt5, nezha, roberta, roformer, t5, umt5"):
         bertkit.BertModel.from_pretrained(tmp_path)
 
 

@@ -30,6 +30,7 @@ def configs():
         "t5": (tf.T5ForConditionalGeneration, tf.T5Config(**t5, num_decoder_layers=3)),
         "t5-v1.1": (tf.T5ForConditionalGeneration, tf.T5Config(**t5, feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
         "mt5": (tf.MT5ForConditionalGeneration, tf.MT5Config(**t5)),
+        "umt5": (tf.UMT5ForConditionalGeneration, tf.UMT5Config(**t5, num_decoder_layers=3)),
         "bart": (tf.BartForConditionalGeneration, tf.BartConfig(**bart)),
         "mbart": (tf.MBartForConditionalGeneration, tf.MBartConfig(**bart, scale_embedding=True, decoder_start_token_id=2)),
     }
@@ -239,10 +240,14 @@ def reference_generate(kind, ref, prompts, end_id, **kw) -> list[list[int]]:
 
 
 def common_token(ours, prompts, **kw):
-    """A token the model often writes: as the end token it makes generation stop at different steps."""
+    """A token the model often writes that, as the end token, stops some row early (so stopping is exercised)."""
     out = bertkit.generate(ours, prompts, max_new_tokens=8, end_id=ours.config.vocab_size - 1, **kw)
     flat = [t for row in out for t in row[1:]]
-    return max(set(flat), key=flat.count)
+    candidates = sorted(set(flat), key=lambda t: (-flat.count(t), t))
+    for t in candidates:
+        if any(len(r) < 8 and r[-1] == t for r in bertkit.generate(ours, prompts, max_new_tokens=8, end_id=t, **kw)):
+            return t
+    return candidates[0]
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
@@ -364,3 +369,83 @@ def test_generate_command_bad_input(talking_dirs, capsys, tmp_path):
     bertkit.Tokenizer.from_vocab({t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefgh"])}).save_pretrained(tmp_path / "bert")
     assert main(["generate", str(tmp_path / "bert"), "abc"]) == 1
     assert "needs attention_mode 'causal' or 'unilm'" in capsys.readouterr().err
+
+
+def test_a_t5_encoder_embeds_and_exports(talking_dirs, tmp_path, capsys):
+    """`bertkit embed` on a T5 directory mean-pools its encoder (sentence-T5 style), as transformers' encoder does;
+    `bertkit export onnx` writes the encoder, checked against PyTorch; a seq2seq model is no classifier."""
+    import numpy as np
+
+    from bertkit.cli import main
+
+    d, ref, tok = talking_dirs["t5"]
+    texts = ["The quick brown fox", "中文句子也可以", "a b c d e f g"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["embed", str(d), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "v.npy"), "--quiet"]) == 0
+    ours = torch.from_numpy(np.load(tmp_path / "v.npy"))
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = ref.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    theirs = bertkit.mean_pool(h, batch["attention_mask"])
+    assert torch.nn.functional.cosine_similarity(ours, theirs).min() > 0.99999
+    assert main(["export", "onnx", str(d), "--out", str(tmp_path / "t5.onnx"), "--no-fuse"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(d), "hello"]) == 1
+    assert "not fine-tuned by bertkit" in capsys.readouterr().err
+
+
+def test_checkpoints_as_the_hub_holds_them(pair, tmp_path):
+    """Older files carry what transformers 5 no longer writes: GPT-2's attention-mask buffers, copies of the tied
+    embedding (lm_head, T5's and BART's embed_tokens), a .bin instead of safetensors. They load with the same logits."""
+    kind, ref, d, ours = pair
+    from safetensors.torch import load_file
+
+    sd = load_file(str(d / "model.safetensors"))
+    shared = next(v for k, v in sd.items() if k.endswith(("shared.weight", "wte.weight")))
+    if kind == "gpt2":
+        for i in range(ref.config.n_layer):
+            sd[f"transformer.h.{i}.attn.bias"] = torch.ones(1, 1, 40, 40).tril()
+            sd[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    else:
+        prefix = "model." if "bart" in kind else ""
+        sd[f"{prefix}encoder.embed_tokens.weight"] = shared
+        sd[f"{prefix}decoder.embed_tokens.weight"] = shared
+    if "lm_head.weight" not in sd and ours.lm_head is None:
+        sd["lm_head.weight"] = shared  # a tied head stored as a copy
+    (tmp_path / "config.json").write_text((d / "config.json").read_text())
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    again = type(ours).from_pretrained(tmp_path)
+    ids, mask = batch()
+    a, b = logits_both(kind, ref, again, ids, mask, ids[:, :4])
+    real = mask.bool() if kind == "gpt2" else torch.ones(3, 4, dtype=torch.bool)
+    assert (a - b)[real].abs().max() < TOL * a.abs().max()
+
+
+def test_a_t5_v1_1_with_its_own_untied_head(tmp_path):
+    """The hub's T5 v1.1 / mT5 files: tie_word_embeddings false and an lm_head of their own, not scaled by H^-0.5
+    (transformers 5 ties every T5 on load; bertkit keeps the file's head)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    cls, config = configs()["t5-v1.1"]
+    torch.manual_seed(7)
+    ref = cls(config).eval()
+    ref.save_pretrained(tmp_path)
+    c = json.loads((tmp_path / "config.json").read_text())
+    c["tie_word_embeddings"] = False
+    c.pop("scale_decoder_outputs", None)
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    head = torch.randn(V, 36) * 0.3
+    save_file({**sd, "lm_head.weight": head}, str(tmp_path / "model.safetensors"))
+    ours = Seq2SeqLM.from_pretrained(tmp_path)
+    assert ours.lm_head is not None
+    ids, mask = batch()
+    dec = ids[:, :5]
+    with torch.no_grad():
+        h = ref.decoder(input_ids=dec, encoder_hidden_states=ref.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state,
+                        encoder_attention_mask=mask).last_hidden_state
+        want = h @ head.T
+        got = ours(ids, mask, dec).logits
+    assert (got - want).abs().max() < TOL * want.abs().max()

@@ -113,11 +113,16 @@ def load_seq2seq(name_or_dir: str | os.PathLike, labelled: bool | None = None) -
 _CJK_GAP = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef；:]) +| +(?=[\u3000-\u9fff\uff00-\uffef；:])")
 
 
+def join_cjk(text: str) -> str:
+    """A BERT WordPiece decode puts a space between every two tokens; Chinese (and the target's separators) has none."""
+    return _CJK_GAP.sub("", text)
+
+
 def parse_entities(text: str) -> list[tuple[str, str]]:
     """`PER:江泽民；LOC:北京` -> [("PER", "江泽民"), ("LOC", "北京")]; a WordPiece decoder's spaces between Chinese
     characters are dropped; pieces without a type are skipped."""
     found = []
-    for piece in _CJK_GAP.sub("", text).split(ENTITY_SEP):
+    for piece in join_cjk(text).split(ENTITY_SEP):
         etype, sep, entity = piece.strip().partition(TYPE_SEP)
         if sep and etype.strip() and entity.strip():
             found.append((etype.strip(), entity.strip()))

@@ -5,6 +5,9 @@
     POST /v1/classify   {"texts": [...]} or {"pairs": [[a, b], ...]}   a fine-tuned classify / pair model
     POST /v1/ner        {"texts": [...]}                       a fine-tuned ner model
     GET  /healthz (alive)  /readyz (model loaded, not draining)  /metrics (Prometheus text)  /docs
+    OpenAI's POST /v1/embeddings and GET /v1/models, TEI's /embed, /predict, /rerank, /tokenize, /info, /health:
+    compat.py, on the same batchers. --api-key (or $BERTKIT_API_KEY): every route but /health and /healthz
+    answers 401 without it.
 
 What a model serves comes from its checkpoint: a `bertkit` task entry in config.json, else embed,
 plus fill-mask when the weights hold an MLM head. Every /v1 answer is {"results": [...]}, one row per
@@ -67,6 +70,8 @@ class ServeConfig:
     max_body: int = 1 << 20  # bytes per request body; beyond it 413
     threads: int | None = None  # torch intra-op threads (default: torch's, one per core)
     log_level: str = "info"  # uvicorn's
+    served_name: str | None = None  # the model's name in OpenAI's /v1/models and answers (default: the directory's name)
+    api_key: str | None = None  # every route but /health and /healthz needs it (Bearer or x-api-key); default: $BERTKIT_API_KEY
 
 
 # ---- the app -----------------------------------------------------------------------------------
@@ -93,9 +98,33 @@ def _json(status: int, body: dict, headers: dict | None = None):
     return Response(json.dumps(body, ensure_ascii=False), status, headers, media_type="application/json")
 
 
+OPEN_PATHS = ("/health", "/healthz")  # answered without the API key (load balancers' probes)
+OPENAI_PATHS = ("/v1/embeddings", "/v1/models")  # errors in OpenAI's shape (compat.py)
+TEI_PATHS = ("/embed", "/predict", "/rerank", "/tokenize", "/info", "/")
+
+
+def key_of(headers: dict) -> str:
+    """The key a client sent: `Authorization: Bearer KEY` (OpenAI's and huggingface_hub's clients) or `x-api-key`."""
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return headers.get(b"x-api-key", b"").decode("latin-1")
+
+
+def unauthorised(path: str):
+    message = "a valid API key is needed: send it as `Authorization: Bearer KEY`."
+    if path in OPENAI_PATHS:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+    elif path in TEI_PATHS:
+        body = {"error": message, "error_type": "Unauthorized"}
+    else:
+        body = {"error": message}
+    return _json(401, body, {"WWW-Authenticate": "Bearer"})
+
+
 class Guard:
-    """The outermost ASGI layer: counts and times every request, refuses bodies over --max-body
-    (reading at most that much), and answers /v1 with 503 until the model is loaded."""
+    """The outermost ASGI layer: counts and times every request, checks the API key (in constant time), refuses
+    bodies over --max-body (reading at most that much), and answers /v1 with 503 until the model is loaded."""
 
     def __init__(self, app, state: State):
         self.app, self.state = app, state
@@ -117,7 +146,7 @@ class Guard:
             body, early = await self._admit(scope, receive)
             if early is not None:
                 return await early(scope, receive, send_counted)
-            if scope["path"].startswith("/v1/"):  # the body is JSON whatever the client calls it (curl -d says a form)
+            if scope["path"].startswith("/v1/") and scope["path"] not in OPENAI_PATHS:  # JSON whatever the client calls it (curl -d says a form)
                 headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
             await self.app(scope, self._replay(body, receive), send_counted)
@@ -126,11 +155,17 @@ class Guard:
             st.metrics.request(path, code, time.perf_counter() - t0)
 
     def _known(self) -> set[str]:
-        return {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", *(f"/v1/{e}" for e in self.state.batchers)}
+        return {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", *OPENAI_PATHS, *TEI_PATHS, "/health",
+                *(f"/v1/{e}" for e in self.state.batchers)}
 
     async def _admit(self, scope, receive):
-        """(the body, None) or (b"", the response that refuses the request: model loading, body too big)."""
-        if scope["path"].startswith("/v1/") and self.state.backend is None:
+        """(the body, None) or (b"", the response that refuses the request: no key, model loading, body too big)."""
+        import hmac
+
+        key = self.state.cfg.api_key
+        if key and scope["path"] not in OPEN_PATHS and not hmac.compare_digest(key_of(dict(scope["headers"])).encode(), key.encode()):
+            return b"", unauthorised(scope["path"])
+        if scope["path"].startswith("/v1/") and scope["path"] not in OPENAI_PATHS and self.state.backend is None:
             why = self.state.load_error or "the model is still loading"
             return b"", _json(503, {"error": why}, {"Retry-After": "1"})
         limit = self.state.cfg.max_body
@@ -256,6 +291,10 @@ def build_app(load, cfg: ServeConfig):
 
         depths = {e: b.depth() for e, b in state.batchers.items()}
         return PlainTextResponse(state.metrics.render(depths, cfg.max_queue, state.ready), media_type="text/plain; version=0.0.4")
+
+    from .compat import add_routes
+
+    add_routes(app, state)  # OpenAI's /v1/embeddings and /v1/models, TEI's /embed, /predict, /rerank, /tokenize, /info, /health
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):
@@ -431,12 +470,18 @@ SERVE_FLAGS = {
     "max_batch": "texts per forward (1: batching off)", "max_wait_ms": "how long a request may wait for others to batch with",
     "max_queue": "waiting requests per endpoint before 503", "max_texts": "inputs per request before 413",
     "max_body": "bytes per request body before 413", "threads": "torch threads (default: one per core; fewer on a shared machine)",
+    "served_name": "the model's name in OpenAI's /v1/models (default: the directory's name)",
+    "api_key": "require this key on every route but /health and /healthz (default: $BERTKIT_API_KEY; none: open)",
 }
 
 
 def cmd_serve(a) -> None:
+    import os
+
     names = {f.name for f in dataclasses.fields(ServeConfig)}
-    serve(ServeConfig(path=a.dir, **{k: v for k, v in vars(a).items() if k in names and k != "path"}))
+    given = {k: v for k, v in vars(a).items() if k in names and k != "path"}
+    given["api_key"] = given.get("api_key") or os.environ.get("BERTKIT_API_KEY") or None
+    serve(ServeConfig(path=a.dir, **given))
 
 
 def main(argv: list[str] | None = None) -> int:

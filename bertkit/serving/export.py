@@ -86,7 +86,7 @@ def load_for_export(model_dir, task: str | None) -> tuple[nn.Module, str, Path]:
         raise BertkitError(f"task {task!r} is not one of {', '.join(EXPORT_TASKS)}.")
     config = BertConfig.from_json_file(find_config(check_model(model_dir)))
     info = config.extra.get("bertkit")
-    own = info.get("task") if isinstance(info, dict) else None
+    own = info.get("task") if isinstance(info, dict) and info.get("task") != "seq2seq" else None  # seq2seq: its encoder exports
     task = task or own or "embed"
     if task in ("embed", "encoder"):
         bert, _ = load_for_inference(model_dir, device="cpu", kind="encoder", tokenizer=False, kernels="torch")

@@ -61,8 +61,8 @@ def bf16_is_fast(device=None, cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 def kind_of(config: BertConfig, names) -> str:
     """What a checkpoint holds: a task bertkit fine-tuned, else an MLM head (weights named mlm.*), else an encoder."""
-    if "bertkit" in config.extra:
-        return "task"
+    if isinstance(config.extra.get("bertkit"), dict) and config.extra["bertkit"].get("task") != "seq2seq":
+        return "task"  # a tagger or classifier (a seq2seq model's encoder embeds like any encoder)
     return "mlm" if any(k.startswith("mlm.") for k in names) else "encoder"
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..checkpoint import read_pretrained
 from ..config import PRESETS, BertConfig
 from ..data.metrics import entity_scores
-from ..data.seq2seq import GENERATIVE, entity_tags, load_seq2seq, parse_entities, read_seq2seq_file
+from ..data.seq2seq import GENERATIVE, entity_tags, join_cjk, load_seq2seq, parse_entities, read_seq2seq_file
 from ..errors import BertkitError
 from ..generate import generate
 from ..heads import BertForMaskedLM
@@ -347,7 +347,8 @@ class Seq2Seq:
                     predicted = predict(best, self.tok, self.encoded[name], self.cfg)
                 result[name] = scores(self.splits[name], self.encoded[name], predicted, self.tok, self.metric)
                 if name == "test":
-                    result["test_samples"] = [{"source": e.source, "target": e.target, "generated": self.tok.decode(p)}
+                    shown = (lambda ids: join_cjk(self.tok.decode(ids))) if self.tok.is_bert else self.tok.decode
+                    result["test_samples"] = [{"source": e.source, "target": e.target, "generated": shown(p)}
                                               for e, p in list(zip(self.splits[name], predicted))[:5]]
         (out / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         loop.plot()
