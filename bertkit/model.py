@@ -206,7 +206,8 @@ class RotaryAttention(Attention):
     def attend(self, q, k, v, mask, pos):  # pos: (sin, cos), each [S, D/2]; the T queries are the last T positions
         sin, cos = pos
         T = q.shape[2]
-        q, k = rotate(q, sin[-T:], cos[-T:]), rotate(k, sin, cos)  # cached keys are kept unrotated: rotated here
+        qsin, qcos = (sin, cos) if sin.shape[0] == T else (sin[-T:], cos[-T:])  # with a cache: the new queries' rows
+        q, k = rotate(q, qsin, qcos), rotate(k, sin, cos)  # cached keys are kept unrotated: rotated here
         return super().attend(q, k, rotate(v, sin, cos) if self.rotary_value else v, mask, pos)
 
 

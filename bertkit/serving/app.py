@@ -50,6 +50,7 @@ from ..errors import BertkitError
 from ..flags import add_flags, positive_int
 from .backend import MAX_TOP_K, backend_factory
 from .batcher import Batcher, MemoryTrim, Metrics
+from .compat import add_routes, json_response
 
 GRACE_SECONDS = 30  # how long a shutdown waits for requests in flight
 
@@ -92,10 +93,7 @@ class State:
         return self.backend is not None and not self.draining
 
 
-def _json(status: int, body: dict, headers: dict | None = None):
-    from starlette.responses import Response
-
-    return Response(json.dumps(body, ensure_ascii=False), status, headers, media_type="application/json")
+_json = json_response  # the one JSON writer (compat.py)
 
 
 OPEN_PATHS = ("/health", "/healthz")  # answered without the API key (load balancers' probes)
@@ -291,8 +289,6 @@ def build_app(load, cfg: ServeConfig):
 
         depths = {e: b.depth() for e, b in state.batchers.items()}
         return PlainTextResponse(state.metrics.render(depths, cfg.max_queue, state.ready), media_type="text/plain; version=0.0.4")
-
-    from .compat import add_routes
 
     add_routes(app, state)  # OpenAI's /v1/embeddings and /v1/models, TEI's /embed, /predict, /rerank, /tokenize, /info, /health
 

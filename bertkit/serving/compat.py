@@ -31,6 +31,13 @@ import numpy as np
 TEI_VERSION = "1.8.0"  # the TEI API these routes follow
 
 
+def json_response(status: int, body, headers: dict | None = None):
+    """A JSON answer (UTF-8, non-ASCII kept): every route of the server writes through this."""
+    from starlette.responses import Response
+
+    return Response(json.dumps(body, ensure_ascii=False), status, headers, media_type="application/json")
+
+
 class Refusal(Exception):
     """A request this API refuses: its status and its message (the route writes its API's error body)."""
 
@@ -41,20 +48,16 @@ class Refusal(Exception):
 
 def openai_error(e: Refusal):
     """OpenAI's error body; its API answers every malformed request 400 (TEI's and bertkit's say 422)."""
-    from .app import _json
-
     e.status = 400 if e.status == 422 else e.status
     kind = {401: "invalid_request_error", 413: "invalid_request_error", 503: "server_error"}.get(e.status, "invalid_request_error")
     code = {401: "invalid_api_key", 503: "overloaded"}.get(e.status)
-    return _json(e.status, {"error": {"message": e.message, "type": kind, "param": e.param, "code": code}},
+    return json_response(e.status, {"error": {"message": e.message, "type": kind, "param": e.param, "code": code}},
                  {"Retry-After": "1"} if e.status == 503 else None)
 
 
 def tei_error(e: Refusal):
-    from .app import _json
-
     kind = {401: "Unauthorized", 413: "Validation", 422: "Validation", 503: "Overloaded"}.get(e.status, "Backend")
-    return _json(e.status, {"error": e.message, "error_type": kind}, {"Retry-After": "1"} if e.status == 503 else None)
+    return json_response(e.status, {"error": e.message, "error_type": kind}, {"Retry-After": "1"} if e.status == 503 else None)
 
 
 async def body_of(request) -> dict:
@@ -152,9 +155,7 @@ class Compat:
             v = v / max(float(np.linalg.norm(v)), 1e-12)
             out = base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if fmt == "base64" else v.tolist()
             data.append({"object": "embedding", "index": i, "embedding": out})
-        from .app import _json
-
-        return _json(200, {"object": "list", "data": data, "model": self.model_name(),
+        return json_response(200, {"object": "list", "data": data, "model": self.model_name(),
                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def openai_inputs(self, value) -> list[str]:
@@ -172,11 +173,9 @@ class Compat:
         return texts_of(value, "input", self.state.cfg.max_texts)
 
     async def models(self, request):
-        from .app import _json
-
         if self.state.backend is None:
             return openai_error(Refusal(503, self.state.load_error or "the model is still loading; retry shortly."))
-        return _json(200, {"object": "list", "data": [{"id": self.model_name(), "object": "model", "created": 0, "owned_by": "bertkit"}]})
+        return json_response(200, {"object": "list", "data": [{"id": self.model_name(), "object": "model", "created": 0, "owned_by": "bertkit"}]})
 
     # ---- TEI
 
@@ -196,9 +195,7 @@ class Compat:
         for row in rows:
             v = np.asarray(row["embedding"], dtype=np.float32)
             out.append((v / max(float(np.linalg.norm(v)), 1e-12) if normalize else v).tolist())
-        from .app import _json
-
-        return _json(200, out)
+        return json_response(200, out)
 
     def with_prompt(self, texts: list[str], name) -> list[str]:
         """prompt_name: a prefix from the sentence-transformers config beside the model (its "prompts")."""
@@ -242,9 +239,7 @@ class Compat:
         except Refusal as e:
             return tei_error(e)
         scores = [self.scores(row, raw) for row in rows]
-        from .app import _json
-
-        return _json(200, scores[0] if single and request.url.path == "/predict" else scores)
+        return json_response(200, scores[0] if single and request.url.path == "/predict" else scores)
 
     @staticmethod
     def scores(row: dict, raw: bool) -> list[dict]:
@@ -275,9 +270,7 @@ class Compat:
             p = row["probabilities"][last]
             out.append({"index": i, "score": float(np.log(max(p, 1e-12)) - np.log(max(1 - p, 1e-12))) if raw else p,
                         **({"text": texts[i]} if with_text else {})})
-        from .app import _json
-
-        return _json(200, sorted(out, key=lambda d: -d["score"]))
+        return json_response(200, sorted(out, key=lambda d: -d["score"]))
 
     async def tokenize(self, request):
         try:
@@ -294,14 +287,10 @@ class Compat:
         for enc in tok.backend.encode_batch(texts, add_special_tokens=special):
             out.append([{"id": i, "text": t, "special": i in specials, "start": None if i in specials else s,
                          "stop": None if i in specials else e} for i, t, (s, e) in zip(enc.ids, enc.tokens, enc.offsets)])
-        from .app import _json
-
-        return _json(200, out)
+        return json_response(200, out)
 
     async def root(self, request):
         """InferenceClient posts {"inputs", "parameters"} to the URL it was given: embed or predict, as the model does."""
-        from .app import _json
-
         try:
             body = await body_of(request)
         except Refusal as e:
@@ -309,13 +298,11 @@ class Compat:
         if self.state.backend is not None and "classify" in self.state.batchers:
             return await self.predict(request, body)
         if self.state.backend is not None and "embed" not in self.state.batchers:
-            return _json(422, {"error": f"this server runs a {self.state.backend.task} model: POST /v1/{self.state.backend.task}.",
+            return json_response(422, {"error": f"this server runs a {self.state.backend.task} model: POST /v1/{self.state.backend.task}.",
                                "error_type": "Validation"})
         return await self.embed(request, body)
 
     async def info(self, request):
-        from .app import _json
-
         st = self.state
         if st.backend is None:
             return tei_error(Refusal(503, st.load_error or "the model is still loading; retry shortly."))
@@ -323,17 +310,15 @@ class Compat:
         config = b.encoder.config if hasattr(b, "encoder") else None
         kind = ({"classifier": {"id2label": config.extra.get("id2label"), "label2id": config.extra.get("label2id")}}
                 if "classify" in st.batchers else {"embedding": {"pooling": "mean"}})
-        return _json(200, {"model_id": self.model_name(), "model_sha": None, "model_dtype": "bfloat16" if b.bf16 else "float32",
+        return json_response(200, {"model_id": self.model_name(), "model_sha": None, "model_dtype": "bfloat16" if b.bf16 else "float32",
                            "model_type": kind, "max_concurrent_requests": st.cfg.max_queue, "max_input_length": b.max_length,
                            "max_batch_tokens": getattr(st.cfg, "max_batch_tokens", None), "max_batch_requests": None,
                            "max_client_batch_size": st.cfg.max_texts, "tokenization_workers": 1, "version": TEI_VERSION,
                            "backend": b.describe()})
 
     async def health(self, request):
-        from .app import _json
-
         if self.state.ready:
-            return _json(200, {})
+            return json_response(200, {})
         return tei_error(Refusal(503, self.state.load_error or "the model is still loading."))
 
 
