@@ -401,3 +401,30 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(BertkitError, match="cannot listen on 127.0.0.1"):
         make_server(ServeConfig(str(tmp_path), port=busy.getsockname()[1]), load=lambda: GatedBackend())
     busy.close()
+
+
+def test_token_budget_batches_never_exceed_it_and_each_request_gets_its_answer(minilm_dir):
+    """--max-batch-tokens 64 under 64 concurrent clients: no batch holds more tokens than the budget (one request
+    alone may: it is never split), and every request gets its own rows."""
+    r = Running(config(minilm_dir, max_batch_tokens=64, max_wait_ms=2))
+    try:
+        texts = [[f"client {i} sends sentence {j} about number {i * 3 + j}" for j in range(1 + i % 3)] for i in range(64)]
+
+        async def all_at_once():
+            async with httpx.AsyncClient(base_url=r.url, timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+                return await asyncio.gather(*(c.post("/v1/embed", json={"texts": ts}) for ts in texts))
+
+        answers = asyncio.run(all_at_once())
+        batcher = r.state.batchers["embed"]
+        tok = Tokenizer.from_pretrained(minilm_dir)
+        biggest_request = max(sum(len(tok.encode(t)) for t in ts) for ts in texts)
+        assert batcher.largest_tokens <= max(64, biggest_request)
+    finally:
+        r.stop()
+    model = BertModel.from_pretrained(minilm_dir, new_heads=True, verbose=False)
+    flat = [t for ts in texts for t in ts]
+    want = dict(zip(flat, encode_sentences(model, tok, flat, max_length=256)))
+    for ts, a in zip(texts, answers):
+        rows = a.json()["results"]
+        assert a.status_code == 200 and [x["text"] for x in rows] == ts
+        assert max(np.abs(np.array(x["embedding"]) - want[t]).max() for x, t in zip(rows, ts)) < 1e-5

@@ -15,7 +15,9 @@ input, each row what `bertkit predict` prints for it (embed: {"text", "embedding
 fill-mask: {"text", "masks": [[{"token", "probability"}, ...] per [MASK]], "truncated"}).
 
 Batching: each endpoint has a bounded queue of requests and one worker. The worker takes the oldest
-request, then more until it holds --max-batch texts or the oldest has waited --max-wait-ms; it sorts
+request, then more until it holds --max-batch texts or --max-batch-tokens real tokens, or the oldest has
+waited --max-wait-ms (while the previous batch still runs, requests keep joining: the next batch forms
+during the current one, as text-embeddings-inference does; a request whose client has gone is skipped); it sorts
 the texts by token length, cuts them into forward passes of similar lengths (`length_groups`) and runs
 them in one inference thread, off the event loop, so /healthz answers while a batch runs. Results go
 back to their requests by position. --max-batch 1 turns batching off (one forward per request).
@@ -65,6 +67,7 @@ class ServeConfig:
     int8: bool = False  # int8 linear layers on the CPU (torch backend)
     kernels: str = "auto"  # auto: oneDNN prepacked on the CPU; torch: torch's own matmuls
     max_batch: int = 32  # texts per forward; 1 = batching off
+    max_batch_tokens: int = 512  # real tokens per batch: throughput is flat from 128 to 4096 here, 512 the smallest within 5% of the best (benchmarks/batch_tokens.py)
     max_wait_ms: float = 5.0  # how long the oldest request may wait for others to join its batch
     max_queue: int = 256  # requests waiting per endpoint; beyond it 503
     max_texts: int = 256  # inputs per request; beyond it 413
@@ -319,8 +322,8 @@ async def _load(app, state: State, load, executor) -> None:
             server.should_exit = True
         return
     cfg, trim = state.cfg, MemoryTrim()  # one for the one inference thread
-    state.batchers = {e: Batcher(e, backend, executor, state.metrics, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, trim)
-                      for e in backend.endpoints}
+    state.batchers = {e: Batcher(e, backend, executor, state.metrics, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, trim,
+                                 cfg.max_batch_tokens) for e in backend.endpoints}
     state.tasks = [asyncio.create_task(b.work()) for b in state.batchers.values()]
     models = _request_models()
     for e in backend.endpoints:
@@ -345,6 +348,9 @@ def _handler(state: State, endpoint: str, model):
             return _json(503, {"error": f"the {endpoint} queue is full ({state.cfg.max_queue} requests); retry shortly."}, {"Retry-After": "1"})
         try:
             rows = await asyncio.shield(future)  # a client going away does not cancel a batch
+        except asyncio.CancelledError:
+            future.cancel()  # the client went away: its texts are skipped if their batch has not run yet
+            raise
         except Exception as e:
             return _json(500, {"error": f"internal error: {type(e).__name__}: {e}"})
         return _json(200, {"results": [_finish(endpoint, row, body) for row in rows]})
@@ -420,7 +426,7 @@ def listen(host: str, port: int) -> socket.socket:
 def make_server(cfg: ServeConfig, load=None):
     """(uvicorn server, its listening socket, our state); run with server.run(sockets=[sock])."""
     uvicorn = require_server_libs()
-    for name in ("max_batch", "max_queue", "max_texts", "max_body"):
+    for name in ("max_batch", "max_batch_tokens", "max_queue", "max_texts", "max_body"):
         if getattr(cfg, name) < 1:
             raise BertkitError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(cfg, name)}.")
     if cfg.max_wait_ms < 0:
@@ -452,7 +458,7 @@ def add_serve_parser(subparsers) -> None:
 
     s = subparsers.add_parser("serve", help="an HTTP server with dynamic batching for a model directory")
     s.add_argument("dir", help="a model directory (fine-tuned, MLM or any encoder) or a training run's --out")
-    add_flags(s, ServeConfig, SERVE_FLAGS, types={k: positive_int for k in ("max_batch", "max_queue", "max_texts", "max_body", "threads")})
+    add_flags(s, ServeConfig, SERVE_FLAGS, types={k: positive_int for k in ("max_batch", "max_batch_tokens", "max_queue", "max_texts", "max_body", "threads")})
     s.set_defaults(run=cmd_serve)
 
 
@@ -464,6 +470,7 @@ SERVE_FLAGS = {
     "int8": "int8 linear layers on the CPU (per-channel weights, per-token activations; checked against fp32 on load)",
     "kernels": ("auto: oneDNN on prepacked weights on the CPU (checked on load); torch: torch's own", ["auto", "torch"]),
     "max_batch": "texts per forward (1: batching off)", "max_wait_ms": "how long a request may wait for others to batch with",
+    "max_batch_tokens": "real tokens per batch (the next batch fills up to it while the current one runs)",
     "max_queue": "waiting requests per endpoint before 503", "max_texts": "inputs per request before 413",
     "max_body": "bytes per request body before 413", "threads": "torch threads (default: one per core; fewer on a shared machine)",
     "served_name": "the model's name in OpenAI's /v1/models (default: the directory's name)",

@@ -77,70 +77,110 @@ class Pending:
     items: list
     future: asyncio.Future
     t0: float  # loop time of arrival
+    tokens: int = 0  # its inputs' tokens (each capped at the model's length): what the token budget counts
 
 
 class Batcher:
     """One endpoint's bounded queue and the worker that turns its requests into forward passes."""
 
     def __init__(self, endpoint: str, backend, executor, metrics: Metrics, max_batch: int, max_wait_ms: float, max_queue: int,
-                 trim: MemoryTrim | None = None):
+                 trim: MemoryTrim | None = None, max_tokens: int | None = None):
         self.endpoint, self.backend, self.executor, self.metrics, self.trim = endpoint, backend, executor, metrics, trim
-        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.max_batch, self.max_wait, self.max_tokens = max_batch, max_wait_ms / 1000, max_tokens
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(max_queue)
         self.carry: Pending | None = None  # taken from the queue but left for the next batch (too big)
+        self.running: asyncio.Future | None = None  # the batch in the inference thread now
+        self.formed: list[Pending] = []  # the next batch, formed, waiting for the thread
+        self.largest_tokens = 0  # the most tokens any batch held (tests check it against the budget)
 
     def submit(self, items: list) -> asyncio.Future:
-        """Queue a request; asyncio.QueueFull when the queue is full."""
+        """Queue a request; asyncio.QueueFull when the queue is full. Its tokens are counted here (the budget's unit)."""
         loop = asyncio.get_running_loop()
-        p = Pending(items, loop.create_future(), loop.time())
+        if self.depth() >= self.queue.maxsize:  # waiting requests, the formed next batch included, stay bounded
+            raise asyncio.QueueFull
+        tokens = sum(min(n, self.backend.max_length) for n in self.backend.lengths(self.endpoint, items)) if self.max_tokens else 0
+        p = Pending(items, loop.create_future(), loop.time(), tokens)
         self.queue.put_nowait(p)
         return p.future
 
     def depth(self) -> int:
-        return self.queue.qsize() + (self.carry is not None)
+        """Requests waiting: queued, held over, or in the next batch formed while the current one runs."""
+        return self.queue.qsize() + (self.carry is not None) + len(self.formed)
+
+    async def next_request(self) -> Pending:
+        """The oldest request whose client still waits (one that went away is skipped, never run)."""
+        while True:
+            p = self.carry if self.carry is not None else await self.queue.get()
+            self.carry = None
+            if not p.future.done():
+                return p
 
     async def gather(self) -> list[Pending]:
-        """The oldest request, then more until max_batch texts or the oldest has waited max_wait_ms."""
+        """The oldest request, then more until max_batch texts or the token budget (--max-batch-tokens) is full,
+        or the oldest has waited max_wait_ms; while the previous batch still runs, requests keep joining this
+        one (the next batch forms during the current one: the one inference thread is never idle for a timer)."""
         loop = asyncio.get_running_loop()
-        first = self.carry if self.carry is not None else await self.queue.get()
-        self.carry = None
-        batch, n = [first], len(first.items)
+        first = await self.next_request()
+        batch, n, tokens = [first], len(first.items), first.tokens
         deadline = first.t0 + self.max_wait
-        while n < self.max_batch:
+        while n < self.max_batch and (self.max_tokens is None or tokens < self.max_tokens):
             if self.queue.empty():
-                try:
-                    nxt = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
-                except asyncio.TimeoutError:
+                busy = self.running is not None and not self.running.done()
+                wait = None if busy else deadline - loop.time()
+                if wait is not None and wait <= 0:
                     break
+                getter = asyncio.ensure_future(self.queue.get())
+                done, _ = await asyncio.wait({getter, *([self.running] if busy else [])}, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:  # the previous batch ended, or the deadline came: go with what we have
+                    getter.cancel()
+                    if busy and self.max_wait and loop.time() < deadline:
+                        continue  # the thread is free now; the oldest may still wait for company until its deadline
+                    break
+                nxt = getter.result()
             else:
                 nxt = self.queue.get_nowait()
-            if n + len(nxt.items) > self.max_batch:
+            if nxt.future.done():
+                continue
+            over_tokens = self.max_tokens is not None and tokens + nxt.tokens > self.max_tokens
+            if n + len(nxt.items) > self.max_batch or over_tokens:
                 self.carry = nxt
                 break
             batch.append(nxt)
-            n += len(nxt.items)
+            n, tokens = n + len(nxt.items), tokens + nxt.tokens
+        self.largest_tokens = max(self.largest_tokens, tokens)
         return batch
 
     async def work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self.gather()
-            items = [x for p in batch for x in p.items]
-            try:
-                rows, sizes, seconds = await loop.run_in_executor(
-                    self.executor, run_grouped, self.backend, self.endpoint, items, self.max_batch, self.trim)
-            except Exception as e:  # a bug, not bad input (inputs are checked before queueing)
-                print(f"bertkit serve: {self.endpoint}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(e)
-                continue
-            self.metrics.forward(self.endpoint, sizes, seconds, sum(r.get("truncated", False) for r in rows))
-            start = 0
+            if self.running is not None:
+                self.formed = batch
+                await self.running  # one inference thread: this batch goes when the previous one is done
+                self.formed = []
+            self.running = asyncio.ensure_future(self.run(batch))
+
+    async def run(self, batch: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = [p for p in batch if not p.future.done()]  # clients that left while the batch waited
+        if not batch:
+            return
+        items = [x for p in batch for x in p.items]
+        try:
+            rows, sizes, seconds = await loop.run_in_executor(
+                self.executor, run_grouped, self.backend, self.endpoint, items, self.max_batch, self.trim)
+        except Exception as e:  # a bug, not bad input (inputs are checked before queueing)
+            print(f"bertkit serve: {self.endpoint}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
             for p in batch:
-                if not p.future.done():  # the client may have gone away
-                    p.future.set_result(rows[start:start + len(p.items)])
-                start += len(p.items)
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return
+        self.metrics.forward(self.endpoint, sizes, seconds, sum(r.get("truncated", False) for r in rows))
+        start = 0
+        for p in batch:
+            if not p.future.done():  # the client may have gone away
+                p.future.set_result(rows[start:start + len(p.items)])
+            start += len(p.items)
 
 
 # ---- metrics -----------------------------------------------------------------------------------
