@@ -161,3 +161,15 @@ def test_the_api_key(minilm_dir, monkeypatch):
         assert len(openai.OpenAI(base_url=r.url + "/v1", api_key="s3cret", max_retries=0).embeddings.create(model="m", input="a").data) == 1
     finally:
         r.stop()
+
+
+def test_metrics_carry_the_process_and_the_schema_its_constraints(minilm_server):
+    text = httpx.get(minilm_server.url + "/metrics").text
+    rss = float(next(line.split()[1] for line in text.splitlines() if line.startswith("process_resident_memory_bytes ")))
+    cpu = float(next(line.split()[1] for line in text.splitlines() if line.startswith("process_cpu_seconds_total ")))
+    assert rss > 50e6 and cpu > 0
+    schema = httpx.get(minilm_server.url + "/openapi.json").json()
+    texts = next(v for k, v in schema["components"]["schemas"].items() if k.startswith("EmbedIn"))["properties"]["texts"]
+    assert texts["minItems"] == 1 and texts["items"]["minLength"] == 1
+    paths = schema["paths"]
+    assert {"/v1/embeddings", "/v1/models", "/embed", "/rerank", "/predict", "/tokenize", "/info", "/health"} <= set(paths)

@@ -203,9 +203,11 @@ def _request_models():
     """The request bodies as pydantic models (for validation and the OpenAPI schema)."""
     from typing import Annotated
 
-    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
-    Texts = Annotated[list[str], Field(min_length=1, description="the inputs, one text each")]
+    # the schema says minLength 1; the check itself is check_inputs' (it also refuses all-whitespace and lone surrogates)
+    Text = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "description": "a non-empty text"})]
+    Texts = Annotated[list[Text], Field(min_length=1, description="the inputs, one text each")]
 
     class TextsIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -219,7 +221,7 @@ def _request_models():
 
     class PairsIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(min_length=1, description="[text_a, text_b] pairs")
+        pairs: list[Annotated[list[Text], Field(min_length=2, max_length=2)]] = Field(min_length=1, description="[text_a, text_b] pairs")
 
     class ErrorOut(BaseModel):
         error: str = Field(description="one sentence: what is wrong")

@@ -257,4 +257,21 @@ class Metrics:
                [f"bertkit_queue_capacity {capacity}"])
         family("bertkit_inflight_requests", "gauge", "Requests received and not yet answered.", [f"bertkit_inflight_requests {self.inflight}"])
         family("bertkit_ready", "gauge", "1 when the model is loaded and the server is not draining.", [f"bertkit_ready {int(ready)}"])
+        rss, cpu = process_usage()  # under prometheus_client's ProcessCollector names, so dashboards for it work
+        family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [f"process_resident_memory_bytes {rss}"])
+        family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+               [f"process_cpu_seconds_total {cpu:.3f}"])
         return "\n".join(out) + "\n"
+
+
+def process_usage() -> tuple[int, float]:
+    """(resident bytes, CPU seconds) of this process: /proc where there is one, else resource's peak and times."""
+    import os
+    import resource
+
+    cpu = sum(os.times()[:2])
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"), cpu
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, cpu
