@@ -91,10 +91,10 @@ def train_classifier(out: Path) -> tuple[Path, float | None]:
 
 
 class Server:
-    """`python -m bertkit.serve DIR --port 0 ...` as a subprocess; its port is read from its first line."""
+    """`python -m bertkit.serving.app DIR --port 0 ...` as a subprocess; its port is read from its first line."""
 
     def __init__(self, model: str, max_batch: int, extra: list[str]):
-        self.args = [sys.executable, "-m", "bertkit.serve", model, "--host", HOST, "--port", "0", "--max-batch", str(max_batch), *extra]
+        self.args = [sys.executable, "-m", "bertkit.serving.app", model, "--host", HOST, "--port", "0", "--max-batch", str(max_batch), *extra]
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         m = re.search(r"listening on http://[^:]+:(\d+)", line)

@@ -89,7 +89,20 @@ def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
 
-_onednn_linear_eager = _onednn_linear  # called directly outside torch.compile: the op's wrapper costs ~7 us a call
+ROW_STEP = 64  # eager calls pad the rows of a longer input to a multiple of this: oneDNN keeps a primitive (and its
+# memory) per distinct shape, and packed batches have a new row count almost every call (RSS grew 65% over 10,000
+# served requests, benchmarks/serve_clients.py); padded, a serving process sees at most ~tokens/64 shapes per layer
+
+
+def _onednn_linear_rows(x, packed, bias, n: int, gelu: bool):
+    rows = x.shape[0] if x.dim() == 2 else 0
+    if rows <= ROW_STEP or rows % ROW_STEP == 0:
+        return _onednn_linear(x, packed, bias, n, gelu)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, ROW_STEP - rows % ROW_STEP))
+    return _onednn_linear(padded, packed, bias, n, gelu)[:rows]
+
+
+_onednn_linear_eager = _onednn_linear_rows  # called directly outside torch.compile: the op's wrapper costs ~7 us a call
 if hasattr(torch.library, "custom_op"):  # an opaque op to torch.compile (inductor cannot lower oneDNN's own call)
     _onednn_linear = torch.library.custom_op("bertkit::onednn_linear", mutates_args=())(_onednn_linear)
 

@@ -490,7 +490,7 @@ def cmd_serve(a) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bertkit.serve DIR ...`: the same command without the CLI around it."""
+    """`python -m bertkit.serving.app DIR ...`: the same command without the CLI around it."""
     import argparse
 
     p = argparse.ArgumentParser(prog="bertkit")
