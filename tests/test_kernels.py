@@ -210,3 +210,18 @@ def test_int8_benchmark_runs_tiny(minilm_dir, tmp_path):
     int8_accuracy.main(["--sentences", "6", "--out", str(out)])
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "bertkit int8" in line]
     assert len(rows) == 2 and all(float(r.split("|")[3]) >= 0.99 for r in rows), rows
+
+
+def test_long_inputs_are_padded_to_a_few_shapes_and_still_equal_torch():
+    """Rows past ROW_STEP are padded to its multiple before the oneDNN call (a bounded set of shapes, so a server's
+    memory stays bounded) and cut back: every row count gives F.linear's answer."""
+    if not kernels.onednn_linear():
+        pytest.skip("this torch has no oneDNN prepacked linear")
+    lin = torch.nn.Linear(24, 40)
+    packed = PackedLinear(lin)
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for rows in (1, 63, 64, 65, 127, 128, 200):
+            x = torch.randn(rows, 24, generator=g)
+            got = packed(x)
+            assert got.shape == (rows, 40) and torch.allclose(got, lin(x), atol=1e-5), rows
