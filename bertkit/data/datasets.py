@@ -204,6 +204,17 @@ def _cluener(d: dict, path, n) -> TagExample:
     return TagExample(list(text), tags)
 
 
+def json_object(line: str, path, n: int) -> dict:
+    """One JSON-lines record, or the error naming the file and the line."""
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BertkitError(f"{path} line {n} is not valid JSON ({e.msg} at column {e.colno}).") from None
+    if not isinstance(d, dict):
+        raise BertkitError(f"{path} line {n} must hold a JSON object, not {type(d).__name__}.")
+    return d
+
+
 def read_jsonl(path: str | os.PathLike, task: str) -> list[Example]:
     """Examples from JSON lines, one object a line (CLUE style; CLUENER for ner); blank lines are skipped."""
     path = Path(path)
@@ -211,12 +222,7 @@ def read_jsonl(path: str | os.PathLike, task: str) -> list[Example]:
     for n, line in enumerate(read_lines(path, allow_empty=True), 1):
         if not line.strip():
             continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertkitError(f"{path} line {n} is not valid JSON ({e.msg} at column {e.colno}).") from None
-        if not isinstance(d, dict):
-            raise BertkitError(f"{path} line {n} must hold a JSON object, not {type(d).__name__}.")
+        d = json_object(line, path, n)
         ex = _cluener(d, path, n) if task == "ner" else _json_example(d, task, path, n)
         if out and _labelled(ex) != _labelled(out[0]):
             raise BertkitError(f"{path} line {n} {'has' if _labelled(ex) else 'lacks'} a label, unlike the first record.")

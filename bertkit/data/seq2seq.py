@@ -14,7 +14,6 @@ as a miss.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from ..errors import BertkitError
 from ..io.files import read_lines
-from .datasets import SPLITS, TagExample, _spans, load_dataset
+from .datasets import SPLITS, TagExample, _spans, json_object, load_dataset
 
 ENTITY_SEP = "；"  # between entities
 TYPE_SEP = ":"  # between an entity's type and its text
@@ -59,12 +58,7 @@ def read_seq2seq_file(path: str | os.PathLike, labelled: bool | None = None) -> 
         if not line.strip():
             continue
         if suffix in (".jsonl", ".json"):
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BertkitError(f"{path} line {n} is not valid JSON ({e.msg} at column {e.colno}).") from None
-            if not isinstance(d, dict):
-                raise BertkitError(f"{path} line {n} must hold a JSON object, not {type(d).__name__}.")
+            d = json_object(line, path, n)
             need = labelled if labelled is not None else bool(out and out[0].target is not None)
             source, target = _field(d, "source", path, n, True), _field(d, "target", path, n, need)
         else:

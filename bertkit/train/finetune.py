@@ -35,7 +35,17 @@ from ..serving.load import load_finetuned
 from ..serving.predict import MERGES, evaluate_examples, main_metric
 from ..tokenizer import Tokenizer, train_wordpiece
 from .distill import distill_loss, init_student, parse_layer_map, resolve_soft_targets
-from .loop import Dist, Loop, Schedule, check_out, in_processes, messages, set_checkpointing
+from .loop import (
+    Dist,
+    Loop,
+    Schedule,
+    check_out,
+    evaluation_due,
+    examples_speed,
+    in_processes,
+    messages,
+    set_checkpointing,
+)
 from .losses import loss_of_batch, sum_loss
 from .tricks import EMA, FGM, PGD, adversarial_step, class_weights
 
@@ -279,11 +289,10 @@ class Finetune:
             self.ema.update()
 
     def speed(self, batches: list[dict], seconds: float, world: int) -> dict[str, float]:
-        return {"examples_per_s": sum(len(b["input_ids"]) for b in batches) * world / seconds}
+        return examples_speed(batches, seconds, world)
 
     def evaluate_due(self, step: int) -> bool:
-        every = self.cfg.eval_every
-        return bool(every and (step + 1) % every == 0) or step in self.evaluate_at
+        return evaluation_due(self.cfg.eval_every, step, self.evaluate_at)
 
     def evaluate(self, loop: Loop) -> bool:
         """Score dev (with the EMA weights if on), keep the best model; True when early stopping says stop."""

@@ -235,6 +235,16 @@ class Recipe(Protocol):
     def load_extra_state(self, saved: dict) -> None: ...
 
 
+def examples_speed(batches: list[dict], seconds: float, world: int) -> dict[str, float]:
+    """The step log's throughput for recipes whose batches are examples (fine-tuning, seq2seq)."""
+    return {"examples_per_s": sum(len(b["input_ids"]) for b in batches) * world / seconds}
+
+
+def evaluation_due(every: int, step: int, epoch_ends: set[int]) -> bool:
+    """Evaluate after every `every` steps, or (every 0) at the steps that end an epoch."""
+    return bool(every and (step + 1) % every == 0) or step in epoch_ends
+
+
 def plain_backward(net, loss_of, batch) -> torch.Tensor:
     loss = loss_of(net, batch)
     loss.backward()

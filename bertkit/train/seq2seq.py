@@ -38,7 +38,17 @@ from ..heads import BertForMaskedLM
 from ..io.files import existing_dir, replace_dir
 from ..seq2seq import IGNORE_INDEX, CausalLM, Seq2SeqLM
 from ..tokenizer import Tokenizer, train_wordpiece
-from .loop import Dist, Loop, Schedule, check_out, in_processes, messages, plain_backward
+from .loop import (
+    Dist,
+    Loop,
+    Schedule,
+    check_out,
+    evaluation_due,
+    examples_speed,
+    in_processes,
+    messages,
+    plain_backward,
+)
 
 METRICS = ("auto", "exact", "entities")
 
@@ -297,14 +307,13 @@ class Seq2Seq:
         return plain_backward(net, loss_of, batch)
 
     def after_step(self) -> None:
-        pass
+        """Nothing: seq2seq training keeps no weight average."""
 
     def speed(self, batches: list[dict], seconds: float, world: int) -> dict[str, float]:
-        return {"examples_per_s": sum(len(b["input_ids"]) for b in batches) * world / seconds}
+        return examples_speed(batches, seconds, world)
 
     def evaluate_due(self, step: int) -> bool:
-        every = self.cfg.eval_every
-        return bool(every and (step + 1) % every == 0) or step in self.evaluate_at
+        return evaluation_due(self.cfg.eval_every, step, self.evaluate_at)
 
     def evaluate(self, loop: Loop) -> bool:
         if not self.splits.get("dev"):
@@ -331,7 +340,7 @@ class Seq2Seq:
         return {}
 
     def load_extra_state(self, saved: dict) -> None:
-        pass
+        """Nothing to restore: extra_state holds nothing (the model and optimizer are the loop's)."""
 
     def finish(self, loop: Loop) -> dict:
         if not self.dist.main:
