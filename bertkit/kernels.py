@@ -89,17 +89,27 @@ def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
 
-ROW_STEP = 64  # eager calls pad the rows of a longer input to a multiple of this: oneDNN keeps a primitive (and its
-# memory) per distinct shape, and packed batches have a new row count almost every call (RSS grew 65% over 10,000
-# served requests, benchmarks/serve_clients.py); padded, a serving process sees at most ~tokens/64 shapes per layer
+ROW_STEP = 16  # eager calls pad an input's rows up to a bucket: oneDNN keeps a primitive (and its memory) per distinct
+ROW_BUCKETS = 8  # shape, and packed batches have a new row count almost every call (a served model's RSS grew 65% over
+# 10,000 requests, benchmarks/serve_clients.py). Buckets: multiples of 16 up to 128, then 8 per doubling (at most 12.5%
+# padding): a process sees ~8 shapes per layer per doubling of the rows, 24 up to 512 rows, whatever its traffic.
+
+
+def padded_rows(rows: int) -> int:
+    """The bucket `rows` is padded up to before a oneDNN call."""
+    step = max(ROW_STEP, 1 << max(0, (rows - 1).bit_length() - ROW_BUCKETS.bit_length()))
+    return -(-rows // step) * step
 
 
 def _onednn_linear_rows(x, packed, bias, n: int, gelu: bool):
-    rows = x.shape[0] if x.dim() == 2 else 0
-    if rows <= ROW_STEP or rows % ROW_STEP == 0:
+    """_onednn_linear on x's rows (all leading dims flattened) padded up to their bucket, cut back to x's shape."""
+    lead = x.shape[:-1]
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    padded = padded_rows(rows) if rows else 0
+    if padded == rows and x.dim() == 2:
         return _onednn_linear(x, packed, bias, n, gelu)
-    padded = torch.nn.functional.pad(x, (0, 0, 0, ROW_STEP - rows % ROW_STEP))
-    return _onednn_linear(padded, packed, bias, n, gelu)[:rows]
+    flat = torch.nn.functional.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, padded - rows))
+    return _onednn_linear(flat, packed, bias, n, gelu)[:rows].view(*lead, n)
 
 
 _onednn_linear_eager = _onednn_linear_rows  # called directly outside torch.compile: the op's wrapper costs ~7 us a call

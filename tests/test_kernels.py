@@ -213,15 +213,20 @@ def test_int8_benchmark_runs_tiny(minilm_dir, tmp_path):
 
 
 def test_long_inputs_are_padded_to_a_few_shapes_and_still_equal_torch():
-    """Rows past ROW_STEP are padded to its multiple before the oneDNN call (a bounded set of shapes, so a server's
-    memory stays bounded) and cut back: every row count gives F.linear's answer."""
+    """Rows are padded up to a bucket before the oneDNN call (a bounded set of shapes, so a server's memory stays
+    bounded: 24 up to 512 rows, padding at most 12.5% past 128) and cut back: every row count gives F.linear's answer."""
+    buckets = {kernels.padded_rows(r) for r in range(1, 513)}
+    assert len(buckets) == 24 and all(kernels.padded_rows(r) >= r for r in range(1, 4097))
+    assert max(kernels.padded_rows(r) / r for r in range(129, 4097)) <= 1.125
     if not kernels.onednn_linear():
         pytest.skip("this torch has no oneDNN prepacked linear")
     lin = torch.nn.Linear(24, 40)
     packed = PackedLinear(lin)
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        for rows in (1, 63, 64, 65, 127, 128, 200):
+        for rows in (1, 15, 63, 64, 65, 127, 128, 200, 513):
             x = torch.randn(rows, 24, generator=g)
             got = packed(x)
             assert got.shape == (rows, 40) and torch.allclose(got, lin(x), atol=1e-5), rows
+        x = torch.randn(3, 7, 24, generator=g)  # a padded batch: its 21 rows take the 32-row bucket too
+        assert torch.allclose(packed(x), lin(x), atol=1e-5)

@@ -363,13 +363,14 @@ def test_metrics_count_what_was_sent():
         text = httpx.get(r.url + "/metrics").text
     finally:
         r.stop()
-    for line in ['bertkit_requests_total{path="/v1/embed",code="200"} 5', 'bertkit_requests_total{path="/v1/embed",code="422"} 2',
-                 'bertkit_errors_total{path="/v1/embed",code="422"} 2', 'bertkit_texts_total{endpoint="embed"} 9',
+    for line in [
+                 'bertkit_requests_total{code="200",path="/v1/embed"} 5', 'bertkit_requests_total{code="422",path="/v1/embed"} 2',
+                 'bertkit_errors_total{code="422",path="/v1/embed"} 2', 'bertkit_texts_total{endpoint="embed"} 9',
                  'bertkit_request_duration_seconds_count{path="/v1/embed"} 7', 'bertkit_batch_size_sum{endpoint="embed"} 9',
                  'bertkit_queue_depth{endpoint="embed"} 0', "bertkit_inflight_requests 1", "bertkit_ready 1",
                  "# TYPE bertkit_request_duration_seconds histogram"]:
         assert re.search(rf"^{re.escape(line)}(\.0+)?$", text, re.M), line
-    buckets = [int(v) for v in re.findall(r'^bertkit_request_duration_seconds_bucket\{path="/v1/embed",le="[^"]+"\} (\d+)$', text, re.M)]
+    buckets = [int(v) for v in re.findall(r'^bertkit_request_duration_seconds_bucket\{le="[^"]+",path="/v1/embed"\} (\d+)\.0$', text, re.M)]
     assert buckets == sorted(buckets) and buckets[-1] == 7  # cumulative, +Inf = count
 
 

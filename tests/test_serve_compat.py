@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from test_serve import Running, config, quick_train  # noqa: E402
+from test_serve import Running, config, quick_train, wait_for  # noqa: E402
 
 from bertkit import BertModel, Tokenizer  # noqa: E402
 from bertkit.serving.predict import encode_sentences, predict_texts  # noqa: E402
@@ -172,4 +173,44 @@ def test_metrics_carry_the_process_and_the_schema_its_constraints(minilm_server)
     texts = next(v for k, v in schema["components"]["schemas"].items() if k.startswith("EmbedIn"))["properties"]["texts"]
     assert texts["minItems"] == 1 and texts["items"]["minLength"] == 1
     paths = schema["paths"]
-    assert {"/v1/embeddings", "/v1/models", "/embed", "/rerank", "/predict", "/tokenize", "/info", "/health"} <= set(paths)
+    assert {"/v1/embeddings", "/v1/models", "/embed", "/tokenize", "/info", "/health"} <= set(paths)
+    assert not {"/rerank", "/predict"} & set(paths)  # an encoder does not serve them: the document lists what the model does
+
+
+SCHEMATHESIS_CONFIG = """
+[checks.positive_data_acceptance]  # 413: an input longer than the model's max_length with truncate false (TEI's answer,
+expected-statuses = ["2XX", "401", "403", "404", "409", "413", "429"]  # which a schema cannot say in characters)
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "413", "422", "428"]  # 413: too many inputs, as documented
+"""
+
+
+def run_schemathesis(url: str, tmp_path, *args: str) -> str:
+    """schemathesis' CLI against the server's own /openapi.json, every default check, a fixed seed, a bounded run."""
+    pytest.importorskip("schemathesis")
+    import subprocess
+    import sys
+
+    (tmp_path / "schemathesis.toml").write_text(SCHEMATHESIS_CONFIG)
+    code = "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'st'; sys.exit(schemathesis())"
+    out = subprocess.run([sys.executable, "-c", code, "--config-file", str(tmp_path / "schemathesis.toml"), "run", url + "/openapi.json",
+                          "--max-examples", "25", "--seed", "7", *args], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0 and "No issues found" in out.stdout, out.stdout[-20000:] + out.stderr[-2000:]
+    return int(re.search(r"Tested: (\d+)", out.stdout).group(1))
+
+
+def test_schemathesis_finds_nothing_against_an_encoder(minilm_server, tmp_path):
+    """Bodies generated from the document, valid and invalid: no 5xx, every answer's status, type and body as documented,
+    valid bodies accepted, invalid ones refused."""
+    assert run_schemathesis(minilm_server.url, tmp_path) >= 10  # operations tested
+
+
+def test_schemathesis_finds_nothing_against_a_pair_classifier_behind_a_key(pair_model, tmp_path):
+    r = Running(config(pair_model, api_key="k3y"), wait_ready=False)
+    try:
+        wait_for(lambda: httpx.get(r.url + "/readyz", headers={"x-api-key": "k3y"}).status_code == 200, "the model to load")
+        schema = httpx.get(r.url + "/openapi.json", headers={"Authorization": "Bearer k3y"}).json()
+        assert {"/rerank", "/predict"} <= set(schema["paths"]) and "/embed" not in schema["paths"]  # only what the model serves
+        assert run_schemathesis(r.url, tmp_path, "-H", "Authorization: Bearer k3y") >= 10
+    finally:
+        r.stop()

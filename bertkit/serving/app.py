@@ -52,7 +52,7 @@ from ..errors import BertkitError
 from ..flags import add_flags, positive_int
 from .backend import MAX_TOP_K, backend_factory
 from .batcher import Batcher, MemoryTrim, Metrics
-from .compat import add_routes, json_response
+from .compat import TEXT_PATTERN, add_routes, blank, document, json_response
 
 GRACE_SECONDS = 30  # how long a shutdown waits for requests in flight
 
@@ -142,7 +142,7 @@ class Guard:
                 code = message["status"]
             await send(message)
 
-        st.metrics.inflight += 1
+        st.metrics.inflight.inc()
         try:
             body, early = await self._admit(scope, receive)
             if early is not None:
@@ -152,7 +152,7 @@ class Guard:
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
             await self.app(scope, self._replay(body, receive), send_counted)
         finally:
-            st.metrics.inflight -= 1
+            st.metrics.inflight.dec()
             st.metrics.request(path, code, time.perf_counter() - t0)
 
     def _known(self) -> set[str]:
@@ -199,15 +199,16 @@ class Guard:
         return replay
 
 
-def _request_models():
+def _request_models(max_texts: int):
     """The request bodies as pydantic models (for validation and the OpenAPI schema)."""
     from typing import Annotated
 
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
-    # the schema says minLength 1; the check itself is check_inputs' (it also refuses all-whitespace and lone surrogates)
-    Text = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "description": "a non-empty text"})]
-    Texts = Annotated[list[Text], Field(min_length=1, description="the inputs, one text each")]
+    # the schema says non-empty, not all whitespace, at most --max-texts; the checks themselves are check_inputs' (its
+    # answers: 422 naming the text, 413 for too many; it also refuses lone surrogates)
+    Text = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "pattern": TEXT_PATTERN, "description": "a non-empty text"})]
+    Texts = Annotated[list[Text], Field(min_length=1, description="the inputs, one text each", json_schema_extra={"maxItems": max_texts})]
 
     class TextsIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -221,7 +222,8 @@ def _request_models():
 
     class PairsIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        pairs: list[Annotated[list[Text], Field(min_length=2, max_length=2)]] = Field(min_length=1, description="[text_a, text_b] pairs")
+        pairs: list[Annotated[list[Text], Field(min_length=2, max_length=2)]] = Field(
+            min_length=1, description="[text_a, text_b] pairs", json_schema_extra={"maxItems": max_texts})
 
     class ErrorOut(BaseModel):
         error: str = Field(description="one sentence: what is wrong")
@@ -240,7 +242,7 @@ def check_inputs(endpoint: str, items: list, max_texts: int):
     for i, x in enumerate(items):
         for j, t in enumerate([x] if isinstance(x, str) else x):
             where = f"texts[{i}]" if isinstance(x, str) else f"pairs[{i}][{j}]"
-            if not t.strip():
+            if blank(t):
                 return 422, f"{where} is empty."
             try:
                 t.encode("utf-8")
@@ -260,6 +262,7 @@ def build_app(load, cfg: ServeConfig):
     from starlette.exceptions import HTTPException
 
     state = State(cfg)
+    state.metrics.watch(lambda: ({e: b.depth() for e, b in state.batchers.items()}, cfg.max_queue, state.ready))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -288,12 +291,12 @@ def build_app(load, cfg: ServeConfig):
         why = "draining" if state.draining else state.load_error or "loading"
         return _json(503, {"ready": False, "reason": why})
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"description": "Prometheus' text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics():
-        from starlette.responses import PlainTextResponse
+        from prometheus_client import CONTENT_TYPE_LATEST
+        from starlette.responses import Response
 
-        depths = {e: b.depth() for e, b in state.batchers.items()}
-        return PlainTextResponse(state.metrics.render(depths, cfg.max_queue, state.ready), media_type="text/plain; version=0.0.4")
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     add_routes(app, state)  # OpenAI's /v1/embeddings and /v1/models, TEI's /embed, /predict, /rerank, /tokenize, /info, /health
 
@@ -303,6 +306,8 @@ def build_app(load, cfg: ServeConfig):
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):
+        if exc.status_code == 400 and request.url.path.startswith("/v1/"):  # FastAPI's "error parsing the body": not UTF-8
+            return _json(422, {"error": f"the body could not be read as JSON ({exc.detail}); send a UTF-8 JSON object."})
         if exc.status_code == 404 and request.url.path.startswith("/v1/"):
             served = ", ".join(f"/v1/{e}" for e in state.batchers) or "nothing yet"
             return _json(404, {"error": f"{request.url.path} is not an endpoint of this model; it serves {served}."})
@@ -327,14 +332,15 @@ async def _load(app, state: State, load, executor) -> None:
     state.batchers = {e: Batcher(e, backend, executor, state.metrics, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, trim,
                                  cfg.max_batch_tokens) for e in backend.endpoints}
     state.tasks = [asyncio.create_task(b.work()) for b in state.batchers.values()]
-    models = _request_models()
+    models = _request_models(cfg.max_texts)
     for e in backend.endpoints:
         model = models["pairs" if e == "classify" and backend.pairs else e]
         errors = {code: {"model": models["error"], "description": why} for code, why in (
             (413, "body or input count over the limit"), (422, "malformed JSON, wrong schema, empty text"), (503, "queue full, or loading"))}
         app.add_api_route(f"/v1/{e}", _handler(state, e, model), methods=["POST"], summary=f"{e}: {EXAMPLES[e]}", responses=errors)
-    app.openapi_schema = None  # rebuilt with the new routes on the next /openapi.json
     state.backend = backend
+    document(app, state)  # the OpenAI and TEI routes this model serves, with their bodies
+    app.openapi_schema = None  # rebuilt with the new routes on the next /openapi.json
     print(f"bertkit serve: ready: {json.dumps(backend.describe(), ensure_ascii=False)}", file=sys.stderr)
 
 
@@ -404,9 +410,10 @@ def describe_errors(errors, expected: str) -> str:
 def require_server_libs():
     try:
         import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import uvicorn
     except ImportError:
-        raise BertkitError("bertkit serve needs FastAPI and uvicorn: pip install 'bertkit[serve]'.") from None
+        raise BertkitError("bertkit serve needs FastAPI, uvicorn and prometheus_client: pip install 'bertkit[serve]'.") from None
     return uvicorn
 
 

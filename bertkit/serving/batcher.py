@@ -3,16 +3,14 @@
 A `Batcher` owns one endpoint's bounded queue of requests and the worker that gathers them (up to
 max_batch texts, or until the oldest has waited max_wait_ms), runs them in the inference thread as
 forward passes of similar lengths (`length_groups`), and hands each request its own rows back.
-`Metrics` writes Prometheus' text format by hand; everything here is updated on the event loop only.
+`Metrics` keeps prometheus_client's counters and histograms; everything here is updated on the event loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 GROUP_SLACK = 16  # tokens of padding a forward may always absorb (below it, one more forward costs more)
@@ -171,6 +169,7 @@ class Batcher:
                 self.executor, run_grouped, self.backend, self.endpoint, items, self.max_batch, self.trim)
         except Exception as e:  # a bug, not bad input (inputs are checked before queueing)
             print(f"bertkit serve: {self.endpoint}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+            self.metrics.failed(self.endpoint)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(e)
@@ -186,92 +185,71 @@ class Batcher:
 # ---- metrics -----------------------------------------------------------------------------------
 
 
-class Histogram:
-    def __init__(self, buckets: tuple):
-        self.buckets, self.counts, self.sum, self.count = buckets, [0] * len(buckets), 0.0, 0
-
-    def observe(self, v: float) -> None:
-        i = bisect.bisect_left(self.buckets, v)  # the first bucket with le >= v
-        if i < len(self.buckets):
-            self.counts[i] += 1
-        self.sum, self.count = self.sum + v, self.count + 1
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        out, total = [], 0
-        for le, c in zip(self.buckets, self.counts):
-            total += c
-            out.append(f'{name}_bucket{{{labels},le="{le}"}} {total}')
-        return out + [f'{name}_bucket{{{labels},le="+Inf"}} {self.count}',
-                      f"{name}_sum{{{labels}}} {self.sum:.6f}", f"{name}_count{{{labels}}} {self.count}"]
-
-
 class Metrics:
-    """Counters, gauges and histograms in Prometheus' text format 0.0.4. Updated on the event loop only."""
+    """The server's metrics in a prometheus_client registry of its own (two servers in one process keep theirs apart),
+    with prometheus_client's ProcessCollector (process_resident_memory_bytes, process_cpu_seconds_total, open fds...).
+    Queue depths and readiness are read when scraped, from the function `watch` is given. Updated on the event loop."""
 
     LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
     SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
     def __init__(self):
-        self.requests: Counter = Counter()  # (path, code) -> n
-        self.latency: dict[str, Histogram] = {}  # path -> seconds
-        self.batch: dict[str, Histogram] = {}  # endpoint -> texts per forward
-        self.forward_seconds: dict[str, Histogram] = {}  # endpoint -> seconds per batch (all its forwards)
-        self.texts: Counter = Counter()  # endpoint -> texts run
-        self.truncated: Counter = Counter()
-        self.inflight = 0
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("bertkit_requests", "HTTP requests answered, by path and status code.", ["path", "code"], registry=r)
+        self.errors = Counter("bertkit_errors", "HTTP requests answered with a 4xx or 5xx code.", ["path", "code"], registry=r)
+        self.latency = Histogram("bertkit_request_duration_seconds", "Time from the request's arrival to its response.", ["path"],
+                                 buckets=self.LATENCY, registry=r)
+        self.batch = Histogram("bertkit_batch_size", "Texts per forward pass.", ["endpoint"], buckets=self.SIZES, registry=r)
+        self.batch_seconds = Histogram("bertkit_batch_seconds", "Inference time of a gathered batch (tokenising and all its forward passes).",
+                                       ["endpoint"], buckets=self.LATENCY, registry=r)
+        self.texts = Counter("bertkit_texts", "Texts run through the model.", ["endpoint"], registry=r)
+        self.truncated = Counter("bertkit_truncated_texts", "Texts cut to the model's maximum length.", ["endpoint"], registry=r)
+        self.failures = Counter("bertkit_batch_failures", "Gathered batches whose inference raised (their requests got a 500).",
+                                ["endpoint"], registry=r)
+        self.inflight = Gauge("bertkit_inflight_requests", "Requests received and not yet answered.", registry=r)
+        ProcessCollector(registry=r)
+        self._now = lambda: ({}, 0, False)
+        r.register(self)  # collect() below: the values read at scrape time
+
+    def watch(self, now) -> None:
+        """now() -> ({endpoint: queue depth}, queue capacity, ready)."""
+        self._now = now
+
+    def describe(self):
+        return []  # nothing to check at registration: collect() reads live values
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        depths, capacity, ready = self._now()
+        depth = GaugeMetricFamily("bertkit_queue_depth", "Requests waiting for a batch.", labels=["endpoint"])
+        for e, n in sorted(depths.items()):
+            depth.add_metric([e], n)
+        yield depth
+        yield GaugeMetricFamily("bertkit_queue_capacity", "Requests an endpoint's queue holds before answering 503.", value=capacity)
+        yield GaugeMetricFamily("bertkit_ready", "1 when the model is loaded and the server is not draining.", value=int(ready))
 
     def request(self, path: str, code: int, seconds: float) -> None:
-        self.requests[path, code] += 1
-        self.latency.setdefault(path, Histogram(self.LATENCY)).observe(seconds)
+        self.requests.labels(path, str(code)).inc()
+        if code >= 400:
+            self.errors.labels(path, str(code)).inc()
+        self.latency.labels(path).observe(seconds)
 
     def forward(self, endpoint: str, sizes: list[int], seconds: float, truncated: int) -> None:
+        batch = self.batch.labels(endpoint)
         for n in sizes:
-            self.batch.setdefault(endpoint, Histogram(self.SIZES)).observe(n)
-        self.forward_seconds.setdefault(endpoint, Histogram(self.LATENCY)).observe(seconds)
-        self.texts[endpoint] += sum(sizes)
-        self.truncated[endpoint] += truncated
+            batch.observe(n)
+        self.batch_seconds.labels(endpoint).observe(seconds)
+        self.texts.labels(endpoint).inc(sum(sizes))
+        self.truncated.labels(endpoint).inc(truncated)
 
-    def render(self, depths: dict[str, int], capacity: int, ready: bool) -> str:
-        out: list[str] = []
+    def failed(self, endpoint: str) -> None:
+        self.failures.labels(endpoint).inc()
 
-        def family(name: str, kind: str, help_text: str, lines: list[str]) -> None:
-            out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *lines])
+    def render(self) -> bytes:
+        """The text format (prometheus_client.CONTENT_TYPE_LATEST)."""
+        from prometheus_client import generate_latest
 
-        family("bertkit_requests_total", "counter", "HTTP requests answered, by path and status code.",
-               [f'bertkit_requests_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(self.requests.items())])
-        family("bertkit_errors_total", "counter", "HTTP requests answered with a 4xx or 5xx code.",
-               [f'bertkit_errors_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(self.requests.items()) if c >= 400])
-        family("bertkit_request_duration_seconds", "histogram", "Time from the request's arrival to its response.",
-               [x for p, h in sorted(self.latency.items()) for x in h.lines("bertkit_request_duration_seconds", f'path="{p}"')])
-        family("bertkit_batch_size", "histogram", "Texts per forward pass.",
-               [x for e, h in sorted(self.batch.items()) for x in h.lines("bertkit_batch_size", f'endpoint="{e}"')])
-        family("bertkit_batch_seconds", "histogram", "Inference time of a gathered batch (tokenising and all its forward passes).",
-               [x for e, h in sorted(self.forward_seconds.items()) for x in h.lines("bertkit_batch_seconds", f'endpoint="{e}"')])
-        family("bertkit_texts_total", "counter", "Texts run through the model.",
-               [f'bertkit_texts_total{{endpoint="{e}"}} {n}' for e, n in sorted(self.texts.items())])
-        family("bertkit_truncated_texts_total", "counter", "Texts cut to the model's maximum length.",
-               [f'bertkit_truncated_texts_total{{endpoint="{e}"}} {self.truncated[e]}' for e in sorted(self.texts)])
-        family("bertkit_queue_depth", "gauge", "Requests waiting for a batch.",
-               [f'bertkit_queue_depth{{endpoint="{e}"}} {n}' for e, n in sorted(depths.items())])
-        family("bertkit_queue_capacity", "gauge", "Requests an endpoint's queue holds before answering 503.",
-               [f"bertkit_queue_capacity {capacity}"])
-        family("bertkit_inflight_requests", "gauge", "Requests received and not yet answered.", [f"bertkit_inflight_requests {self.inflight}"])
-        family("bertkit_ready", "gauge", "1 when the model is loaded and the server is not draining.", [f"bertkit_ready {int(ready)}"])
-        rss, cpu = process_usage()  # under prometheus_client's ProcessCollector names, so dashboards for it work
-        family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [f"process_resident_memory_bytes {rss}"])
-        family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
-               [f"process_cpu_seconds_total {cpu:.3f}"])
-        return "\n".join(out) + "\n"
-
-
-def process_usage() -> tuple[int, float]:
-    """(resident bytes, CPU seconds) of this process: /proc where there is one, else resource's peak and times."""
-    import os
-    import resource
-
-    cpu = sum(os.times()[:2])
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"), cpu
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, cpu
+        return generate_latest(self.registry)

@@ -73,13 +73,20 @@ async def body_of(request) -> dict:
     return body
 
 
+# A blank text (refused as empty): only whitespace by Python's str.isspace or by JSON Schema's \s (ECMA-262's, which adds
+# the BOM). The schemas' pattern says the same: at least one character outside both.
+TEXT_PATTERN = "[^\\s\\u001c-\\u001f\\u0085\\ufeff]"
+
+
+def blank(text: str) -> bool:
+    return not text.replace("\ufeff", " ").strip()
+
+
 def texts_of(value, name: str, max_texts: int, allow_pairs: bool = False) -> list:
     """A string or a non-empty list of strings (or [a, b] pairs), each non-empty."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
         raise Refusal(422, f"{name} must be a string or a non-empty list of strings.", name)
-    if len(items) > max_texts:
-        raise Refusal(413, f"{len(items)} inputs in one request; the limit is {max_texts} (--max-texts).", name)
     for i, x in enumerate(items):
         parts = x if allow_pairs and isinstance(x, list) else [x]
         if allow_pairs and isinstance(x, list) and len(x) != 2:
@@ -87,9 +94,37 @@ def texts_of(value, name: str, max_texts: int, allow_pairs: bool = False) -> lis
         for t in parts:
             if not isinstance(t, str):
                 raise Refusal(422, f"{name}[{i}] must be a string, not {type(t).__name__}.", name)
-            if not t.strip():
+            if blank(t):
                 raise Refusal(422, f"{name}[{i}] is empty.", name)
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Refusal(422, f"{name}[{i}] is not valid Unicode (it holds a lone surrogate).", name) from None
+    if len(items) > max_texts:  # after the types: a body both malformed and too long is malformed
+        raise Refusal(413, f"{len(items)} inputs in one request; the limit is {max_texts} (--max-texts).", name)
     return items
+
+
+def json_int(t) -> int | None:
+    """A JSON integer (7 or 7.0, not true) as an int, else None."""
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        return None
+    return int(t) if isinstance(t, int) or t.is_integer() else None
+
+
+def options_of(body: dict) -> dict:
+    """TEI's options, at the top or (as InferenceClient sends them) under "parameters"."""
+    extra = body.get("parameters")
+    if extra is None:
+        return body
+    if not isinstance(extra, dict):
+        raise Refusal(422, f"parameters must be an object, not {json.dumps(extra)}.", "parameters")
+    for k in FLAGS & set(extra):  # checked here too: a top-level value would hide them
+        flag(extra, k, False)
+    return {**extra, **body}
+
+
+FLAGS = {"normalize", "truncate", "raw_scores", "return_text", "add_special_tokens"}
 
 
 def flag(body: dict, name: str, default: bool) -> bool:
@@ -138,13 +173,16 @@ class Compat:
             body = await body_of(request)
             self.ready("embed")
             texts = self.openai_inputs(body.get("input"))
-            fmt = body.get("encoding_format", "float") or "float"
+            if body.get("model") is not None and not isinstance(body["model"], str):
+                raise Refusal(400, f"model must be a string, not {json.dumps(body['model'])}.", "model")
+            fmt = "float" if body.get("encoding_format") is None else body["encoding_format"]
             if fmt not in ("float", "base64"):
                 raise Refusal(400, f"encoding_format must be 'float' or 'base64', not {json.dumps(fmt)}.", "encoding_format")
             width = self.state.backend.encoder.config.hidden_size
             dims = body.get("dimensions")
-            if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= width):
+            if dims is not None and (json_int(dims) is None or not 1 <= json_int(dims) <= width):
                 raise Refusal(400, f"dimensions must be a whole number from 1 to the model's {width}, not {json.dumps(dims)}.", "dimensions")
+            dims = None if dims is None else json_int(dims)
             tokens = sum(self.check_length("embed", texts))
             rows = await self.run("embed", texts)
         except Refusal as e:
@@ -159,14 +197,15 @@ class Compat:
                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def openai_inputs(self, value) -> list[str]:
-        """OpenAI's input forms: a string, strings, one token-id list, or token-id lists."""
-        if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        """OpenAI's input forms: a string, strings, one token-id list, or token-id lists (JSON integers: 7.0 is 7)."""
+        if isinstance(value, list) and value and all(json_int(t) is not None for t in value):
             value = [value]
         if isinstance(value, list) and value and all(isinstance(x, list) for x in value):
             V, tok = self.state.backend.encoder.config.vocab_size, self.state.backend.tok
             texts = []
             for i, ids in enumerate(value):
-                if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < V for t in ids):
+                ids = [json_int(t) for t in ids]
+                if not ids or not all(t is not None and 0 <= t < V for t in ids):
                     raise Refusal(400, f"input[{i}] must be a non-empty list of token ids from 0 to {V - 1}.", "input")
                 texts.append(tok.decode(ids, skip_special_tokens=True) or tok.decode(ids, skip_special_tokens=False))
             value = texts
@@ -182,9 +221,10 @@ class Compat:
     async def embed(self, request, body: dict | None = None):
         try:
             body = body if body is not None else await body_of(request)
-            params = {**body.get("parameters", {}), **body} if isinstance(body.get("parameters"), dict) else body
+            params = options_of(body)
             self.ready("embed")
             texts = texts_of(params.get("inputs"), "inputs", self.state.cfg.max_texts)
+            self.with_prompt(texts, (body.get("parameters") or {}).get("prompt_name"))  # checked even where the top level's wins
             texts = self.with_prompt(texts, params.get("prompt_name"))
             normalize, truncate = flag(params, "normalize", True), flag(params, "truncate", False)
             self.refuse_long("embed", texts, truncate)
@@ -201,13 +241,7 @@ class Compat:
         """prompt_name: a prefix from the sentence-transformers config beside the model (its "prompts")."""
         if name is None:
             return texts
-        from pathlib import Path
-
-        path = Path(str(self.state.backend.source))
-        path = path if path.is_dir() else path.parent
-        prompts = {}
-        if (path / "config_sentence_transformers.json").is_file():
-            prompts = json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("prompts") or {}
+        prompts = prompts_of(self.state.backend)
         if not isinstance(name, str) or name not in prompts:
             known = ", ".join(sorted(prompts)) or "none"
             raise Refusal(422, f"prompt_name {json.dumps(name)} is not one of the model's prompts ({known}).")
@@ -224,7 +258,7 @@ class Compat:
     async def predict(self, request, body: dict | None = None):
         try:
             body = body if body is not None else await body_of(request)
-            params = {**body.get("parameters", {}), **body} if isinstance(body.get("parameters"), dict) else body
+            params = options_of(body)
             self.ready("classify")
             pairs = self.state.backend.pairs
             single = isinstance(params.get("inputs"), str) or (pairs and isinstance(params.get("inputs"), list)
@@ -255,9 +289,11 @@ class Compat:
             if not self.state.backend.pairs:
                 raise Refusal(422, "rerank needs a pair classifier (a cross-encoder); this model classifies single texts.")
             query = body.get("query")
-            if not isinstance(query, str) or not query.strip():
+            if not isinstance(query, str) or blank(query):
                 raise Refusal(422, "query must be a non-empty string.")
-            texts = texts_of(body.get("texts"), "texts", self.state.cfg.max_texts)
+            if not isinstance(body.get("texts"), list):
+                raise Refusal(422, "texts must be a non-empty list of strings.", "texts")
+            texts = texts_of(body["texts"], "texts", self.state.cfg.max_texts)
             items = [[query, t] for t in texts]
             self.refuse_long("classify", items, flag(body, "truncate", False))
             raw, with_text = flag(body, "raw_scores", False), flag(body, "return_text", False)
@@ -320,6 +356,102 @@ class Compat:
         if self.state.ready:
             return json_response(200, {})
         return tei_error(Refusal(503, self.state.load_error or "the model is still loading."))
+
+
+# ---- the OpenAPI document: each route's real body, answers and errors ----------------------------------------
+
+TEXT = {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN, "description": "a non-empty text"}
+FLAG = {"type": ["boolean", "null"]}
+OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type"],
+    "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]},
+                   "code": {"type": ["string", "null"]}}}}}
+TEI_ERROR = {"type": "object", "required": ["error", "error_type"], "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}}}
+SCORES = {"type": "array", "items": {"type": "object", "required": ["label", "score"],
+                                     "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}}
+
+
+def _json_schema(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _openapi(body: dict | None, ok: dict, errors: dict, error_schema: dict) -> dict:
+    """FastAPI's openapi_extra for a route that reads its body itself."""
+    out = {"responses": {"200": {"description": "OK", **_json_schema(ok)},
+                         **{str(c): {"description": why, **_json_schema(error_schema)} for c, why in errors.items()}}}
+    if body is not None:
+        out["requestBody"] = {"required": True, **_json_schema(body)}
+    return out
+
+
+def document(app, state) -> None:
+    """Describe the routes above for the model now loaded (its vocabulary, width, prompts, max texts) and hide the
+    ones it does not serve (a pair classifier has no /embed, an encoder no /rerank); then /openapi.json is rebuilt."""
+    b, cfg = state.backend, state.cfg
+    texts = {"type": "array", "items": TEXT, "minItems": 1, "maxItems": cfg.max_texts}
+    one_or_many = {"anyOf": [TEXT, texts]}
+    key = {401: "a missing or wrong API key"} if state.cfg.api_key else {}
+    tei = {**key, 413: "an input over the model's length with truncate false", 422: "a malformed body, a wrong type, an empty text",
+           503: "overloaded, or the model is loading"}
+    docs = {"/info": _openapi(None, {"type": "object"}, {503: "the model is loading"}, TEI_ERROR),
+            "/health": _openapi(None, {"type": "object"}, {503: "the model is loading"}, TEI_ERROR),
+            "/v1/models": _openapi(None, {"type": "object", "required": ["object", "data"]}, {**key, 503: "the model is loading"}, OPENAI_ERROR),
+            "/tokenize": _openapi({"type": "object", "required": ["inputs"], "properties": {"inputs": one_or_many, "add_special_tokens": FLAG}},
+                                  {"type": "array", "items": {"type": "array", "items": {"type": "object", "properties": {
+                                      "id": {"type": "integer"}, "text": {"type": "string"}, "special": {"type": "boolean"},
+                                      "start": {"type": ["integer", "null"]}, "stop": {"type": ["integer", "null"]}}}}},
+                                  {**tei, 413: "too many inputs"}, TEI_ERROR)}
+    served = set(state.batchers)
+    if "embed" in served:
+        width, vocab = b.encoder.config.hidden_size, b.encoder.config.vocab_size
+        ids = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": vocab - 1}}
+        docs["/v1/embeddings"] = _openapi(
+            {"type": "object", "required": ["input"], "properties": {
+                "input": {"anyOf": [TEXT, texts, ids, {"type": "array", "items": ids, "minItems": 1, "maxItems": cfg.max_texts}]},
+                "model": {"type": ["string", "null"]}, "encoding_format": {"enum": ["float", "base64", None]},
+                "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": width}}},
+            {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+                "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
+                    "index": {"type": "integer"}, "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]}}}},
+                "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"]}}},
+            {400: "a malformed body, a wrong type, an empty text", **key, 413: "too many inputs or too large a body", 503: "overloaded, or loading"},
+            OPENAI_ERROR)
+        options = {"normalize": FLAG, "truncate": FLAG, "prompt_name": {"enum": [None, *sorted(prompts_of(b))]}}
+        embed = {"type": "object", "required": ["inputs"], "properties": {
+            "inputs": one_or_many, **options, "parameters": {"type": ["object", "null"], "properties": options}}}
+        vectors = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+        docs["/embed"] = docs["/"] = _openapi(embed, vectors, tei, TEI_ERROR)
+    if "classify" in served:
+        pair = {"type": "array", "items": TEXT, "minItems": 2, "maxItems": 2}
+        inputs = ({"anyOf": [pair, {"type": "array", "items": pair, "minItems": 1, "maxItems": cfg.max_texts}]} if b.pairs else one_or_many)
+        options = {"raw_scores": FLAG, "truncate": FLAG}
+        predict = {"type": "object", "required": ["inputs"], "properties": {
+            "inputs": inputs, **options, "parameters": {"type": ["object", "null"], "properties": options}}}
+        docs["/predict"] = docs["/"] = _openapi(predict, {"anyOf": [SCORES, {"type": "array", "items": SCORES}]}, tei, TEI_ERROR)
+        if b.pairs:
+            docs["/rerank"] = _openapi(
+                {"type": "object", "required": ["query", "texts"], "properties": {
+                    "query": TEXT, "texts": texts, "return_text": FLAG, "raw_scores": FLAG, "truncate": FLAG}},
+                {"type": "array", "items": {"type": "object", "required": ["index", "score"], "properties": {
+                    "index": {"type": "integer"}, "score": {"type": "number"}, "text": {"type": "string"}}}}, tei, TEI_ERROR)
+    for route in app.routes:
+        if getattr(route, "path", None) in ROUTES:
+            route.include_in_schema = route.path in docs
+            route.openapi_extra = docs.get(route.path)
+
+
+def prompts_of(backend) -> dict[str, str]:
+    """The prompts of the sentence-transformers config beside the model ({"query": "query: ", ...})."""
+    from pathlib import Path
+
+    path = Path(str(backend.source))
+    path = path if path.is_dir() else path.parent
+    if (path / "config_sentence_transformers.json").is_file():
+        return json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("prompts") or {}
+    return {}
+
+
+ROUTES = ("/v1/embeddings", "/v1/models", "/embed", "/predict", "/rerank", "/tokenize", "/", "/info", "/health")
 
 
 def add_routes(app, state) -> None:
