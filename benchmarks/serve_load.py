@@ -296,6 +296,8 @@ def main() -> None:
     p.add_argument("--server-args", default="", help='more flags for the server, as --server-args="--bf16 --threads 1"')
     p.add_argument("--only", choices=["embed", "classify"], help="measure one of the two models")
     p.add_argument("--out", help="also write the report to this markdown file")
+    p.add_argument("--sdk-clients", action="store_true", help="then the same load through the openai SDK and huggingface_hub's "
+                   "client (benchmarks/serve_clients.py, its own table appended)")
     a = p.parse_args()
     a.server_args = a.server_args.split()
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
@@ -333,6 +335,14 @@ def main() -> None:
              f"- client CPU time during the {a.clients}-client phases: " + ", ".join(
                  f"{r['busy'].client_cpu:.1f} s of {r['busy'].seconds:.1f} s" for r in results.values())]
     report = "\n".join(lines) + "\n"
+    if a.sdk_clients:
+        import serve_clients
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "clients.md"
+            serve_clients.main(["--requests", str(a.requests), "--clients", str(a.clients), "--out", str(out),
+                                f"--server-args={' '.join(a.server_args)}"])
+            report += "\n## The same load through the clients people use\n\n" + out.read_text(encoding="utf-8").split("\n", 2)[2]
     print(report)
     if a.out:
         Path(a.out).write_text(report, encoding="utf-8")
