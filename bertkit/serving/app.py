@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from ..errors import BertkitError
 from ..flags import add_flags, positive_int
 from .backend import MAX_TOP_K, backend_factory
-from .batcher import Batcher, MemoryTrim, Metrics
+from .batcher import Batcher, BatchFailed, MemoryTrim, Metrics
 from .compat import TEXT_PATTERN, add_routes, blank, document, json_response
 
 GRACE_SECONDS = 30  # how long a shutdown waits for requests in flight
@@ -336,7 +336,8 @@ async def _load(app, state: State, load, executor) -> None:
     for e in backend.endpoints:
         model = models["pairs" if e == "classify" and backend.pairs else e]
         errors = {code: {"model": models["error"], "description": why} for code, why in (
-            (413, "body or input count over the limit"), (422, "malformed JSON, wrong schema, empty text"), (503, "queue full, or loading"))}
+            (413, "body or input count over the limit"), (422, "malformed JSON, wrong schema, empty text"),
+            (500, "the model failed on this request (the server goes on)"), (503, "queue full, or loading"))}
         app.add_api_route(f"/v1/{e}", _handler(state, e, model), methods=["POST"], summary=f"{e}: {EXAMPLES[e]}", responses=errors)
     state.backend = backend
     document(app, state)  # the OpenAI and TEI routes this model serves, with their bodies
@@ -359,8 +360,8 @@ def _handler(state: State, endpoint: str, model):
         except asyncio.CancelledError:
             future.cancel()  # the client went away: its texts are skipped if their batch has not run yet
             raise
-        except Exception as e:
-            return _json(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+        except BatchFailed as e:
+            return _json(500, {"error": str(e)})
         return _json(200, {"results": [_finish(endpoint, row, body) for row in rows]})
 
     handle.__annotations__ = {"body": model}  # FastAPI reads the body's schema from here

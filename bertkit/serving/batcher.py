@@ -167,12 +167,15 @@ class Batcher:
         try:
             rows, sizes, seconds = await loop.run_in_executor(
                 self.executor, run_grouped, self.backend, self.endpoint, items, self.max_batch, self.trim)
-        except Exception as e:  # a bug, not bad input (inputs are checked before queueing)
-            print(f"bertkit serve: {self.endpoint}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        except Exception as e:  # a bug or out of memory, not bad input (inputs are checked before queueing)
             self.metrics.failed(self.endpoint)
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(e)
+            print(f"bertkit serve: {self.endpoint}: a batch of {len(batch)} requests failed ({type(e).__name__}: {e})"
+                  + ("; running them one by one" if len(batch) > 1 else ""), file=sys.stderr)
+            if len(batch) == 1:
+                batch[0].future.done() or batch[0].future.set_exception(BatchFailed(e))
+            else:  # alone, each request gets its own answer: only the one(s) the model cannot run fail
+                for p in batch:
+                    await self.run([p])
             return
         self.metrics.forward(self.endpoint, sizes, seconds, sum(r.get("truncated", False) for r in rows))
         start = 0
@@ -180,6 +183,13 @@ class Batcher:
             if not p.future.done():  # the client may have gone away
                 p.future.set_result(rows[start:start + len(p.items)])
             start += len(p.items)
+
+
+class BatchFailed(Exception):
+    """The model raised on a request's inputs: its answer is a 500 saying so; the server goes on."""
+
+    def __init__(self, cause: Exception):
+        super().__init__(f"the model failed on this request ({type(cause).__name__}: {cause}); other requests are unaffected.")
 
 
 # ---- metrics -----------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ import json
 
 import numpy as np
 
+from .batcher import BatchFailed
+
 TEI_VERSION = "1.8.0"  # the TEI API these routes follow
 
 
@@ -49,7 +51,7 @@ class Refusal(Exception):
 def openai_error(e: Refusal):
     """OpenAI's error body; its API answers every malformed request 400 (TEI's and bertkit's say 422)."""
     e.status = 400 if e.status == 422 else e.status
-    kind = {401: "invalid_request_error", 413: "invalid_request_error", 503: "server_error"}.get(e.status, "invalid_request_error")
+    kind = {401: "invalid_request_error", 413: "invalid_request_error", 500: "server_error", 503: "server_error"}.get(e.status, "invalid_request_error")
     code = {401: "invalid_api_key", 503: "overloaded"}.get(e.status)
     return json_response(e.status, {"error": {"message": e.message, "type": kind, "param": e.param, "code": code}},
                  {"Retry-After": "1"} if e.status == 503 else None)
@@ -157,7 +159,10 @@ class Compat:
             future = self.state.batchers[endpoint].submit(items)
         except asyncio.QueueFull:
             raise Refusal(503, f"the {endpoint} queue is full ({self.state.cfg.max_queue} requests); retry shortly.") from None
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.shield(future)
+        except BatchFailed as e:
+            raise Refusal(500, str(e)) from None
 
     def model_name(self) -> str:
         return self.state.cfg.served_name or str(self.state.backend.source).rstrip("/").rsplit("/", 1)[-1]
@@ -392,7 +397,7 @@ def document(app, state) -> None:
     one_or_many = {"anyOf": [TEXT, texts]}
     key = {401: "a missing or wrong API key"} if state.cfg.api_key else {}
     tei = {**key, 413: "an input over the model's length with truncate false", 422: "a malformed body, a wrong type, an empty text",
-           503: "overloaded, or the model is loading"}
+           500: "the model failed on this request (the server goes on)", 503: "overloaded, or the model is loading"}
     docs = {"/info": _openapi(None, {"type": "object"}, {503: "the model is loading"}, TEI_ERROR),
             "/health": _openapi(None, {"type": "object"}, {503: "the model is loading"}, TEI_ERROR),
             "/v1/models": _openapi(None, {"type": "object", "required": ["object", "data"]}, {**key, 503: "the model is loading"}, OPENAI_ERROR),
@@ -414,7 +419,8 @@ def document(app, state) -> None:
                 "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
                     "index": {"type": "integer"}, "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]}}}},
                 "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"]}}},
-            {400: "a malformed body, a wrong type, an empty text", **key, 413: "too many inputs or too large a body", 503: "overloaded, or loading"},
+            {400: "a malformed body, a wrong type, an empty text", **key, 413: "too many inputs or too large a body",
+             500: "the model failed on this request (the server goes on)", 503: "overloaded, or loading"},
             OPENAI_ERROR)
         options = {"normalize": FLAG, "truncate": FLAG, "prompt_name": {"enum": [None, *sorted(prompts_of(b))]}}
         embed = {"type": "object", "required": ["inputs"], "properties": {
