@@ -18,7 +18,7 @@ import torch
 
 from .config import BertConfig
 from .errors import BertkitError
-from .io.files import atomic_dir, read_json
+from .io.files import atomic_dir, read_json, save_safetensors
 from .weights import BACKBONE_PREFIX, HEAD_PREFIXES, Converted, from_google, from_hf, hf_name, to_hf
 
 # ---- Files ----------------------------------------------------------------------------
@@ -274,8 +274,6 @@ class PretrainedMixin:
         The tokenizer is the one given, else the one beside the checkpoint this model came from.
         The directory appears complete or not at all.
         """
-        from safetensors.torch import save_file
-
         from .tokenizer import Tokenizer
 
         if tokenizer is None and self.source_dir is not None and Tokenizer.can_load(self.source_dir):
@@ -288,7 +286,7 @@ class PretrainedMixin:
 
         def write(tmp: Path) -> None:
             config.save(tmp / "config.json")
-            save_file(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            save_safetensors(hf, tmp / "model.safetensors", metadata={"format": "pt"})
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
 

@@ -169,6 +169,8 @@ TRAIN_FLAGS = {
     "save_every": ("steps between checkpoints", None),
     "patience": ("early stopping: evaluations without improvement (0: off)", None),
     "resume": ("continue the run in --out from its last checkpoint", None),
+    "auto_resume": ("resume when --out holds a checkpoint of this run, else start afresh: one command for every restart", None),
+    "save_minutes": ("also checkpoint when this many minutes have passed since the last checkpoint", None),
     "device": ("cpu, cuda, ... (default: cuda if available)", None),
     "quiet": ("no progress bar or messages", None),
 }
@@ -199,6 +201,8 @@ PRETRAIN_FLAGS = {
     "bf16": "bf16 autocast", "checkpointing": "activation checkpointing: less memory for long sequences",
     "electra_weight": "ELECTRA's discriminator loss weight", "generator_fraction": "ELECTRA generator width / discriminator width",
     "seed": "seed", "save_every": "steps between checkpoints", "resume": "continue the run in --out from its last checkpoint",
+    "auto_resume": "resume when --out holds a checkpoint of this run, else start afresh: one command for every restart",
+    "save_minutes": "also checkpoint when this many minutes have passed since the last checkpoint",
     "device": "cpu, cuda, ...", "quiet": "no progress bar or messages",
 }
 

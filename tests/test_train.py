@@ -45,8 +45,7 @@ def small(tmp_path_factory, reviews) -> Path:
 
 @pytest.fixture(scope="module")
 def small_tok(tmp_path_factory, small) -> str:
-    """One vocabulary for runs that are compared (the tokenizers trainer breaks frequency ties in hash
-    order, so two trainings on the same texts can differ in a few tokens)."""
+    """One vocabulary for the runs that are compared (trained once, so they need not each train their own)."""
     from bertkit.data.datasets import read_task_file
 
     d = tmp_path_factory.mktemp("tok")

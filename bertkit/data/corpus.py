@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BertkitError
-from ..io.files import atomic_dir, check_new_dir
+from ..io.files import atomic_dir, check_new_dir, sha256_of
 from ..tokenizer import train_wordpiece
 
 ZH_CORPUS = "zh-corpus"
@@ -212,7 +212,9 @@ class _ShardWriter:
         np.save(self.d / f"{name}.doc.npy", np.asarray(self.doc, dtype=np.int64))
         if self.wwm:
             np.asarray(self.starts, dtype=np.uint8).tofile(self.d / f"{name}.starts")
-        self.shards.append({"name": name, "tokens": len(self.ids), "sentences": len(self.sent) - 1, "documents": len(self.doc) - 1})
+        files = [f"{name}.ids", f"{name}.sent.npy", f"{name}.doc.npy", *([f"{name}.starts"] if self.wwm else [])]
+        self.shards.append({"name": name, "tokens": len(self.ids), "sentences": len(self.sent) - 1, "documents": len(self.doc) - 1,
+                            "sha256": {f: sha256_of(self.d / f) for f in files}})
         self._reset()
 
 
@@ -283,11 +285,43 @@ class Corpus:
         if not meta_path.is_file():
             raise BertkitError(f"{self.dir} is not a prepared corpus (no meta.json); run `bertkit corpus prepare` first.")
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        self.shards = [Shard(self.dir, info, self.meta["dtype"]) for info in self.meta["shards"]]
+        self.shards = [self._open(info) for info in self.meta["shards"]]
+
+    def _open(self, info: dict) -> Shard:
+        ids, want = self.dir / f"{info['name']}.ids", info["tokens"] * np.dtype(self.meta["dtype"]).itemsize
+        if info["tokens"] and ids.is_file() and ids.stat().st_size != want:
+            raise BertkitError(f"the corpus shard file {ids} is truncated or extended ({ids.stat().st_size:,} bytes, {want:,} when "
+                               "prepared); prepare the corpus again.")
+        try:
+            return Shard(self.dir, info, self.meta["dtype"])
+        except (OSError, ValueError) as e:  # a file missing, empty or cut mid-header
+            raise BertkitError(f"the corpus shard {self.dir / info['name']} cannot be read ({getattr(e, 'strerror', None) or e}); "
+                               "prepare the corpus again.") from None
 
     @property
     def tokens(self) -> int:
         return sum(s["tokens"] for s in self.meta["shards"])
+
+    def verify(self, shards: list[int] | None = None) -> None:
+        """Check the shards' files (the ones given, e.g. this rank's) against meta.json: each file's size, and its
+        sha256 where the corpus records one (prepared by bertkit >= stop 18). A damaged file is named, never read."""
+        itemsize = np.dtype(self.meta["dtype"]).itemsize
+        for i in shards if shards is not None else range(len(self.shards)):
+            info = self.meta["shards"][i]
+            sizes = {f"{info['name']}.ids": info["tokens"] * itemsize, f"{info['name']}.starts": info["tokens"]}
+            for f, want in (info.get("sha256") or {}).items():
+                path = self.dir / f
+                if not path.is_file():
+                    raise BertkitError(f"the corpus shard file {path} is missing; prepare the corpus again.")
+                if f in sizes and path.stat().st_size != sizes[f]:
+                    raise BertkitError(f"the corpus shard file {path} is truncated or extended ({path.stat().st_size:,} bytes, "
+                                       f"{sizes[f]:,} when prepared); prepare the corpus again.")
+                if sha256_of(path) != want:
+                    raise BertkitError(f"the corpus shard file {path.name} is damaged (its contents differ from what was prepared: "
+                                       f"{path}); prepare the corpus again.")
+            ids = self.dir / f"{info['name']}.ids"
+            if not info.get("sha256") and info["tokens"] and ids.stat().st_size != sizes[ids.name]:
+                raise BertkitError(f"the corpus shard file {ids} is truncated or extended; prepare the corpus again.")
 
     def stream(self, shards: list[int] | None = None) -> Iterator[np.ndarray]:
         """Every sentence's token ids, shard by shard (the ones given, e.g. this rank's)."""

@@ -76,6 +76,10 @@ def staging(dst: Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class WriteFailed(BertkitError):
+    """An output could not be written (a full disk, a quota, a read-only directory); what was there is unchanged."""
+
+
 def write_atomic(path: str | os.PathLike, write) -> None:
     """write(file) into a temporary file beside `path`, then rename: never a half-written output."""
     path = Path(path)
@@ -107,13 +111,47 @@ def replace_dir(dst: Path, write) -> None:
     old or new directory (between the two renames only dst.old exists; `existing_dir` finds it)."""
     tmp, old = dst.with_name(dst.name + ".tmp"), dst.with_name(dst.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+    except OSError as e:  # a full disk, a quota, a read-only directory: dst stays as it was, the partial copy goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteFailed(f"writing {dst} failed ({e.strerror or e}); {dst} is unchanged.") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dst.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
     os.replace(tmp, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_safetensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """safetensors' save_file, its I/O failures (a full disk) raised as the OSError they are."""
+    import re
+
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256 (hex), read in 4 MB pieces."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def existing_dir(dst: Path) -> Path | None:

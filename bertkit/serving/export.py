@@ -355,9 +355,9 @@ def _write_sidecars(model: nn.Module, src: Path, tmp: Path) -> list[str]:
     if (src / "sentence_bert_config.json").is_file():  # its max_seq_length is the embedding length limit
         shutil.copyfile(src / "sentence_bert_config.json", tmp / "sentence_bert_config.json")
     if getattr(model, "crf", None) is not None:
-        from safetensors.torch import save_file
+        from ..io.files import save_safetensors
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / "crf.safetensors"))
+        save_safetensors({k: v.detach().cpu().contiguous() for k, v in model.crf.state_dict().items()}, tmp / "crf.safetensors")
     return [n for n in SIDECARS if (tmp / n).exists()]
 
 

@@ -93,6 +93,8 @@ class TrainConfig:
     save_every: int = 100  # steps between checkpoints
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     resume: bool = False
+    auto_resume: bool = False  # resume when --out holds a checkpoint of this run, else start afresh (torchrun --max-restarts)
+    save_minutes: float | None = None  # also checkpoint once this many minutes have passed since the last checkpoint
     device: str | None = None  # default: cuda if available, else cpu
     log_every: int = 10  # steps between progress-bar updates
     quiet: bool = False
@@ -367,7 +369,7 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, dist: Dist) -> dict:
     log = messages(dist, cfg.quiet)
-    out = check_out(cfg, "train_config.json")
+    out = check_out(cfg, "train_config.json", dist)
     splits = load_splits(cfg)
     labels = make_labels(cfg, splits, log)
     teacher, teacher_tok, layer_map, soft_targets = None, None, [], "logits"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -42,11 +43,11 @@ import torch
 from torch import nn
 
 from ..errors import BertkitError
-from ..io.files import existing_dir, replace_dir
+from ..io.files import WriteFailed, existing_dir, replace_dir, sha256_of
 from ..model import BertModel
 from .tricks import make_optimizer, warmup_schedule
 
-FREE_ON_RESUME = ("resume", "quiet", "device", "log_every", "save_every")  # settings that do not change the result
+FREE_ON_RESUME = ("resume", "auto_resume", "quiet", "device", "log_every", "save_every", "save_minutes")  # settings that do not change the result
 
 
 @dataclass
@@ -101,6 +102,14 @@ class Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def broadcast(self, value):
+        """Rank 0's `value` on every rank (any picklable object: machines need not share a disk)."""
+        if self.world == 1:
+            return value
+        box = [value if self.main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def in_processes(job, cfg):
     """job(cfg, dist) in this process's share of a torchrun group (or alone), leaving the group after."""
@@ -119,22 +128,61 @@ def messages(dist: Dist, quiet: bool):
 # ---- the run directory ----------------------------------------------------------------------
 
 
-def check_out(cfg, config_file: str) -> Path:
-    """--out must be new (or empty), or with --resume hold a checkpoint of a run with these settings."""
+def check_out(cfg, config_file: str, dist: Dist | None = None) -> Path:
+    """--out must be new (or empty), or with --resume hold a checkpoint of a run with these settings. --auto-resume:
+    resume when it holds one, else start afresh (clearing what this run wrote before its first checkpoint), so one
+    command line serves every restart under `torchrun --max-restarts`. Rank 0 decides (its disk holds the checkpoints);
+    every rank gets its verdict, and cfg.resume is set to it."""
     out = Path(cfg.out)
-    if not cfg.resume:
-        if out.exists() and any(out.iterdir()):
-            raise BertkitError(f"{out} is not empty; choose a new --out, or pass --resume to continue the run in it.")
-        return out
-    if existing_dir(out / "checkpoint") is None:
-        raise BertkitError(f"--resume: {out} has no checkpoint to resume from.")
-    saved = json.loads((out / config_file).read_text(encoding="utf-8"))
+    verdict = _verdict(cfg, out, config_file) if dist is None or dist.main else None
+    if dist is not None:
+        verdict = dist.broadcast(verdict)
+    if isinstance(verdict, str):
+        raise BertkitError(verdict)
+    cfg.resume, clear = verdict
+    if clear and (dist is None or dist.main):
+        for p in out.iterdir():  # all of it this run's own: it started in an empty directory
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    if dist is not None:
+        dist.barrier()
+    return out
+
+
+def _verdict(cfg, out: Path, config_file: str) -> tuple[bool, bool] | str:
+    """(resume, clear the directory first), or the sentence that refuses the run."""
+    full = out.exists() and any(out.iterdir())
+    has = existing_dir(out / "checkpoint") is not None and (existing_dir(out / "checkpoint") / "trainer_state.pt").is_file()
+    if getattr(cfg, "auto_resume", False) and not has:
+        if not full:
+            return False, False
+        if settings_changed(cfg, out / config_file) is None:
+            return False, True  # this run's files from before its first checkpoint: start it again
+        return (f"--auto-resume: {out} is not empty and holds no checkpoint of this run (no {config_file} with these settings); "
+                "choose a new --out.")
+    if not (cfg.resume or getattr(cfg, "auto_resume", False)):
+        if full:
+            return f"{out} is not empty; choose a new --out, or pass --resume (or --auto-resume) to continue the run in it."
+        return False, False
+    if not has:
+        return f"--resume: {out} has no checkpoint to resume from."
+    changed = settings_changed(cfg, out / config_file)
+    if changed:  # a resumed run must use the settings it started with, or it would not end where the run would have
+        return changed
+    return True, False
+
+
+def settings_changed(cfg, config_path: Path) -> str | None:
+    """None when config_path holds cfg's settings (those that change the result), else what differs, in a sentence."""
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"--resume: cannot read the run's settings from {config_path} ({getattr(e, 'strerror', None) or e})."
     now = dataclasses.asdict(cfg)
     changed = [k for k in now if k not in FREE_ON_RESUME and saved.get(k) != now[k]]
-    if changed:  # a resumed run must use the settings it started with, or it would not end where the run would have
+    if changed:
         k = changed[0]
-        raise BertkitError(f"--resume: --{k.replace('_', '-')} was {saved.get(k)!r} when the run started, now {now[k]!r}; resume with the same settings.")
-    return out
+        return f"--resume: --{k.replace('_', '-')} was {saved.get(k)!r} when the run started, now {now[k]!r}; resume with the same settings."
+    return None
 
 
 def write_config(cfg, out: Path, config_file: str) -> None:
@@ -267,6 +315,7 @@ class Loop:
         self.autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         self.state = State()
         self.log = messages(dist, cfg.quiet)
+        self.saved_at = time.monotonic()
 
     # ---- one step
 
@@ -342,20 +391,31 @@ class Loop:
         cfg, dist = self.cfg, self.dist
         dist.barrier()  # every rank has checked the output directory before rank 0 writes into it
         saved = None
-        if cfg.resume:
-            d = existing_dir(self.out / "checkpoint")
-            saved = torch.load(d / "trainer_state.pt", weights_only=True)
+        if cfg.resume:  # rank 0 reads and checks the checkpoint; every rank gets its contents
+            saved = dist.broadcast(read_checkpoint(self.out / "checkpoint", self.recipe.saved()) if dist.main else None)
             total = saved["state"]["total"]
         elif dist.main:
             write_config(cfg, self.out, self.config_file)
         steps = int(warmup * total) if warmup < 1 else int(warmup)
         self.scheduler = warmup_schedule(self.optimizer, min(steps, total), total, schedule)
         if saved is not None:  # after the scheduler is built: its first step would overwrite the restored learning rate
-            self.load(d, saved)
+            self.load(saved)
             self.log(f"resumed {self.out} at step {self.state.step} of {total}")
         self.state.total = total
         self.logger = StepLog(self.out / "log.jsonl", self.state.step, dist.main)
         bar = progress(total, self.state.step, dist.main and not cfg.quiet, self.recipe.name)
+        try:
+            self._steps(total, bar)
+        except WriteFailed as e:  # a checkpoint or the best model could not be written: the last checkpoint stays
+            last = self.last_saved_step()
+            kept = f"the checkpoint of step {last} is kept" if last is not None else "no checkpoint was written yet"
+            raise BertkitError(f"{e} At step {self.state.step}, {kept}: free the space (or fix the directory) and rerun "
+                               "with --auto-resume to continue.") from None
+        bar.close()
+        return self.state
+
+    def _steps(self, total: int, bar) -> None:
+        cfg, dist = self.cfg, self.dist
         stopped = False
         while self.state.step < total and not stopped:
             row = self.step(self.state.step)
@@ -367,10 +427,11 @@ class Loop:
                 bar.set_postfix(loss=f"{self.logger.running_loss():.4f}")
             if self.recipe.evaluate_due(step - 1) or step == total:
                 stopped = self.recipe.evaluate(self)
-            if dist.main and (step % cfg.save_every == 0 or step == total or stopped):
+            due = step % cfg.save_every == 0 or step == total or stopped
+            if getattr(cfg, "save_minutes", None):  # by the clock too; rank 0's clock, so every rank agrees
+                due = due or dist.broadcast(time.monotonic() - self.saved_at >= cfg.save_minutes * 60 if dist.main else None)
+            if dist.main and due:
                 self.save()
-        bar.close()
-        return self.state
 
     def plot(self) -> None:
         metric, keys = self.recipe.curves
@@ -380,22 +441,65 @@ class Loop:
     # ---- checkpoints
 
     def save(self) -> None:
+        """The checkpoint, swapped in whole with the checksums of its files; a failed write (a full disk, a read-only
+        directory) keeps the last one and stops the run with one sentence."""
         def write(tmp: Path) -> None:
             for name, m in self.recipe.saved().items():
                 m.save_pretrained(tmp / name, tokenizer=self.tokenizer)
             torch.save({"state": dataclasses.asdict(self.state), "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "recipe": self.recipe.extra_state()}, tmp / "trainer_state.pt")
+            write_checksums(tmp)
 
         replace_dir(self.out / "checkpoint", write)
+        self.saved_at = time.monotonic()
 
-    def load(self, d: Path, saved: dict) -> None:
-        """Restore checkpoint d (its trainer_state.pt read as `saved`) into the models, optimizer and scheduler."""
+    def last_saved_step(self) -> int | None:
+        d = existing_dir(self.out / "checkpoint")
+        try:
+            return int(torch.load(d / "trainer_state.pt", weights_only=True)["state"]["step"]) if d else None
+        except Exception:  # noqa: BLE001 - only for the message
+            return None
+
+    def load(self, saved: dict) -> None:
+        """Restore a checkpoint's contents (`read_checkpoint`) into the models, optimizer and scheduler."""
         for name, m in self.recipe.saved().items():
-            m.load_state_dict(type(m).from_pretrained(d / name, verbose=False).state_dict())
+            m.load_state_dict(saved["models"][name])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.recipe.load_extra_state(saved["recipe"])
         self.state = State(**saved["state"])
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(d: Path) -> None:
+    """checksums.json: the sha256 of every file under d, so a file damaged later is found before it is trusted."""
+    sums = {str(p.relative_to(d)): sha256_of(p) for p in sorted(d.rglob("*")) if p.is_file()}
+    (d / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n", encoding="utf-8")
+
+
+def read_checkpoint(d: Path, models: dict[str, nn.Module]) -> dict:
+    """A run's checkpoint directory, checked against its checksums: trainer_state.pt's contents plus "models" (each
+    saved model's state_dict). A file missing, truncated or overwritten is named, never loaded."""
+    d = existing_dir(d)
+    if (d / CHECKSUMS).is_file():
+        sums = json.loads((d / CHECKSUMS).read_text(encoding="utf-8"))
+        for name, want in sums.items():
+            p = d / name
+            if not p.is_file():
+                raise BertkitError(f"the checkpoint is incomplete: {p} is missing; it cannot be resumed from.")
+            if sha256_of(p) != want:
+                raise BertkitError(f"the checkpoint file {p} is damaged (its contents differ from what the run wrote); "
+                                   "restore it, or start the run again in a new --out.")
+    try:
+        saved = torch.load(d / "trainer_state.pt", weights_only=True)
+        saved["models"] = {name: type(m).from_pretrained(d / name, verbose=False).state_dict() for name, m in models.items()}
+    except BertkitError:
+        raise
+    except Exception as e:  # a checkpoint of an older bertkit (no checksums) that is damaged
+        raise BertkitError(f"the checkpoint in {d} cannot be read ({type(e).__name__}: {e}); it cannot be resumed from.") from None
+    return saved
 
 
 def max_over(dist: Dist, value: float) -> float:
@@ -421,8 +525,12 @@ class StepLog:
         if "loss" in row:
             self.recent = (self.recent + [row["loss"]])[-50:]
         if self.main:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:
+                raise BertkitError(f"writing {self.path} failed: {e.strerror or e}. The last checkpoint is kept: free the space "
+                                   "and rerun with --auto-resume to continue.") from None
 
     def running_loss(self) -> float:
         return sum(self.recent) / max(len(self.recent), 1)

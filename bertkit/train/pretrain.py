@@ -80,6 +80,8 @@ class PretrainConfig:
     seed: int = 42
     save_every: int = 200
     resume: bool = False
+    auto_resume: bool = False  # resume when --out holds a checkpoint of this run, else start afresh (torchrun --max-restarts)
+    save_minutes: float | None = None  # also checkpoint once this many minutes have passed since the last checkpoint
     device: str | None = None
     log_every: int = 10
     quiet: bool = False
@@ -423,7 +425,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 def _pretrain(cfg: PretrainConfig, dist: Dist) -> dict:
     log = messages(dist, cfg.quiet)
-    out = check_out(cfg, "pretrain_config.json")
+    out = check_out(cfg, "pretrain_config.json", dist)
     tokenizer_dir = cfg.tokenizer or (cfg.model if not (cfg.model in PRESETS or cfg.model.endswith(".json")) else None)
     if dist.world > 1 and not (Path(cfg.corpus) / "meta.json").is_file():
         raise BertkitError("with several processes, prepare the corpus first (`bertkit corpus prepare`) and pass its directory: each process reads its own shards.")
@@ -436,6 +438,7 @@ def _pretrain(cfg: PretrainConfig, dist: Dist) -> dict:
         set_checkpointing(model, cfg.checkpointing)
         pairs = {"mlm+nsp": "nsp", "mlm+sop": "sop"}.get(cfg.objective)
         mine = list(range(len(corpus.shards)))[dist.rank::dist.world] if len(corpus.shards) >= dist.world else list(range(len(corpus.shards)))
+        corpus.verify(mine)  # a shard truncated or overwritten since it was prepared is named here, never trained on
         rows = pack(corpus, mine, cfg.max_length, pairs, cfg.seed)
         if len(corpus.shards) < dist.world:
             rows = rows[dist.rank::dist.world]

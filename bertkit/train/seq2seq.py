@@ -85,6 +85,8 @@ class Seq2SeqConfig:
     save_every: int = 100
     patience: int = 0
     resume: bool = False
+    auto_resume: bool = False  # resume when --out holds a checkpoint of this run, else start afresh (torchrun --max-restarts)
+    save_minutes: float | None = None  # also checkpoint once this many minutes have passed since the last checkpoint
     device: str | None = None
     log_every: int = 10
     quiet: bool = False
@@ -378,7 +380,7 @@ def train_seq2seq(cfg: Seq2SeqConfig) -> dict:
 
 def _train(cfg: Seq2SeqConfig, dist: Dist) -> dict:
     log = messages(dist, cfg.quiet)
-    out = check_out(cfg, "train_config.json")
+    out = check_out(cfg, "train_config.json", dist)
     splits = load_pairs(cfg)
     metric = metric_of(cfg, splits)
     model, tok = build(cfg, splits, log)
