@@ -168,7 +168,7 @@ def ner_stride(cfg: TrainConfig) -> int | None:
 
 
 def _random_init_tokenizer(cfg: TrainConfig, splits: dict) -> Tokenizer:
-    if cfg.resume:  # the vocabulary the run started with (a new training may break ties differently)
+    if cfg.resume:  # the vocabulary the run started with (the saved one: the data files may have changed since)
         return Tokenizer.from_pretrained(existing_dir(Path(cfg.out) / "checkpoint") / "model")
     if cfg.tokenizer:
         return Tokenizer.from_pretrained(cfg.tokenizer)
@@ -189,11 +189,12 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
         config = BertConfig.from_preset(cfg.model) if cfg.model in PRESETS else BertConfig.from_json_file(cfg.model)
         if tokenizer is None:  # given: the teacher's, when distilling
             tokenizer = _random_init_tokenizer(cfg, splits)
-            if torch.distributed.is_initialized():  # ties may break differently per process: use rank 0's
+            if torch.distributed.is_initialized():  # every process uses rank 0's (on several machines, its files)
                 vocab = [tokenizer.vocab()]
                 torch.distributed.broadcast_object_list(vocab, src=0)
                 tokenizer = Tokenizer.from_vocab(vocab[0])
-            log(f"trained a {tokenizer.vocab_size}-token WordPiece vocabulary on the training texts (saved with the model)")
+            if not (cfg.resume or cfg.tokenizer):
+                log(f"trained a {tokenizer.vocab_size}-token WordPiece vocabulary on the training texts (saved with the model)")
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, extra=dict(config.extra))
         d, conv = None, None
     else:
