@@ -83,7 +83,11 @@ class Dist:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         if world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            if "TORCHELASTIC_RESTART_COUNT" in os.environ and "MASTER_ADDR" in os.environ:
+                torch.distributed.init_process_group(backend, store=attempt_store(rank, world), rank=rank, world_size=world)
+            else:
+                torch.distributed.init_process_group(backend)
         return cls(rank, world, dev)
 
     def stop(self) -> None:
@@ -109,6 +113,18 @@ class Dist:
         box = [value if self.main else None]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def attempt_store(rank: int, world: int):
+    """torchrun's store, under a prefix of its own per restart attempt. With the default env:// start, a group restarted
+    by `torchrun --max-restarts` read the killed attempt's gloo addresses: its start failed ("connectFullMesh failed ...
+    Connection refused") or hung, 3 restarts in 8 with a 20-line script here, 0 in 8 with this."""
+    from datetime import timedelta
+
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"  # the agent hosts it; else rank 0 does
+    store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                       is_master=rank == 0 and not agent, timeout=timedelta(minutes=30))
+    return torch.distributed.PrefixStore(f"/bertkit/attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 def in_processes(job, cfg):
