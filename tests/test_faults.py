@@ -201,3 +201,6 @@ def test_save_minutes_checkpoints_by_the_clock(tmp_path, small, small_tok, monke
     train(tiny(tmp_path / "clock", small, max_steps=5, save_every=1000, eval_every=1000, tokenizer=small_tok, save_minutes=1e-9))
     assert saves == [1, 2, 3, 4, 5]  # every step is past the minutes since the last checkpoint
     assert_same_weights(weights(tmp_path / "steps"), weights(tmp_path / "clock"))  # when it saves changes nothing else
+    with pytest.raises(BertkitError, match="--save-minutes must be a positive number of minutes, not -1"):
+        train(tiny(tmp_path / "bad", small, tokenizer=small_tok, save_minutes=-1))
+    assert not (tmp_path / "bad").exists()

@@ -118,7 +118,8 @@ class Dist:
 def attempt_store(rank: int, world: int):
     """torchrun's store, under a prefix of its own per restart attempt. With the default env:// start, a group restarted
     by `torchrun --max-restarts` read the killed attempt's gloo addresses: its start failed ("connectFullMesh failed ...
-    Connection refused") or hung, 3 restarts in 8 with a 20-line script here, 0 in 8 with this."""
+    Connection refused") or hung: 3 of the first 7 restarts of a 20-line script here (the 8th ran past the time limit), 0 of
+    8 with this."""
     from datetime import timedelta
 
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"  # the agent hosts it; else rank 0 does
@@ -150,6 +151,9 @@ def check_out(cfg, config_file: str, dist: Dist | None = None) -> Path:
     command line serves every restart under `torchrun --max-restarts`. Rank 0 decides (its disk holds the checkpoints);
     every rank gets its verdict, and cfg.resume is set to it."""
     out = Path(cfg.out)
+    minutes = getattr(cfg, "save_minutes", None)
+    if minutes is not None and not minutes > 0:
+        raise BertkitError(f"--save-minutes must be a positive number of minutes, not {minutes}.")
     verdict = _verdict(cfg, out, config_file) if dist is None or dist.main else None
     if dist is not None:
         verdict = dist.broadcast(verdict)
