@@ -33,14 +33,16 @@ T5_TYPES = ("t5", "mt5", "umt5")  # RMSNorm, no biases, bucketed relative positi
 #   rotary:   q and k rotated by position in every layer (RoFormer, Su et al. 2021)
 #   relative: fixed sinusoids of clipped relative distances inside attention (NEZHA, Wei et al. 2019)
 #   bucketed: a learnt bias per head and log-bucketed distance added to the scores (T5, Raffel et al. 2020)
+#   (ModernBERT's rotary positions have no table in its checkpoints and rotate halves, not pairs: modern.py)
 FAMILY_POSITIONS = dict(
     bert="absolute", roberta="absolute", albert="absolute", electra="absolute", distilbert="absolute",
+    ernie="absolute", **{"xlm-roberta": "absolute"}, modernbert="rotary",
     roformer="rotary", nezha="relative", gpt2="absolute", bart="absolute", mbart="absolute", t5="bucketed", mt5="bucketed",
     umt5="bucketed",
 )
 MODEL_TYPES = tuple(sorted(FAMILY_POSITIONS))  # model_type values whose checkpoints bertkit reads
 POSITION_TYPES = ("absolute", "rotary", "relative", "bucketed")
-NO_POOLER = ("electra", "distilbert", "roformer", *DECODERS, *ENCODER_DECODERS)  # their transformers base models have no pooler
+NO_POOLER = ("electra", "distilbert", "roformer", "modernbert", *DECODERS, *ENCODER_DECODERS)  # their transformers base models have no pooler
 # DistilBERT's config.json names -> ours (it also has no segment embedding).
 DISTILBERT_NAMES = dict(
     dim="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads", hidden_dim="intermediate_size",
@@ -61,13 +63,21 @@ BART_NAMES = dict(
     encoder_attention_heads="num_attention_heads", encoder_ffn_dim="intermediate_size", activation_function="hidden_act",
     dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob", init_std="initializer_range",
 )
-NAMES = dict(distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, umt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
+# ModernBERT: its dropout and norm names; its own position_embedding_type ("sans_pos") is kept aside for the round trip.
+MODERNBERT_NAMES = dict(
+    hidden_activation="hidden_act", norm_eps="layer_norm_eps", mlp_dropout="hidden_dropout_prob",
+    attention_dropout="attention_probs_dropout_prob", position_embedding_type="modernbert_position_embedding_type",
+)
+NAMES = dict(modernbert=MODERNBERT_NAMES, distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, umt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
 _T5 = dict(type_vocab_size=0, layer_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, hidden_act="relu",
            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, intermediate_size=2048, head_dim=64)
 _BART = dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
              max_position_embeddings=1024, intermediate_size=4096, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0)
 FAMILY_DEFAULTS = dict(
     distilbert=dict(type_vocab_size=0),
+    modernbert=dict(type_vocab_size=0, vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22,
+                    num_attention_heads=12, hidden_act="gelu", max_position_embeddings=8192, layer_norm_eps=1e-5, pad_token_id=50283,
+                    bos_token_id=50281, eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
     gpt2=dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
               hidden_act="gelu_new", attention_mode="causal", max_position_embeddings=1024, vocab_size=50257),
     t5=_T5, mt5=_T5 | dict(vocab_size=250112, tie_word_embeddings=False, hidden_act="gelu_new", gated_ffn=True, intermediate_size=1024),
@@ -76,6 +86,7 @@ FAMILY_DEFAULTS = dict(
 )
 # Fields of ours a family's config.json does not have (written back only where they differ from these values).
 NOT_IN = dict(
+    modernbert=dict(type_vocab_size=0, position_embedding_type=None),
     gpt2=dict(type_vocab_size=0, attention_mode="causal", position_embedding_type="absolute", pad_token_id=None),
     t5=dict(type_vocab_size=0, position_embedding_type="bucketed", hidden_act=None, gated_ffn=None, initializer_range=None,
             attention_probs_dropout_prob=None),
@@ -87,7 +98,7 @@ DECODER_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buck
 _T5_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
               "eos_token_id", "decoder_start_token_id")
 _BART_FIELDS = ("num_decoder_layers", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
-FAMILY_FIELDS = dict(gpt2=("bos_token_id", "eos_token_id"), t5=_T5_FIELDS, mt5=_T5_FIELDS, umt5=_T5_FIELDS, bart=_BART_FIELDS, mbart=_BART_FIELDS)
+FAMILY_FIELDS = dict(modernbert=("bos_token_id", "eos_token_id"), gpt2=("bos_token_id", "eos_token_id"), t5=_T5_FIELDS, mt5=_T5_FIELDS, umt5=_T5_FIELDS, bart=_BART_FIELDS, mbart=_BART_FIELDS)
 
 # Fields checked on construction: whole numbers with their minimum, and non-negative reals.
 WHOLE_NUMBERS = dict(
@@ -95,6 +106,73 @@ WHOLE_NUMBERS = dict(
     max_position_embeddings=1, type_vocab_size=0,
 )
 FRACTIONS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps")
+
+
+@dataclass(frozen=True)
+class ModernOptions:
+    """ModernBERT's switches, read from its config.json keys (kept in BertConfig.extra, so they round-trip as written)."""
+
+    norm_bias: bool  # LayerNorms with a bias (ModernBERT's have none)
+    attention_bias: bool  # Wqkv and Wo with biases
+    mlp_bias: bool  # Wi and Wo with biases
+    decoder_bias: bool  # the MLM decoder's output bias
+    classifier_bias: bool  # the prediction head's dense bias
+    classifier_activation: str
+    embedding_dropout: float
+    local_attention: int  # the sliding window: a token sees keys within local_attention / 2 of it
+    global_layers: tuple[bool, ...]  # per layer: full attention (True) or the sliding window
+    global_theta: float  # rotary base of the global layers
+    local_theta: float  # and of the local ones
+
+
+def modern_options(c: BertConfig) -> ModernOptions:
+    """ModernBERT's options from its config keys, in transformers 5's spelling (layer_types, rope_parameters) or the
+    hub's older one (global_attn_every_n_layers, global_rope_theta, local_rope_theta); one sentence names a bad field."""
+    x = c.extra
+    flags = {}
+    for name, default in (("norm_bias", False), ("attention_bias", False), ("mlp_bias", False), ("decoder_bias", True),
+                          ("classifier_bias", False)):
+        v = x.get(name, default)
+        if not isinstance(v, bool):
+            raise BertkitError(f"{name} must be true or false, not {v!r}.")
+        flags[name] = v
+    act = x.get("classifier_activation", c.hidden_act)
+    if act not in HIDDEN_ACTS:
+        raise BertkitError(f"classifier_activation {act!r} is not supported; use one of {', '.join(HIDDEN_ACTS)}.")
+    drop = x.get("embedding_dropout", 0.0)
+    if not isinstance(drop, int | float) or isinstance(drop, bool) or not 0 <= drop < 1:
+        raise BertkitError(f"embedding_dropout must be a number from 0 to below 1, not {drop!r}.")
+    window = x.get("local_attention", 128)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 2 or window % 2:
+        raise BertkitError(f"local_attention must be an even whole number of at least 2 (a token sees local_attention / 2 "
+                           f"tokens each side), not {window!r}.")
+    if window > c.max_position_embeddings:
+        raise BertkitError(f"local_attention {window} is larger than max_position_embeddings {c.max_position_embeddings}: "
+                           "the window would never be reached.")
+    kinds = x.get("layer_types")
+    if kinds is None:
+        every = x.get("global_attn_every_n_layers", 3)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise BertkitError(f"global_attn_every_n_layers must be a whole number of at least 1, not {every!r}.")
+        kinds = ["full_attention" if i % every == 0 else "sliding_attention" for i in range(c.num_hidden_layers)]
+    if not isinstance(kinds, list) or len(kinds) != c.num_hidden_layers or not set(kinds) <= {"full_attention", "sliding_attention"}:
+        raise BertkitError(f"layer_types must list 'full_attention' or 'sliding_attention' for each of the {c.num_hidden_layers} layers, not {kinds!r}.")
+    if x.get("rope_scaling"):
+        raise BertkitError(f"rope_scaling {x['rope_scaling']!r} is not supported; bertkit reads ModernBERT's plain rotary positions.")
+    rope = x.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise BertkitError(f"rope_parameters must be an object with full_attention and sliding_attention entries, not {rope!r}.")
+    thetas = []
+    for kind, old, default in (("full_attention", "global_rope_theta", 160_000.0), ("sliding_attention", "local_rope_theta", 10_000.0)):
+        p = rope.get(kind) or {}
+        if p.get("rope_type", "default") != "default":
+            raise BertkitError(f"rope_parameters.{kind}.rope_type {p['rope_type']!r} is not supported; bertkit reads 'default' rotary positions.")
+        theta = p.get("rope_theta", x.get(old, default))
+        if not isinstance(theta, int | float) or isinstance(theta, bool) or theta <= 0:
+            raise BertkitError(f"the rotary base of {kind} ({old}) must be a positive number, not {theta!r}.")
+        thetas.append(float(theta))
+    return ModernOptions(**flags, classifier_activation=act, embedding_dropout=float(drop), local_attention=window,
+                         global_layers=tuple(k == "full_attention" for k in kinds), global_theta=thetas[0], local_theta=thetas[1])
 
 
 @dataclass
@@ -185,6 +263,25 @@ class BertConfig:
             raise BertkitError(f"hidden_act {self.hidden_act!r} is not supported; use one of {', '.join(HIDDEN_ACTS)}.")
         if self.attention_mode not in ATTENTION_MODES:
             raise BertkitError(f"attention_mode {self.attention_mode!r} is not one of {', '.join(ATTENTION_MODES)}.")
+        if self.model_type == "modernbert":
+            if self.head_size % 2:
+                raise BertkitError(f"ModernBERT rotates pairs of dimensions: the head size {self.head_size} must be even.")
+            modern_options(self)  # its own fields, checked now rather than at the first forward
+        task_types = self.extra.get("task_type_vocab_size", 3)
+        if self.model_type == "ernie" and self.extra.get("use_task_id") and (not isinstance(task_types, int) or task_types < 1):
+            raise BertkitError(f"task_type_vocab_size must be a whole number of at least 1 when use_task_id is true, not {task_types!r}.")
+
+    @property
+    def modern(self) -> ModernOptions:
+        """ModernBERT's switches (model_type "modernbert" only)."""
+        return modern_options(self)
+
+    @property
+    def task_types(self) -> int:
+        """ERNIE: rows of its task-type embedding (0: none; transformers adds row 0 when no task ids are given)."""
+        if self.model_type != "ernie" or not self.extra.get("use_task_id"):
+            return 0
+        return self.extra.get("task_type_vocab_size", 3)
 
     @property
     def head_size(self) -> int:
@@ -220,8 +317,8 @@ class BertConfig:
 
     @property
     def positions_after_padding(self) -> bool:
-        """RoBERTa numbers real tokens from pad_token_id + 1 and gives padding pad_token_id."""
-        return self.model_type == "roberta"
+        """RoBERTa (and XLM-RoBERTa) number real tokens from pad_token_id + 1 and give padding pad_token_id."""
+        return self.model_type in ("roberta", "xlm-roberta")
 
     @property
     def max_length(self) -> int:
@@ -282,7 +379,10 @@ class BertConfig:
             del d["position_embedding_type"]
         if d["model_type"] in NAMES:
             d = _family_out(d)
-        return {**extra, **d}
+        out = {**extra, **d}
+        if "modernbert_position_embedding_type" in out:  # the hub's own ModernBERT key, set aside on reading
+            out["position_embedding_type"] = out.pop("modernbert_position_embedding_type")
+        return out
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -366,6 +466,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     "distilbert-base-uncased": dict(model_type="distilbert", num_hidden_layers=6, type_vocab_size=0),  # 66,362,880
     "roformer-chinese-base": dict(model_type="roformer", vocab_size=50000, max_position_embeddings=1536),  # 123,555,840
     "nezha-base": dict(model_type="nezha", vocab_size=21128),  # 101,874,432 (bert-base-chinese's vocabulary)
+    # Modern and multilingual encoders (their published config.json values; counts checked against transformers' models).
+    "modernbert-base": dict(
+        model_type="modernbert", vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12,
+        max_position_embeddings=8192, hidden_act="gelu", layer_norm_eps=1e-5, type_vocab_size=0, pad_token_id=50283, bos_token_id=50281,
+        eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),  # 149,014,272
+    "modernbert-large": dict(
+        model_type="modernbert", vocab_size=50368, hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
+        max_position_embeddings=8192, hidden_act="gelu", layer_norm_eps=1e-5, type_vocab_size=0, pad_token_id=50283, bos_token_id=50281,
+        eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),  # 394,781,696
+    "xlm-roberta-base": dict(
+        model_type="xlm-roberta", vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
+    ),  # 278,043,648
+    "ernie-3.0-base-zh": dict(
+        model_type="ernie", vocab_size=40000, max_position_embeddings=2048, type_vocab_size=4, layer_norm_eps=1e-5,
+        extra=dict(use_task_id=True, task_type_vocab_size=3),
+    ),  # 117,944,832
     # Decoders and encoder-decoders (parameter counts of CausalLM / Seq2SeqLM, tied heads counted once).
     "gpt2": dict(model_type="gpt2", vocab_size=50257, max_position_embeddings=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
                  type_vocab_size=0, pad_token_id=None, attention_mode="causal", bos_token_id=50256, eos_token_id=50256),  # 124,439,808

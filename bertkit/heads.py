@@ -35,10 +35,12 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.transform = nn.Linear(c.hidden_size, c.embed_size)
-        self.act = ACTIVATIONS[c.hidden_act]
-        self.norm = nn.LayerNorm(c.embed_size, eps=c.layer_norm_eps)
-        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+        modern = c.model_type == "modernbert"  # its head: no biases but the decoder's, its classifier_activation
+        m = c.modern if modern else None
+        self.transform = nn.Linear(c.hidden_size, c.embed_size, bias=m.classifier_bias if modern else True)
+        self.act = ACTIVATIONS[m.classifier_activation if modern else c.hidden_act]
+        self.norm = nn.LayerNorm(c.embed_size, eps=c.layer_norm_eps, bias=m.norm_bias if modern else True)
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size)) if not modern or m.decoder_bias else None
         # An untied checkpoint brings its own decoder matrix; a tied one uses the word embeddings.
         self.decoder = None if c.tie_word_embeddings else nn.Parameter(torch.zeros(c.vocab_size, c.embed_size))
 

@@ -81,8 +81,10 @@ class Embeddings(nn.Module):
         self.segment = nn.Embedding(c.type_vocab_size, E) if c.type_vocab_size > 0 else None
         pad = c.pad_token_id if c.positions_after_padding else None  # RoBERTa's padding position
         self.position = nn.Embedding(c.max_position_embeddings, E, padding_idx=pad) if c.position_embedding_type == "absolute" else None
-        self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps)
-        self.drop = nn.Dropout(c.hidden_dropout_prob)
+        self.task = nn.Embedding(c.task_types, E) if c.task_types else None  # ERNIE 3.0's task type (row 0 by default)
+        modern = c.model_type == "modernbert"
+        self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps, bias=c.modern.norm_bias if modern else True)
+        self.drop = nn.Dropout(c.modern.embedding_dropout if modern else c.hidden_dropout_prob)
         self.project = nn.Linear(E, c.hidden_size) if c.has_projection else None  # ALBERT, ELECTRA
 
     def forward(self, input_ids, token_type_ids, position_ids):  # [B, T] each -> [B, T, H]
@@ -91,6 +93,8 @@ class Embeddings(nn.Module):
             x = x + self.segment(token_type_ids)
         if self.position is not None:
             x = x + self.position(position_ids)
+        if self.task is not None:  # transformers' ERNIE adds task type 0 when it is given no task_type_ids
+            x = x + self.task.weight[0]
         x = self.drop(self.norm(x))
         return self.project(x) if self.project is not None else x
 
@@ -185,8 +189,8 @@ def first(pos, n: int):
     """The position information attention needs, cut to a bucket of n tokens (packed layout)."""
     if pos is None:
         return None
-    if isinstance(pos, tuple):  # rotary (sin, cos), each [T, D/2]
-        return pos[0][:n], pos[1][:n]
+    if isinstance(pos, tuple):  # rotary (sin, cos), each [T, D/2]; ModernBERT's global and local pairs
+        return tuple(p[:n] for p in pos)
     return pos[:n, :n]  # relative [T, T, D]
 
 
@@ -484,9 +488,15 @@ class BertModel(PretrainedMixin, nn.Module):
         check_fits(config, add_pooler)  # before any tensor is built
         self.config = config
         self.embed = Embeddings(config)
-        self.rotary = RotaryTable(config) if config.position_embedding_type == "rotary" else None
-        # One block per layer, or (ALBERT) fewer blocks shared across layers: see config.layer_schedule.
-        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_blocks))
+        self.rotary = RotaryTable(config) if config.model_type == "roformer" else None
+        self.rope, self.final_norm = None, None
+        if config.model_type == "modernbert":  # pre-norm blocks on the same parts (modern.py)
+            from .modern import ModernLayer, Rope, final_norm
+
+            self.rope, self.final_norm = Rope(config), final_norm(config)
+            self.layers = nn.ModuleList(ModernLayer(config, i) for i in range(config.num_blocks))
+        else:  # one block per layer, or (ALBERT) fewer blocks shared across layers: see config.layer_schedule
+            self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_blocks))
         self.pooler = Pooler(config) if add_pooler and config.has_pooler else None
         self.apply(self.init_weights)
 
@@ -501,7 +511,8 @@ class BertModel(PretrainedMixin, nn.Module):
             nn.init.zeros_(m.weight[m.padding_idx])
         if isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(
         self,
@@ -540,7 +551,9 @@ class BertModel(PretrainedMixin, nn.Module):
             mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device, cache)
         x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H] (or [sum L, H])
         pos = None  # what attention needs to know of positions, computed once for all layers
-        if c.position_embedding_type == "rotary":
+        if self.rope is not None:
+            pos = self.rope(past + T, input_ids.device)  # ModernBERT: (global sin, cos, local sin, cos)
+        elif c.position_embedding_type == "rotary":
             pos = self.rotary(past + T)  # every key's position; the queries are the last T
         elif c.position_embedding_type == "relative":
             pos = relative_table(past + T, c.head_size, c.max_relative_position, input_ids.device)[past:].to(x.dtype)  # [T, S, D]
@@ -555,6 +568,8 @@ class BertModel(PretrainedMixin, nn.Module):
                 n += 1
             if states is not None:
                 states.append(x)
+        if self.final_norm is not None:  # pre-norm stacks end normalised (the hidden states are the blocks' outputs)
+            x = self.final_norm(x)
         if packed is not None:
             x = packed.unpack(x, B, T)
             states = [packed.unpack(h, B, T) for h in states] if states is not None else None

@@ -143,6 +143,25 @@ DISTILBERT_HEADS = [
     ("mlm.decoder", "vocab_projector.weight", None),
 ]
 NO_POSITION_TABLE = ("embed.position.weight",)
+# ERNIE 3.0: BERT's rows plus its task-type embedding (present where the config has use_task_id).
+ERNIE_BACKBONE = [*BACKBONE_KEYS[:3], ("embed.task.weight", "embeddings.task_type_embeddings.weight", None), *BACKBONE_KEYS[3:]]
+# ModernBERT (modern.py): one stacked Wqkv as our attn.qkv, pre-norm blocks (block 0 without attn_norm), a final norm;
+# bias rows are read where its config has biases (it has none by default).
+MODERNBERT_BACKBONE = [
+    ("embed.word.weight", "embeddings.tok_embeddings.weight", None),
+    *[(f"embed.norm.{p}", f"embeddings.norm.{p}", None) for p in ("weight", "bias")],
+    *[(f"layers.{{}}.{o}.{p}", f"layers.{{}}.{h}.{p}", None) for o, h in [
+        ("attn_norm", "attn_norm"), ("attn.qkv", "attn.Wqkv"), ("attn.o", "attn.Wo"), ("ffn_norm", "mlp_norm"),
+        ("ffn.up", "mlp.Wi"), ("ffn.down", "mlp.Wo")] for p in ("weight", "bias")],
+    *[(f"final_norm.{p}", f"final_norm.{p}", None) for p in ("weight", "bias")],
+]
+MODERNBERT_HEADS = [
+    *[(f"mlm.transform.{p}", f"head.dense.{p}", None) for p in ("weight", "bias")],
+    *[(f"mlm.norm.{p}", f"head.norm.{p}", None) for p in ("weight", "bias")],
+    ("mlm.bias", "decoder.bias", None),
+    ("mlm.decoder", "decoder.weight", None),  # tied to the word embedding unless the config unties it
+]
+STACKED_QKV = ("gpt2", "modernbert")  # families whose checkpoints already hold q, k and v as one matrix
 
 # ---- Decoders and encoder-decoders (seq2seq.py): every row a full name on both sides --------------------
 _WB = ("weight", "bias")
@@ -211,6 +230,9 @@ class Family:
 FAMILIES = {
     "bert": Family("bert", BACKBONE_KEYS, HEAD_KEYS),
     "roberta": Family("roberta", _hf_only(BACKBONE_KEYS), ROBERTA_HEADS),
+    "xlm-roberta": Family("roberta", _hf_only(BACKBONE_KEYS), ROBERTA_HEADS),  # RoBERTa's layout (its vocabulary is the difference)
+    "ernie": Family("ernie", _hf_only(ERNIE_BACKBONE), HEAD_KEYS),
+    "modernbert": Family("model", MODERNBERT_BACKBONE, MODERNBERT_HEADS),
     "albert": Family("albert", ALBERT_BACKBONE, ALBERT_HEADS),
     "electra": Family("electra", ELECTRA_BACKBONE, ELECTRA_HEADS),
     "distilbert": Family("distilbert", DISTILBERT_BACKBONE, DISTILBERT_HEADS),
@@ -403,8 +425,8 @@ def from_google(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -
 def to_hf(sd: dict[str, torch.Tensor], config: BertConfig, base_model: bool) -> dict[str, torch.Tensor]:
     """Our full names -> HF names; a base model (BertModel) is written without the backbone prefix."""
     out = {}
-    gpt2 = config.model_type == "gpt2"  # its c_attn holds q, k and v stacked, as our attn.qkv
-    for key, t in (sd if gpt2 else split_qkv(sd)).items():
+    gpt2 = config.model_type == "gpt2"  # its c_attn holds q, k and v stacked, as our attn.qkv (and ModernBERT's Wqkv)
+    for key, t in (sd if config.model_type in STACKED_QKV else split_qkv(sd)).items():
         hf = hf_name(key, config)
         if hf is None:
             raise BertkitError(f"weight {key!r} has no Hugging Face name for model_type {config.model_type!r}.")

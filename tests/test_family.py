@@ -46,6 +46,26 @@ def roformer(**kw):
     return tf.RoFormerConfig(**SIZES, embedding_size=20, max_position_embeddings=40, **kw)
 
 
+def xlm_roberta():
+    return tf.XLMRobertaConfig(**SIZES, max_position_embeddings=42, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+
+
+def ernie(use_task_id=True):
+    return tf.ErnieConfig(**SIZES, max_position_embeddings=40, type_vocab_size=4, use_task_id=use_task_id, task_type_vocab_size=3)
+
+
+def modernbert(**kw):
+    """4 layers: global, local, local, global; a window of 4 (2 keys each side) on sequences of up to 9 tokens."""
+    sizes = SIZES | dict(num_hidden_layers=4)
+    return tf.ModernBertConfig(**sizes, max_position_embeddings=40, local_attention=4, global_attn_every_n_layers=3, pad_token_id=0,
+                               bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **kw)
+
+
+def modernbert_biased():
+    return modernbert(norm_bias=True, attention_bias=True, mlp_bias=True, classifier_bias=True, hidden_activation="gelu_new",
+                      classifier_activation="silu", local_rope_theta=500.0)
+
+
 # (name, transformers config, transformers class, bertkit class)
 CASES = [
     ("roberta", roberta, tf.RobertaModel, bertkit.BertModel),
@@ -61,6 +81,16 @@ CASES = [
     ("roformer", roformer, tf.RoFormerModel, bertkit.BertModel),
     ("roformer", roformer, tf.RoFormerForMaskedLM, bertkit.BertForMaskedLM),
     ("roformer-rotary-value", lambda: roformer(rotary_value=True), tf.RoFormerModel, bertkit.BertModel),
+    ("xlm-roberta", xlm_roberta, tf.XLMRobertaModel, bertkit.BertModel),
+    ("xlm-roberta", xlm_roberta, tf.XLMRobertaForMaskedLM, bertkit.BertForMaskedLM),
+    ("ernie", ernie, tf.ErnieModel, bertkit.BertModel),
+    ("ernie", ernie, tf.ErnieForMaskedLM, bertkit.BertForMaskedLM),
+    ("ernie", ernie, tf.ErnieForPreTraining, bertkit.BertForPreTraining),
+    ("ernie-no-task-id", lambda: ernie(use_task_id=False), tf.ErnieModel, bertkit.BertModel),
+    ("modernbert", modernbert, tf.ModernBertModel, bertkit.BertModel),
+    ("modernbert", modernbert, tf.ModernBertForMaskedLM, bertkit.BertForMaskedLM),
+    ("modernbert-biases", modernbert_biased, tf.ModernBertModel, bertkit.BertModel),
+    ("modernbert-biases", modernbert_biased, tf.ModernBertForMaskedLM, bertkit.BertForMaskedLM),
 ]
 IDS = [f"{name}-{hf.__name__}" for name, _, hf, _ in CASES]
 
@@ -279,7 +309,7 @@ def test_small_pretraining_preset(capsys):
 def test_unsupported_type_names_it_and_the_supported(tmp_path):
     ref = tf.XLNetModel(tf.XLNetConfig(vocab_size=99, d_model=36, n_layer=1, n_head=3, d_inner=52))
     ref.save_pretrained(tmp_path)
-    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, distilbert, electra, gpt2, mbart, mt5, nezha, roberta, roformer, t5, umt5"):
+    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, distilbert, electra, ernie, gpt2, mbart, modernbert, mt5, nezha, roberta, roformer, t5, umt5, xlm-roberta"):
         bertkit.BertModel.from_pretrained(tmp_path)
 
 
@@ -294,3 +324,58 @@ def test_config_and_weights_disagree(tmp_path):
     path.write_text(json.dumps(good | {"num_hidden_groups": 3}))  # a third shared group (2 blocks of 12 weights: q, k, v stacked) the weights lack
     with pytest.raises(bertkit.BertkitError, match=r"lacks 24 weights .*'albert\.encoder\.albert_layer_groups\.2\.albert_layers\.0\.[\w.]+'"):
         bertkit.BertModel.from_pretrained(tmp_path)
+
+
+# ---- Modern and multilingual encoders: presets against transformers, bad configs ------------------
+
+MODERN_PRESETS = {  # bertkit preset -> the same published config built by transformers
+    "modernbert-base": lambda: tf.ModernBertConfig(),
+    "modernbert-large": lambda: tf.ModernBertConfig(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16),
+    "xlm-roberta-base": lambda: tf.XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                                                    layer_norm_eps=1e-5),
+    "ernie-3.0-base-zh": lambda: tf.ErnieConfig(vocab_size=40000, max_position_embeddings=2048, type_vocab_size=4, layer_norm_eps=1e-5,
+                                                use_task_id=True, task_type_vocab_size=3),
+}
+
+
+@pytest.mark.parametrize("preset", MODERN_PRESETS)
+def test_modern_preset_counts_equal_transformers(preset, capsys):
+    """The parameter count `bertkit summary` prints equals transformers' base model built from the published config."""
+    from bertkit.cli import main
+
+    with torch.device("meta"):
+        theirs = tf.AutoModel.from_config(MODERN_PRESETS[preset]()).num_parameters()
+    assert main(["summary", preset]) == 0
+    assert f"Total params: {theirs:,}" in capsys.readouterr().out
+
+
+def test_hub_modernbert_config_reads(tmp_path):
+    """The hub's ModernBERT config.json (older keys: global_rope_theta, position_embedding_type "sans_pos") reads and
+    writes back what it said."""
+    hub = dict(model_type="modernbert", architectures=["ModernBertForMaskedLM"], vocab_size=99, hidden_size=36, intermediate_size=52,
+               num_hidden_layers=4, num_attention_heads=3, max_position_embeddings=40, local_attention=4, global_attn_every_n_layers=2,
+               global_rope_theta=1000.0, local_rope_theta=100.0, norm_eps=1e-5, norm_bias=False, hidden_activation="gelu",
+               position_embedding_type="sans_pos", pad_token_id=0, mlp_dropout=0.0, attention_dropout=0.0)
+    (tmp_path / "config.json").write_text(json.dumps(hub))
+    c = bertkit.BertConfig.from_json_file(tmp_path / "config.json")
+    m = c.modern
+    assert (m.global_layers, m.global_theta, m.local_theta, m.local_attention) == ((True, False, True, False), 1000.0, 100.0, 4)
+    assert c.position_embedding_type == "rotary" and c.type_vocab_size == 0 and c.hidden_dropout_prob == 0.0
+    back = c.to_dict()
+    assert {k: back[k] for k in hub} == hub
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(local_attention=5), r"local_attention must be an even whole number of at least 2 .* not 5\."),
+    (dict(local_attention=64), r"local_attention 64 is larger than max_position_embeddings 40"),
+    (dict(layer_types=["full_attention"]), r"layer_types must list 'full_attention' or 'sliding_attention' for each of the 4 layers"),
+    (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), r"rope_scaling .* is not supported"),
+    (dict(global_rope_theta=-1), r"the rotary base of full_attention \(global_rope_theta\) must be a positive number, not -1\."),
+])
+def test_bad_modernbert_config_names_the_field(tmp_path, change, message):
+    good = modernbert().to_dict()
+    good.pop("rope_parameters", None)
+    good.pop("layer_types", None)
+    (tmp_path / "config.json").write_text(json.dumps(good | change))
+    with pytest.raises(bertkit.BertkitError, match=message):
+        bertkit.BertConfig.from_json_file(tmp_path / "config.json")
