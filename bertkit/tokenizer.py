@@ -88,8 +88,9 @@ class Tokenizer:
 
     @property
     def is_bert(self) -> bool:
-        """BERT's WordPiece with its five special tokens (what MLM pretraining and the BERT tasks need)."""
-        return all(self.specials.get(r) == t for r, t in BERT_ROLES.items() if r in ("pad", "unk", "cls", "sep", "mask"))
+        """BERT's WordPiece with its five special tokens (ModernBERT's byte-level BPE and DeBERTa-v3's Unigram name theirs
+        alike: the model decides)."""
+        return isinstance(self.backend.model, WordPiece) and all(self.specials.get(r) == t for r, t in BERT_ROLES.items() if r in ("pad", "unk", "cls", "sep", "mask"))
 
     @property
     def fill_id(self) -> int:

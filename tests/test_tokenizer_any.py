@@ -1,9 +1,12 @@
-"""Any tokenizer.json: byte-level BPE (GPT-2's and RoBERTa's layout) and Unigram (T5's), trained here on the bundled
-Chinese text and varied English, saved by transformers and read by bertkit: ids, type ids, masks, offsets and
-decoding identical to transformers' fast tokenizer of the same directory, on several hundred texts."""
+"""Any tokenizer.json: byte-level BPE (GPT-2's, RoBERTa's and ModernBERT's layouts) and Unigram (T5's, XLM-RoBERTa's and
+DeBERTa-v3's), trained here on the bundled Chinese text and varied English, saved by transformers and read by bertkit:
+ids, type ids, masks, offsets and decoding identical to transformers' fast tokenizer of the same directory, on several
+hundred texts. XLM-RoBERTa's and DeBERTa-v3's pipelines (normalizer, Metaspace, the <s>/[CLS] templates) are built by
+transformers' own tokenizer classes from the trained pieces and scores, as their checkpoints' tokenizer.json are."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,20 +51,58 @@ def unigram(corpus) -> Backend:
     return tok
 
 
+def modernbert_bpe(corpus) -> Backend:
+    """ModernBERT's tokenizer.json layout (OLMo's byte-level BPE, no prefix space) with BERT's [CLS]/[SEP] template."""
+    tok = Backend(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1500, special_tokens=specials, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    cls, sep = ("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
+    return tok
+
+
+def pieces(corpus, specials: list[str]) -> list[tuple[str, float]]:
+    """A Unigram model's (piece, score) list trained on corpus, the specials first (what a SentencePiece model holds)."""
+    tok = Backend(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=3000, special_tokens=specials, unk_token=specials[-1],
+                                                            show_progress=False))
+    return [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
+
+
+def xlm_roberta_unigram(corpus, max_length: int):
+    return tf.XLMRobertaTokenizer(vocab=pieces(corpus, ["<s>", "<pad>", "</s>", "<unk>"]), model_max_length=max_length)
+
+
+def deberta_v3_unigram(corpus, max_length: int):
+    vocab = pieces(corpus, ["[PAD]", "[CLS]", "[SEP]", "[UNK]"])
+    return tf.DebertaV2Tokenizer(vocab=vocab + [("[MASK]", 0.0)], unk_id=3, model_max_length=max_length)
+
+
+BUILT = {"xlm-roberta-unigram": xlm_roberta_unigram, "deberta-v3-unigram": deberta_v3_unigram}  # by transformers' classes
 KINDS = {
     "gpt2-bpe": (lambda c: byte_bpe(c, roberta=False), dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")),
     "roberta-bpe": (lambda c: byte_bpe(c, roberta=True), dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
                                                             pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")),
     "t5-unigram": (unigram, dict(eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
                                  additional_special_tokens=[f"<extra_id_{i}>" for i in range(3)])),
+    "modernbert-bpe": (modernbert_bpe, dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]",
+                                            mask_token="[MASK]")),
 }
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
+@pytest.fixture(scope="module", params=[*KINDS, *BUILT])
 def saved(request, tmp_path_factory) -> tuple[str, Path]:
+    d = tmp_path_factory.mktemp(request.param)
+    if request.param in BUILT:
+        BUILT[request.param](texts(), 64).save_pretrained(str(d))
+        return request.param, d
     build, specials = KINDS[request.param]
     backend = build(texts())
-    d = tmp_path_factory.mktemp(request.param)
     tf.PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=64, **specials).save_pretrained(str(d))
     return request.param, d
 

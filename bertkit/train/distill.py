@@ -55,9 +55,12 @@ def init_student(student, teacher, layer_map: list[int]) -> None:
         raise BertkitError("initialising the student from the teacher needs the same hidden size.")
     student.bert.embed.load_state_dict(teacher.bert.embed.state_dict())
     for i, t in enumerate(layer_map):
-        student.bert.layers[i].load_state_dict(teacher.bert.layers[t - 1].state_dict())
-    for name in ("pooler", "classifier", "crf"):
-        s_mod, t_mod = getattr(student.bert if name == "pooler" else student, name, None), getattr(teacher.bert if name == "pooler" else teacher, name, None)
+        own, theirs = student.bert.layers[i].state_dict(), teacher.bert.layers[t - 1].state_dict()
+        # ModernBERT's first block has no attention norm: a block mapped to or from it keeps the other's norm as it is
+        student.bert.layers[i].load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=set(own) == set(theirs))
+    for name in ("pooler", "final_norm", "classifier", "crf"):
+        in_bert = name in ("pooler", "final_norm")
+        s_mod, t_mod = getattr(student.bert if in_bert else student, name, None), getattr(teacher.bert if in_bert else teacher, name, None)
         if s_mod is not None and t_mod is not None:
             s_mod.load_state_dict(t_mod.state_dict())
 
