@@ -42,7 +42,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
     n = embed_file(
         a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend, bf16=a.bf16,
-        int8=a.int8, kernels=a.kernels,
+        int8=a.int8, kernels=a.kernels, prompt=a.prompt, prompt_name=a.prompt_name,
     )
     print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
@@ -271,8 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a checkpoint directory or hub name")
     s.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line")
     s.add_argument("--output", required=True, help="where to write the [lines, hidden] float32 .npy")
-    s.add_argument("--pooling", choices=["mean", "cls"], default="mean")
-    s.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
+    s.add_argument("--pooling", default=None, metavar="MODE",
+                   help="cls, mean, max, lasttoken, mean_sqrt_len_tokens or weightedmean (several, comma-separated, are "
+                        "concatenated); default: the model's 1_Pooling config, else mean")
+    norm = s.add_mutually_exclusive_group()
+    norm.add_argument("--normalize", action="store_const", const=True, default=None,
+                      help="scale each vector to unit length (default: when the model has a Normalize module)")
+    norm.add_argument("--no-normalize", dest="normalize", action="store_const", const=False, help="never scale to unit length")
+    prompt = s.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default=None, help='a prefix put before every line, e.g. "query: "')
+    prompt.add_argument("--prompt-name", default=None, help="one of the model's named prompts (config_sentence_transformers.json)")
     s.add_argument("--batch-size", type=positive_int, default=32)
     s.add_argument("--max-length", type=positive_int, default=None, help="token limit (default: the model's)")
     s.add_argument("--long", choices=["truncate", "error"], default="truncate", help="what to do with longer lines")

@@ -24,7 +24,7 @@ from .io.files import check_new_dir, read_lines, write_atomic
 from .model import BertModel
 from .seq2seq import CausalLM, Seq2SeqLM
 from .serving.load import default_device, load_for_inference
-from .serving.predict import encode_sentences, sentence_max_length
+from .serving.predict import encode_sentences, pooling_modes, sentence_max_length, sentence_pooling
 from .tokenizer import Tokenizer
 
 # ---- summary ------------------------------------------------------------------------------
@@ -180,8 +180,8 @@ def embed_file(
     model_name: str,
     input_path: str,
     output_path: str,
-    pooling: str = "mean",
-    normalize: bool = False,
+    pooling: str | None = None,
+    normalize: bool | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
     long: str = "truncate",
@@ -190,9 +190,14 @@ def embed_file(
     bf16: bool = False,
     int8: bool = False,
     kernels: str = "auto",
+    prompt: str | None = None,
+    prompt_name: str | None = None,
 ) -> int:
     """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count.
 
+    pooling, normalize: None follows the model's sentence-transformers configuration (its 1_Pooling and Normalize
+    modules; a plain checkpoint: mean, unnormalised); a pooling mode (or several, comma-separated) overrides it.
+    prompt: a prefix put before every line; prompt_name: one of the model's named prompts (else its default prompt).
     backend "onnx": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime.
     bf16: bfloat16 weights and activations (torch backend). int8, kernels: see load.load_for_inference.
     """
@@ -204,13 +209,18 @@ def embed_file(
         raise BertkitError(f"the output directory {out_dir} does not exist.")
     if Path(output_path).is_dir():
         raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
+    if pooling is not None:
+        pooling_modes(pooling)  # a bad mode is refused before the model loads
     model, tok = load_for_inference(model_name, backend, bf16, kind="encoder", int8=int8, kernels=kernels)
+    declared = sentence_pooling(model.source_dir)
     limit = sentence_max_length(model.source_dir, tok, model.config)
     if max_length is not None and max_length > model.config.max_position_embeddings:
         raise BertkitError(f"--max-length {max_length} exceeds the model's limit of {model.config.max_position_embeddings} tokens.")
     max_length = max_length or limit
-    _check_lengths(tok, texts, max_length, long, input_path)
-    vectors = encode_sentences(model, tok, texts, pooling, normalize, batch_size, max_length, progress)
+    prefix = declared.prompt(prompt, prompt_name)
+    _check_lengths(tok, [prefix + t for t in texts] if prefix else texts, max_length, long, input_path)
+    vectors = encode_sentences(model, tok, texts, pooling or declared.modes, declared.normalize if normalize is None else normalize,
+                               batch_size, max_length, progress, prompt=prefix, include_prompt=declared.include_prompt)
     write_atomic(output_path, lambda f: np.save(f, vectors))
     return len(texts)
 

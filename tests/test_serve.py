@@ -437,6 +437,7 @@ class FailingBackend(GatedBackend):
 
     source = "failing"
     encoder = types.SimpleNamespace(config=types.SimpleNamespace(hidden_size=2, vocab_size=100))  # what /v1/embeddings reads
+    pooling, width = ("mean",), 2
 
     def run(self, endpoint, items, lengths):
         if "boom" in items:

@@ -47,8 +47,8 @@ def read_lines(path: str | Path, allow_empty: bool = False) -> list[str]:
     return lines
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    """A UTF-8 JSON file holding one object (config.json, tokenizer_config.json, ...)."""
+def read_json(path: str | Path, kind: type = dict) -> Any:
+    """A UTF-8 JSON file holding one object (config.json, tokenizer_config.json, ...); kind=list: one list (modules.json)."""
     path = Path(path)
     if not path.is_file():
         raise BertkitError(f"{path} does not exist.")
@@ -56,8 +56,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BertkitError(f"{path} is not valid JSON: {e}.") from None
-    if not isinstance(d, dict):
-        raise BertkitError(f"{path} must hold a JSON object, not {type(d).__name__}.")
+    if not isinstance(d, kind):
+        raise BertkitError(f"{path} must hold a JSON {'object' if kind is dict else 'list'}, not {type(d).__name__}.")
     return d
 
 

@@ -19,7 +19,7 @@ from ..errors import BertkitError
 from ..heads import TASKS, BertForMaskedLM, task_of
 from ..kernels import kernels_of
 from .load import check_model, load_for_inference
-from .predict import encode_sentences, predict_texts, sentence_max_length
+from .predict import encode_sentences, predict_texts, sentence_max_length, sentence_pooling
 
 ENDPOINTS = ("embed", "fill-mask", "classify", "ner")
 MAX_TOP_K = 50  # fill-mask computes this many candidates per mask; a request asks for top_k <= it
@@ -34,6 +34,8 @@ class Backend(Protocol):
     endpoints: tuple[str, ...]  # which of ENDPOINTS it serves
     pairs: bool  # classify takes pairs [a, b]
     max_length: int  # tokens; longer inputs are truncated and flagged
+    pooling: tuple[str, ...]  # embed: the pooling modes (predict.POOLINGS), concatenated
+    width: int  # embed: the vector's width (hidden size times the modes)
 
     def describe(self) -> dict: ...
 
@@ -59,12 +61,16 @@ class ModelBackend:
         self.encoder = getattr(model, "bert", model)  # the backbone, for embed
         self.device = next(model.parameters()).device
         self.kernels = "onnxruntime" if kind == "onnx" else kernels_of(model)
+        # the pooling a sentence-transformers directory declares (normalising stays each request's option)
+        self.pooling = sentence_pooling(getattr(model, "source_dir", None)).modes
+        self.width = self.encoder.config.hidden_size * len(self.pooling)
 
     def describe(self) -> dict:
 
         return {"model": self.source, "task": self.task, "backend": self.kind, "bf16": self.bf16, "kernels": self.kernels,
                 "device": str(self.device),
-                "threads": torch.get_num_threads(), "max_length": self.max_length, "endpoints": list(self.endpoints)}
+                "threads": torch.get_num_threads(), "max_length": self.max_length, "endpoints": list(self.endpoints),
+                "pooling": ",".join(self.pooling)}
 
     def lengths(self, endpoint: str, items: list) -> list[int]:
         inputs = [tuple(x) for x in items] if self.pairs else items
@@ -80,7 +86,7 @@ class ModelBackend:
 
     def _embed(self, texts: list[str], lengths: list[int]) -> list[dict]:
 
-        vectors = encode_sentences(self.encoder, self.tok, texts, batch_size=len(texts), max_length=self.max_length)
+        vectors = encode_sentences(self.encoder, self.tok, texts, self.pooling, batch_size=len(texts), max_length=self.max_length)
         return [{"text": t, "embedding": v, "truncated": n > self.max_length} for t, v, n in zip(texts, vectors, lengths)]
 
     def _fill_mask(self, texts: list[str], lengths: list[int]) -> list[dict]:

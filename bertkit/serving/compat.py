@@ -183,7 +183,7 @@ class Compat:
             fmt = "float" if body.get("encoding_format") is None else body["encoding_format"]
             if fmt not in ("float", "base64"):
                 raise Refusal(400, f"encoding_format must be 'float' or 'base64', not {json.dumps(fmt)}.", "encoding_format")
-            width = self.state.backend.encoder.config.hidden_size
+            width = self.state.backend.width
             dims = body.get("dimensions")
             if dims is not None and (json_int(dims) is None or not 1 <= json_int(dims) <= width):
                 raise Refusal(400, f"dimensions must be a whole number from 1 to the model's {width}, not {json.dumps(dims)}.", "dimensions")
@@ -350,7 +350,7 @@ class Compat:
         b = st.backend
         config = b.encoder.config if hasattr(b, "encoder") else None
         kind = ({"classifier": {"id2label": config.extra.get("id2label"), "label2id": config.extra.get("label2id")}}
-                if "classify" in st.batchers else {"embedding": {"pooling": "mean"}})
+                if "classify" in st.batchers else {"embedding": {"pooling": ",".join(b.pooling)}})
         return json_response(200, {"model_id": self.model_name(), "model_sha": None, "model_dtype": "bfloat16" if b.bf16 else "float32",
                            "model_type": kind, "max_concurrent_requests": st.cfg.max_queue, "max_input_length": b.max_length,
                            "max_batch_tokens": getattr(st.cfg, "max_batch_tokens", None), "max_batch_requests": None,
@@ -408,7 +408,7 @@ def document(app, state) -> None:
                                   {**tei, 413: "too many inputs"}, TEI_ERROR)}
     served = set(state.batchers)
     if "embed" in served:
-        width, vocab = b.encoder.config.hidden_size, b.encoder.config.vocab_size
+        width, vocab = b.width, b.encoder.config.vocab_size
         ids = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": vocab - 1}}
         docs["/v1/embeddings"] = _openapi(
             {"type": "object", "required": ["input"], "properties": {

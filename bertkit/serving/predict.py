@@ -7,6 +7,7 @@ called like one (serving.export.OnnxRunner). Batches are sorted by length, so li
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..data.metrics import classification_report, entities, entity_scores
 from ..errors import BertkitError
 from ..heads import labels_of, task_of
 from ..io.files import read_json
-from ..model import BertModel, mean_pool
+from ..model import BertModel
 from ..tokenizer import Tokenizer
 from .load import load_for_inference
 
@@ -196,29 +197,157 @@ def predict_command(path, texts: list[str], input_file: str | None = None, batch
     return predict_texts(model, tokenizer, inputs, batch_size)
 
 
+# sentence-transformers' pooling modes, in the order its legacy config keys list them (a concatenation follows the config's order)
+POOLINGS = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+LEGACY_POOLING = dict(pooling_mode_cls_token="cls", pooling_mode_max_tokens="max", pooling_mode_mean_tokens="mean",
+                      pooling_mode_mean_sqrt_len_tokens="mean_sqrt_len_tokens", pooling_mode_weightedmean_tokens="weightedmean",
+                      pooling_mode_lasttoken="lasttoken")
+POOLING_ALIASES = {"last-token": "lasttoken", "last_token": "lasttoken", "mean-sqrt-len": "mean_sqrt_len_tokens"}
+
+
+@dataclass
+class Pooling:
+    """How a sentence vector is made of the token vectors, as a sentence-transformers directory says it: the pooling
+    modes (1_Pooling/config.json; several are concatenated), whether a prompt's tokens count (include_prompt), whether
+    a Normalize module follows, and the named prompts (config_sentence_transformers.json)."""
+
+    modes: tuple[str, ...] = ("mean",)
+    include_prompt: bool = True
+    normalize: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+    def prompt(self, text: str | None = None, name: str | None = None) -> str | None:
+        """The prefix to put before every text: `text` itself, the prompt called `name`, else the default prompt."""
+        if text is not None and name is not None:
+            raise BertkitError("give a prompt or a prompt name, not both.")
+        if name is not None:
+            if name not in self.prompts:
+                raise BertkitError(f"the model has no prompt named {name!r}; its prompts are: {', '.join(sorted(self.prompts)) or 'none'}.")
+            return self.prompts[name]
+        if text is None and self.default_prompt_name is not None:
+            return self.prompts.get(self.default_prompt_name)
+        return text
+
+
+def pooling_modes(pooling) -> tuple[str, ...]:
+    """"mean", "cls,max", ("cls", "max") or a Pooling -> its modes, each one of POOLINGS."""
+    if isinstance(pooling, Pooling):
+        return pooling.modes
+    modes = tuple(pooling.split(",")) if isinstance(pooling, str) else tuple(pooling)
+    modes = tuple(POOLING_ALIASES.get(m.strip(), m.strip()) for m in modes)
+    bad = [m for m in modes if m not in POOLINGS]
+    if not modes or bad:
+        raise BertkitError(f"pooling must be one or more of {', '.join(POOLINGS)}, not {pooling!r}.")
+    return modes
+
+
+def sentence_pooling(d: Path | None) -> Pooling:
+    """The pooling a sentence-transformers directory declares (modules.json, its Pooling and Normalize modules,
+    config_sentence_transformers.json's prompts); a plain checkpoint: mean pooling, unnormalised, no prompts."""
+    if d is None:
+        return Pooling()
+    d = Path(d)
+    pooling_dir, normalize = (d / "1_Pooling") if (d / "1_Pooling" / "config.json").is_file() else None, False
+    if (d / "modules.json").is_file():
+        modules = read_json(d / "modules.json", list)
+        if not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules):
+            raise BertkitError(f"{d / 'modules.json'} must be a list of modules, each an object with a type.")
+        pooling_dir = next((d / m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")), None)
+        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    modes, include_prompt = ("mean",), True
+    if pooling_dir is not None and (pooling_dir / "config.json").is_file():
+        path = pooling_dir / "config.json"
+        cfg = read_json(path)
+        if not isinstance(cfg, dict):
+            raise BertkitError(f"{path} must hold an object.")
+        if "pooling_mode" in cfg:
+            try:
+                modes = pooling_modes(cfg["pooling_mode"])
+            except BertkitError as e:
+                raise BertkitError(f"{path}: {e}") from None
+        else:
+            modes = tuple(mode for key, mode in LEGACY_POOLING.items() if cfg.get(key) is True) or ("mean",)
+        include_prompt = cfg.get("include_prompt", True)
+        if not isinstance(include_prompt, bool):
+            raise BertkitError(f"{path}: include_prompt must be true or false, not {include_prompt!r}.")
+    prompts, default = {}, None
+    if (d / "config_sentence_transformers.json").is_file():
+        path = d / "config_sentence_transformers.json"
+        st = read_json(path)
+        prompts = st.get("prompts") or {} if isinstance(st, dict) else {}
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise BertkitError(f"{path}: prompts must map names to prefix strings.")
+        default = st.get("default_prompt_name")
+        if default is not None and default not in prompts:
+            raise BertkitError(f"{path}: default_prompt_name {default!r} is not one of its prompts.")
+    return Pooling(modes, include_prompt, normalize, prompts, default)
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
+    """Token vectors h [B, T, H] (fp32) and the tokens that count [B, T] -> [B, H * len(modes)], as sentence-transformers'
+    Pooling computes each mode (right padding: position weights start at 1, the last token is the last one counted)."""
+    m = mask.to(h.dtype).unsqueeze(-1)  # [B, T, 1]
+    out = []
+    for mode in modes:
+        if mode == "cls":  # the first token counted ([CLS], or the first past an excluded prompt)
+            out.append(h.gather(1, mask.int().argmax(1)[:, None, None].expand(-1, 1, h.shape[-1])).squeeze(1))
+        elif mode == "max":
+            out.append(h.masked_fill(m == 0, float("-inf")).max(1).values)
+        elif mode in ("mean", "mean_sqrt_len_tokens"):
+            n = m.sum(1).clamp(min=1e-9)
+            out.append((h * m).sum(1) / (n if mode == "mean" else n.sqrt()))
+        elif mode == "weightedmean":
+            w = m * torch.arange(1, h.shape[1] + 1, dtype=h.dtype, device=h.device).view(1, -1, 1)
+            out.append((h * w).sum(1) / w.sum(1).clamp(min=1e-9))
+        else:  # lasttoken
+            last = h.shape[1] - 1 - mask.int().flip(1).argmax(1)
+            out.append((h * m).gather(1, last[:, None, None].expand(-1, 1, h.shape[-1])).squeeze(1))
+    return torch.cat(out, dim=-1)
+
+
+def prompt_length(tok: Tokenizer, prompt: str) -> int:
+    """Tokens a prompt takes at the start of an input ([CLS] and its pieces, not a closing special token), as
+    sentence-transformers counts them to leave them out of pooling."""
+    ids = tok.encode(prompt)
+    specials = {tok.backend.token_to_id(t) for t in tok.specials.values()} - {None}
+    return len(ids) - 1 if ids and ids[-1] in specials else len(ids)
+
+
 def encode_sentences(
     model: BertModel,
     tok: Tokenizer,
     texts: list[str],
-    pooling: str = "mean",
+    pooling: str | tuple[str, ...] | Pooling = "mean",
     normalize: bool = False,
     batch_size: int = 32,
     max_length: int | None = None,
     progress: bool = False,
+    prompt: str | None = None,
+    include_prompt: bool = True,
 ) -> np.ndarray:
-    """One vector per text ([len(texts), H] float32), batched by length to waste little on padding."""
-    if pooling not in ("mean", "cls"):
-        raise BertkitError(f"pooling must be 'mean' or 'cls', not {pooling!r}.")
+    """One vector per text ([len(texts), H * modes] float32), batched by length to waste little on padding.
+
+    pooling: one of POOLINGS, several (concatenated), or a directory's Pooling (its modes and include_prompt).
+    prompt: a prefix put before every text ("query: "); with include_prompt False its tokens are left out of pooling."""
+    modes = pooling_modes(pooling)
+    if isinstance(pooling, Pooling):
+        include_prompt = pooling.include_prompt
+    if prompt:
+        texts = [prompt + t for t in texts]
+    skip = prompt_length(tok, prompt) if prompt and not include_prompt else 0
     device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    out = np.zeros((len(texts), model.config.hidden_size * len(modes)), dtype=np.float32)
     bar = _progress(len(texts), "embedding") if progress else None
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in tok([texts[i] for i in idx], max_length=max_length).items()}
         with torch.inference_mode():
             h = model(**batch).last_hidden_state.float()  # pooled in fp32 whatever the model's dtype
-        v = mean_pool(h, batch["attention_mask"]) if pooling == "mean" else h[:, 0]
+        counted = batch["attention_mask"].clone()
+        counted[:, :skip] = 0
+        v = pool(h, counted, modes)
         if normalize:
             v = torch.nn.functional.normalize(v.float(), dim=-1)
         out[idx] = v.float().cpu().numpy()
