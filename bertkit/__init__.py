@@ -13,6 +13,7 @@ Layers, each importing only those above it in this list (docs/architecture.md; t
     cli.py        the `bertkit` command (parsing only), imported by no one
 """
 
+from . import deberta, modern  # noqa: F401  (they register DeBERTa's and ModernBERT's parts with the backbone)
 from .config import PRESETS, BertConfig
 from .crf import CRF
 from .errors import BertkitError

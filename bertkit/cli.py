@@ -47,6 +47,15 @@ def cmd_embed(a: argparse.Namespace) -> None:
     print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
 
+def cmd_rerank(a: argparse.Namespace) -> None:
+    import json
+
+    from .tasks import rerank_file
+
+    for row in rerank_file(a.model, a.query, a.input, a.raw_scores, a.top_k, a.batch_size, a.bf16, a.int8, a.kernels):
+        print(json.dumps(row, ensure_ascii=False))
+
+
 def cmd_convert(a: argparse.Namespace) -> None:
     from .tasks import convert
 
@@ -289,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_embed)
+
+    s = sub.add_parser("rerank", help="score each line of a file against a query with a cross-encoder, best first (JSON lines)")
+    s.add_argument("model", help="a pair classifier: bertkit's (train pair) or a transformers cross-encoder (a bge reranker)")
+    s.add_argument("--query", required=True, help="the text every line is scored against")
+    s.add_argument("--input", required=True, help="UTF-8 text file, one passage per line")
+    s.add_argument("--top-k", type=positive_int, default=None, help="print only the best k")
+    s.add_argument("--raw-scores", action="store_true", help="log-odds (a one-logit reranker's logit) instead of probabilities")
+    s.add_argument("--batch-size", type=positive_int, default=32)
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations")
+    add_kernel_flags(s)
+    s.set_defaults(run=cmd_rerank)
 
     s = sub.add_parser("convert", help="convert a checkpoint (HF .bin/sharded, Google TF) to an HF safetensors dir")
     s.add_argument("src", help="checkpoint directory (or a TF checkpoint prefix)")

@@ -33,16 +33,18 @@ T5_TYPES = ("t5", "mt5", "umt5")  # RMSNorm, no biases, bucketed relative positi
 #   rotary:   q and k rotated by position in every layer (RoFormer, Su et al. 2021)
 #   relative: fixed sinusoids of clipped relative distances inside attention (NEZHA, Wei et al. 2019)
 #   bucketed: a learnt bias per head and log-bucketed distance added to the scores (T5, Raffel et al. 2020)
+#   disentangled: relative position embeddings projected into content-to-position and position-to-content scores
+#       (DeBERTa-v2/v3, He et al. 2020: deberta.py), with or without an absolute table (position_biased_input)
 #   (ModernBERT's rotary positions have no table in its checkpoints and rotate halves, not pairs: modern.py)
 FAMILY_POSITIONS = dict(
     bert="absolute", roberta="absolute", albert="absolute", electra="absolute", distilbert="absolute",
-    ernie="absolute", **{"xlm-roberta": "absolute"}, modernbert="rotary",
+    ernie="absolute", **{"xlm-roberta": "absolute", "deberta-v2": "disentangled"}, modernbert="rotary",
     roformer="rotary", nezha="relative", gpt2="absolute", bart="absolute", mbart="absolute", t5="bucketed", mt5="bucketed",
     umt5="bucketed",
 )
 MODEL_TYPES = tuple(sorted(FAMILY_POSITIONS))  # model_type values whose checkpoints bertkit reads
-POSITION_TYPES = ("absolute", "rotary", "relative", "bucketed")
-NO_POOLER = ("electra", "distilbert", "roformer", "modernbert", *DECODERS, *ENCODER_DECODERS)  # their transformers base models have no pooler
+POSITION_TYPES = ("absolute", "rotary", "relative", "bucketed", "disentangled")
+NO_POOLER = ("electra", "distilbert", "roformer", "modernbert", "deberta-v2", *DECODERS, *ENCODER_DECODERS)  # their transformers base models have no pooler
 # DistilBERT's config.json names -> ours (it also has no segment embedding).
 DISTILBERT_NAMES = dict(
     dim="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads", hidden_dim="intermediate_size",
@@ -68,13 +70,15 @@ MODERNBERT_NAMES = dict(
     hidden_activation="hidden_act", norm_eps="layer_norm_eps", mlp_dropout="hidden_dropout_prob",
     attention_dropout="attention_probs_dropout_prob", position_embedding_type="modernbert_position_embedding_type",
 )
-NAMES = dict(modernbert=MODERNBERT_NAMES, distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, umt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
+NAMES = dict(**{"deberta-v2": {}}, modernbert=MODERNBERT_NAMES, distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, umt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
 _T5 = dict(type_vocab_size=0, layer_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, hidden_act="relu",
            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, intermediate_size=2048, head_dim=64)
 _BART = dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
              max_position_embeddings=1024, intermediate_size=4096, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0)
 FAMILY_DEFAULTS = dict(
     distilbert=dict(type_vocab_size=0),
+    **{"deberta-v2": dict(vocab_size=128100, hidden_size=1536, num_hidden_layers=24, num_attention_heads=24, intermediate_size=6144,
+                          type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0)},
     modernbert=dict(type_vocab_size=0, vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22,
                     num_attention_heads=12, hidden_act="gelu", max_position_embeddings=8192, layer_norm_eps=1e-5, pad_token_id=50283,
                     bos_token_id=50281, eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
@@ -86,6 +90,7 @@ FAMILY_DEFAULTS = dict(
 )
 # Fields of ours a family's config.json does not have (written back only where they differ from these values).
 NOT_IN = dict(
+    **{"deberta-v2": dict(position_embedding_type=None)},
     modernbert=dict(type_vocab_size=0, position_embedding_type=None),
     gpt2=dict(type_vocab_size=0, attention_mode="causal", position_embedding_type="absolute", pad_token_id=None),
     t5=dict(type_vocab_size=0, position_embedding_type="bucketed", hidden_act=None, gated_ffn=None, initializer_range=None,
@@ -173,6 +178,64 @@ def modern_options(c: BertConfig) -> ModernOptions:
         thetas.append(float(theta))
     return ModernOptions(**flags, classifier_activation=act, embedding_dropout=float(drop), local_attention=window,
                          global_layers=tuple(k == "full_attention" for k in kinds), global_theta=thetas[0], local_theta=thetas[1])
+
+
+@dataclass(frozen=True)
+class DebertaOptions:
+    """DeBERTa-v2/v3's switches, read from its config.json keys (kept in BertConfig.extra)."""
+
+    relative_attention: bool  # the disentangled terms at all (v2/v3 checkpoints: true)
+    pos_att_type: tuple[str, ...]  # which of "c2p" (content->position) and "p2c" (position->content)
+    position_buckets: int  # > 0: distances log-bucketed into this many per side
+    max_relative_positions: int  # the farthest distance the buckets reach (-1 in a config: max_position_embeddings)
+    share_att_key: bool  # the table goes through the layer's own key/query projections (v3)
+    norm_rel_ebd: bool  # LayerNorm on the table ("layer_norm")
+    position_biased_input: bool  # an absolute position table added to the embeddings (v3: none)
+    legacy: bool  # transformers' MLM head names: cls.predictions (legacy) or lm_predictions.lm_head
+
+    @property
+    def span(self) -> int:
+        """Rows of the table on each side: position_buckets, else max_relative_positions."""
+        return self.position_buckets if self.position_buckets > 0 else self.max_relative_positions
+
+
+POS_ATT_TERMS = ("c2p", "p2c")
+
+
+def deberta_options(c: BertConfig) -> DebertaOptions:
+    x = c.extra
+    flags = {}
+    for name, default in (("relative_attention", False), ("share_att_key", False), ("position_biased_input", True), ("legacy", True)):
+        v = x.get(name, default)
+        if not isinstance(v, bool):
+            raise BertkitError(f"{name} must be true or false, not {v!r}.")
+        flags[name] = v
+    terms = x.get("pos_att_type") or []
+    if isinstance(terms, str):  # the hub's "p2c|c2p"; transformers 5 writes a list
+        terms = [t.strip() for t in terms.lower().split("|") if t.strip()]
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        raise BertkitError(f"pos_att_type must be terms joined by '|' (c2p, p2c) or a list of them, not {x.get('pos_att_type')!r}.")
+    unknown = [t for t in terms if t not in POS_ATT_TERMS]
+    if unknown:
+        raise BertkitError(f"pos_att_type names {unknown[0]!r}, which is not a disentangled attention term bertkit computes "
+                           f"({', '.join(POS_ATT_TERMS)}).")
+    buckets, farthest = x.get("position_buckets", -1), x.get("max_relative_positions", -1)
+    for name, v in (("position_buckets", buckets), ("max_relative_positions", farthest)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise BertkitError(f"{name} must be a whole number (-1 for the default), not {v!r}.")
+    farthest = farthest if farthest >= 1 else c.max_position_embeddings
+    if buckets > 0 and (buckets < 4 or buckets % 2 or farthest <= buckets // 2):
+        raise BertkitError(f"position_buckets {buckets} must be even, at least 4 and below 2 * max_relative_positions ({farthest}).")
+    norm = x.get("norm_rel_ebd", "none")
+    if not isinstance(norm, str) or not {t.strip() for t in norm.lower().split("|")} <= {"none", "layer_norm"}:
+        raise BertkitError(f"norm_rel_ebd must be 'none' or 'layer_norm', not {norm!r}.")
+    if x.get("conv_kernel_size", 0):
+        raise BertkitError(f"conv_kernel_size {x['conv_kernel_size']!r} (DeBERTa-v2-xlarge's convolution after the first layer) "
+                           "is not supported; bertkit reads DeBERTa-v2/v3 without it.")
+    if x.get("attention_head_size") not in (None, c.hidden_size // c.num_attention_heads):
+        raise BertkitError(f"attention_head_size {x['attention_head_size']!r} unlike hidden_size / num_attention_heads is not supported.")
+    return DebertaOptions(**flags, pos_att_type=tuple(terms), position_buckets=buckets, max_relative_positions=farthest,
+                          norm_rel_ebd="layer_norm" in norm.lower())
 
 
 @dataclass
@@ -267,6 +330,8 @@ class BertConfig:
             if self.head_size % 2:
                 raise BertkitError(f"ModernBERT rotates pairs of dimensions: the head size {self.head_size} must be even.")
             modern_options(self)  # its own fields, checked now rather than at the first forward
+        if self.model_type == "deberta-v2":
+            deberta_options(self)
         task_types = self.extra.get("task_type_vocab_size", 3)
         if self.model_type == "ernie" and self.extra.get("use_task_id") and (not isinstance(task_types, int) or task_types < 1):
             raise BertkitError(f"task_type_vocab_size must be a whole number of at least 1 when use_task_id is true, not {task_types!r}.")
@@ -275,6 +340,18 @@ class BertConfig:
     def modern(self) -> ModernOptions:
         """ModernBERT's switches (model_type "modernbert" only)."""
         return modern_options(self)
+
+    @property
+    def deberta(self) -> DebertaOptions:
+        """DeBERTa-v2/v3's switches (model_type "deberta-v2" only)."""
+        return deberta_options(self)
+
+    @property
+    def has_position_table(self) -> bool:
+        """A learnt absolute position table in the embeddings (DeBERTa: only with position_biased_input)."""
+        if self.model_type == "deberta-v2":
+            return self.deberta.position_biased_input
+        return self.position_embedding_type == "absolute"
 
     @property
     def task_types(self) -> int:
@@ -308,7 +385,7 @@ class BertConfig:
 
     @property
     def has_projection(self) -> bool:
-        """E -> H after the embeddings: when factorised, and always in ALBERT's checkpoints."""
+        """E -> H after the embeddings: when factorised, and always in ALBERT's checkpoints (DeBERTa: before its norm)."""
         return self.embed_size != self.hidden_size or self.model_type == "albert"
 
     @property
@@ -480,6 +557,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "xlm-roberta-base": dict(
         model_type="xlm-roberta", vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
     ),  # 278,043,648
+    "deberta-v3-base": dict(
+        model_type="deberta-v2", vocab_size=128100, max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
+        extra=dict(relative_attention=True, max_relative_positions=-1, position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True,
+                   pos_att_type="p2c|c2p", position_biased_input=False),
+    ),  # 183,831,552
     "ernie-3.0-base-zh": dict(
         model_type="ernie", vocab_size=40000, max_position_embeddings=2048, type_vocab_size=4, layer_norm_eps=1e-5,
         extra=dict(use_task_id=True, task_type_vocab_size=3),

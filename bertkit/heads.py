@@ -165,8 +165,32 @@ def labels_of(config: BertConfig) -> list[str]:
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
+# transformers' sequence classifiers whose head bertkit reads: BERT's layout (pooler + classifier) and RoBERTa's
+# (the [CLS] state through dense + tanh, then out_proj: the bge rerankers are XLM-RoBERTa ones).
+HF_CLASSIFIERS = {f"{name}ForSequenceClassification": style for name, style in (
+    ("Bert", "bert"), ("Ernie", "bert"), ("Nezha", "bert"), ("Electra", "electra"), ("Roberta", "roberta"), ("XLMRoberta", "roberta"))}
+HF_MAX_LENGTH = 512  # a transformers classifier's inputs are cut here (bge-reranker-v2-m3's positions reach 8,194)
+
+
+def hf_head(config: BertConfig) -> str | None:
+    """The head of a transformers sequence classifier ("bert", "electra" or "roberta"), None for anything else
+    (bertkit's own classifiers, base models)."""
+    if isinstance(config.extra.get("bertkit"), dict) or not config.architectures:
+        return None
+    return HF_CLASSIFIERS.get(config.architectures[0])
+
+
+def hf_task(config: BertConfig) -> dict | None:
+    """bertkit's task entry for a transformers sequence classifier: one label is a relevance score (a cross-encoder
+    reranker: pairs, scored by the sigmoid of its logit, as text-embeddings-inference reads them), more are classes."""
+    if hf_head(config) is None or not config.extra.get("id2label"):
+        return None
+    task = "pair" if len(config.extra["id2label"]) == 1 else "classify"
+    return {"task": task, "crf": False, "max_length": min(config.max_length, HF_MAX_LENGTH), "truncation": "head"}
+
+
 def task_of(config: BertConfig) -> dict:
-    info = config.extra.get("bertkit")
+    info = config.extra.get("bertkit") or hf_task(config)
     if isinstance(info, dict) and info.get("task") == "seq2seq":
         raise BertkitError("the checkpoint is a seq2seq model (`bertkit train seq2seq`): it writes text; run `bertkit generate` with it.")
     if not isinstance(info, dict) or info.get("task") not in TASKS:
@@ -181,22 +205,50 @@ def set_task(config: BertConfig, task: str, labels: list[str], **info) -> None:
     config.extra["bertkit"] = {"task": task, **info}
 
 
+class ClassificationHead(nn.Module):
+    """transformers' RoBERTa/ELECTRA classifier head on the [CLS] state: dropout, dense, activation, dropout, out."""
+
+    def __init__(self, c: BertConfig, labels: int, act=torch.tanh):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.out = nn.Linear(c.hidden_size, labels)
+        self.act, self.drop = act, nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, h):  # [B, H] -> [B, C]
+        return self.out(self.drop(self.act(self.dense(self.drop(h)))))
+
+
 class BertForSequenceClassification(PretrainedMixin, nn.Module):
-    """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits."""
+    """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits.
+
+    A transformers RoBERTa/XLM-RoBERTa or ELECTRA classifier (a bge reranker) keeps its own head (`cls_head`, on the
+    [CLS] state); bertkit's own fine-tuning puts the one classifier above on every family."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config)
+        style, n = hf_head(config), len(labels_of(config))
+        self.bert = BertModel(config, add_pooler=style not in ("roberta", "electra"))
         self.drop = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, len(labels_of(config)))
-        self.classifier.apply(self.bert.init_weights)
+        self.classifier, self.cls_head = None, None
+        if style in ("roberta", "electra"):
+            self.cls_head = ClassificationHead(config, n, torch.tanh if style == "roberta" else F.gelu)  # ELECTRA: gelu, whatever its config
+        else:
+            self.classifier = nn.Linear(config.hidden_size, n)
+        (self.cls_head or self.classifier).apply(self.bert.init_weights)
+
+    def hf_architecture(self) -> str:
+        """A transformers classifier keeps its class (its head is RoBERTa's or ELECTRA's, not BERT's)."""
+        return self.config.architectures[0] if self.cls_head is not None else type(self).__name__
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, hidden: bool = False):
         """-> logits [B, C]; with hidden=True also the hidden states (for distillation)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden)
-        pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
-        logits = self.classifier(self.drop(pooled))
+        if self.cls_head is not None:
+            logits = self.cls_head(out.last_hidden_state[:, 0])
+        else:
+            pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+            logits = self.classifier(self.drop(pooled))
         return (logits, out.hidden_states) if hidden else logits
 
 

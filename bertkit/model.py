@@ -80,12 +80,15 @@ class Embeddings(nn.Module):
         self.word = nn.Embedding(c.vocab_size, E, padding_idx=c.pad_token_id)
         self.segment = nn.Embedding(c.type_vocab_size, E) if c.type_vocab_size > 0 else None
         pad = c.pad_token_id if c.positions_after_padding else None  # RoBERTa's padding position
-        self.position = nn.Embedding(c.max_position_embeddings, E, padding_idx=pad) if c.position_embedding_type == "absolute" else None
+        self.position = nn.Embedding(c.max_position_embeddings, E, padding_idx=pad) if c.has_position_table else None
         self.task = nn.Embedding(c.task_types, E) if c.task_types else None  # ERNIE 3.0's task type (row 0 by default)
         modern = c.model_type == "modernbert"
-        self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps, bias=c.modern.norm_bias if modern else True)
+        # DeBERTa projects E -> H (no bias) before its norm; ALBERT and ELECTRA after it
+        self.project_first = c.model_type == "deberta-v2"
+        width = c.hidden_size if self.project_first else E
+        self.norm = nn.LayerNorm(width, eps=c.layer_norm_eps, bias=c.modern.norm_bias if modern else True)
         self.drop = nn.Dropout(c.modern.embedding_dropout if modern else c.hidden_dropout_prob)
-        self.project = nn.Linear(E, c.hidden_size) if c.has_projection else None  # ALBERT, ELECTRA
+        self.project = nn.Linear(E, c.hidden_size, bias=not self.project_first) if c.has_projection else None
 
     def forward(self, input_ids, token_type_ids, position_ids):  # [B, T] each -> [B, T, H]
         x = self.word(input_ids)
@@ -95,6 +98,8 @@ class Embeddings(nn.Module):
             x = x + self.position(position_ids)
         if self.task is not None:  # transformers' ERNIE adds task type 0 when it is given no task_type_ids
             x = x + self.task.weight[0]
+        if self.project_first and self.project is not None:
+            return self.drop(self.norm(self.project(x)))
         x = self.drop(self.norm(x))
         return self.project(x) if self.project is not None else x
 
@@ -189,6 +194,8 @@ def first(pos, n: int):
     """The position information attention needs, cut to a bucket of n tokens (packed layout)."""
     if pos is None:
         return None
+    if hasattr(pos, "cut"):  # DeBERTa's RelativePositions
+        return pos.cut(n)
     if isinstance(pos, tuple):  # rotary (sin, cos), each [T, D/2]; ModernBERT's global and local pairs
         return tuple(p[:n] for p in pos)
     return pos[:n, :n]  # relative [T, T, D]
@@ -249,7 +256,8 @@ class Layer(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.attn = ATTENTIONS[c.position_embedding_type](c)
+        own = PARTS.get(c.model_type)  # DeBERTa-v2/v3: the block is BERT's, its attention is not (deberta.py)
+        self.attn = own.attention(c) if own is not None and own.attention is not None else ATTENTIONS[c.position_embedding_type](c)
         self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.ffn = FeedForward(c)
         self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
@@ -456,6 +464,24 @@ NO_PADDING = "no padding"  # Packed.of's answer for a batch whose mask is all on
 MAX_BUCKETS = 8  # attention calls per layer of a packed batch, at most: it does not grow with the batch size
 
 
+@dataclass(frozen=True)
+class FamilyParts:
+    """What a family member written in its own module gives the backbone; modern.py and deberta.py register theirs
+    (`register_family`) when bertkit is imported, so this module never imports them."""
+
+    layer: object = None  # (config, index) -> a block, instead of Layer
+    attention: object = None  # (config) -> Layer's attention, instead of the position type's
+    modules: object = None  # (config) -> {name: module} the backbone holds (ModernBERT's rope and final_norm, DeBERTa's table)
+    positions: object = None  # (backbone, length, device) -> what every layer's attention reads of positions
+
+
+PARTS: dict[str, FamilyParts] = {}
+
+
+def register_family(model_type: str, parts: FamilyParts) -> None:
+    PARTS[model_type] = parts
+
+
 class BertOutput:
     """What BertModel returns. The pooler runs when pooler_output is first read: no work unless asked."""
 
@@ -489,12 +515,12 @@ class BertModel(PretrainedMixin, nn.Module):
         self.config = config
         self.embed = Embeddings(config)
         self.rotary = RotaryTable(config) if config.model_type == "roformer" else None
-        self.rope, self.final_norm = None, None
-        if config.model_type == "modernbert":  # pre-norm blocks on the same parts (modern.py)
-            from .modern import ModernLayer, Rope, final_norm
-
-            self.rope, self.final_norm = Rope(config), final_norm(config)
-            self.layers = nn.ModuleList(ModernLayer(config, i) for i in range(config.num_blocks))
+        self.parts = PARTS.get(config.model_type, FamilyParts())  # ModernBERT's and DeBERTa's own modules (registered)
+        self.final_norm = None  # pre-norm stacks (ModernBERT) end with a norm
+        for name, module in (self.parts.modules(config) if self.parts.modules else {}).items():
+            setattr(self, name, module)  # e.g. ModernBERT's rope and final_norm, DeBERTa's relative table and its norm
+        if self.parts.layer is not None:  # a block of the member's own (ModernBERT's pre-norm GeGLU block)
+            self.layers = nn.ModuleList(self.parts.layer(config, i) for i in range(config.num_blocks))
         else:  # one block per layer, or (ALBERT) fewer blocks shared across layers: see config.layer_schedule
             self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_blocks))
         self.pooler = Pooler(config) if add_pooler and config.has_pooler else None
@@ -551,8 +577,8 @@ class BertModel(PretrainedMixin, nn.Module):
             mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device, cache)
         x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H] (or [sum L, H])
         pos = None  # what attention needs to know of positions, computed once for all layers
-        if self.rope is not None:
-            pos = self.rope(past + T, input_ids.device)  # ModernBERT: (global sin, cos, local sin, cos)
+        if self.parts.positions is not None:  # ModernBERT's sin/cos pairs, DeBERTa's table and bucketed distances
+            pos = self.parts.positions(self, past + T, input_ids.device)
         elif c.position_embedding_type == "rotary":
             pos = self.rotary(past + T)  # every key's position; the queries are the last T
         elif c.position_embedding_type == "relative":

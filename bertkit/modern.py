@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import BertConfig
-from .model import ACTIVATIONS, Attention
+from .model import ACTIVATIONS, Attention, FamilyParts, register_family
 
 
 class Rope(nn.Module):
@@ -117,5 +117,11 @@ def norm_like(c: BertConfig, width: int) -> nn.LayerNorm:
     bias = c.modern.norm_bias if c.model_type == "modernbert" else True
     return nn.LayerNorm(width, eps=c.layer_norm_eps, bias=bias)
 
+
+register_family("modernbert", FamilyParts(
+    layer=ModernLayer,
+    modules=lambda c: {"rope": Rope(c), "final_norm": final_norm(c)},
+    positions=lambda backbone, T, device: backbone.rope(T, device),  # (global sin, cos, local sin, cos)
+))
 
 __all__ = ["GatedFeedForward", "ModernAttention", "ModernLayer", "Rope", "final_norm", "norm_like", "rotate_halves"]

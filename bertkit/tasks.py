@@ -19,12 +19,19 @@ from .config import PRESETS, BertConfig
 from .data.seq2seq import join_cjk
 from .errors import BertkitError
 from .generate import generate
-from .heads import BertForMaskedLM, BertForPreTraining
+from .heads import BertForMaskedLM, BertForPreTraining, task_of
 from .io.files import check_new_dir, read_lines, write_atomic
 from .model import BertModel
 from .seq2seq import CausalLM, Seq2SeqLM
 from .serving.load import default_device, load_for_inference
-from .serving.predict import encode_sentences, pooling_modes, sentence_max_length, sentence_pooling
+from .serving.predict import (
+    encode_sentences,
+    pooling_modes,
+    predict_texts,
+    relevance,
+    sentence_max_length,
+    sentence_pooling,
+)
 from .tokenizer import Tokenizer
 
 # ---- summary ------------------------------------------------------------------------------
@@ -223,6 +230,35 @@ def embed_file(
                                batch_size, max_length, progress, prompt=prefix, include_prompt=declared.include_prompt)
     write_atomic(output_path, lambda f: np.save(f, vectors))
     return len(texts)
+
+
+# ---- rerank ---------------------------------------------------------------------------------
+
+
+def rerank_file(model_name: str, query: str, input_path: str, raw_scores: bool = False, top_k: int | None = None,
+                batch_size: int = 32, bf16: bool = False, int8: bool = False, kernels: str = "auto") -> list[dict]:
+    """`bertkit rerank`: score each line of input_path against query with a cross-encoder (a pair classifier: one of
+    bertkit's, or a transformers sequence classifier such as a bge reranker), best first.
+
+    Each row: {"index": the line's 0-based index, "score": the relevance probability (raw_scores: its log-odds, a
+    one-logit reranker's logit), "text"}, the rows sorted by score (ties keep the file's order); top_k keeps the best k."""
+    if not isinstance(query, str) or not query.strip():
+        raise BertkitError("--query must be a non-empty text.")
+    if top_k is not None and top_k < 1:
+        raise BertkitError(f"--top-k must be at least 1, not {top_k}.")
+    texts = read_lines(input_path)
+    model, tok = load_for_inference(model_name, "torch", bf16, kind="task", int8=int8, kernels=kernels)
+    if task_of(model.config)["task"] != "pair":
+        what = "words" if task_of(model.config)["task"] == "ner" else "single texts"
+        raise BertkitError(f"{model_name} classifies {what}; "
+                           "rerank needs a pair classifier (a cross-encoder) that scores (query, text) pairs.")
+    rows = predict_texts(model, tok, [(query, t) for t in texts], batch_size)
+    cut = sum(r["truncated"] for r in rows)
+    if cut:
+        print(f"note: {cut} of {len(texts)} (query, line) pairs exceed {task_of(model.config)['max_length']} tokens and were "
+              "truncated.", file=sys.stderr)
+    out = [{"index": i, "score": relevance(r, raw_scores), "text": t} for i, (t, r) in enumerate(zip(texts, rows))]
+    return sorted(out, key=lambda d: -d["score"])[:top_k]
 
 
 def _check_lengths(tok: Tokenizer, texts: list[str], max_length: int, long: str, path: str) -> None:

@@ -161,6 +161,26 @@ MODERNBERT_HEADS = [
     ("mlm.bias", "decoder.bias", None),
     ("mlm.decoder", "decoder.weight", None),  # tied to the word embedding unless the config unties it
 ]
+# DeBERTa-v2/v3 (deberta.py): BERT's block names with its own attention projections, the shared relative table and its norm.
+DEBERTA_BACKBONE = [
+    ("embed.word.weight", "embeddings.word_embeddings.weight", None),
+    ("embed.position.weight", "embeddings.position_embeddings.weight", None),
+    ("embed.segment.weight", "embeddings.token_type_embeddings.weight", None),
+    ("embed.project.weight", "embeddings.embed_proj.weight", None),
+    *[(f"embed.norm.{p}", f"embeddings.LayerNorm.{p}", None) for p in ("weight", "bias")],
+    *[(f"layers.{{}}.{o}.{p}", f"encoder.layer.{{}}.{h}.{p}", None) for o, h in [
+        ("attn.q", "attention.self.query_proj"), ("attn.k", "attention.self.key_proj"), ("attn.v", "attention.self.value_proj"),
+        ("attn.pos_k", "attention.self.pos_key_proj"), ("attn.pos_q", "attention.self.pos_query_proj"),
+        ("attn.o", "attention.output.dense"), ("attn_norm", "attention.output.LayerNorm"), ("ffn.up", "intermediate.dense"),
+        ("ffn.down", "output.dense"), ("ffn_norm", "output.LayerNorm")] for p in ("weight", "bias")],
+    ("rel.weight", "encoder.rel_embeddings.weight", None),
+    *[(f"rel_norm.{p}", f"encoder.LayerNorm.{p}", None) for p in ("weight", "bias")],
+]
+DEBERTA_LM_HEADS = [  # transformers' DebertaV2ForMaskedLM with legacy false (the legacy head is BERT's cls.predictions)
+    *[(f"mlm.transform.{p}", f"lm_predictions.lm_head.dense.{p}", None) for p in ("weight", "bias")],
+    *[(f"mlm.norm.{p}", f"lm_predictions.lm_head.LayerNorm.{p}", None) for p in ("weight", "bias")],
+    ("mlm.bias", "lm_predictions.lm_head.bias", None),
+]
 STACKED_QKV = ("gpt2", "modernbert")  # families whose checkpoints already hold q, k and v as one matrix
 
 # ---- Decoders and encoder-decoders (seq2seq.py): every row a full name on both sides --------------------
@@ -233,6 +253,8 @@ FAMILIES = {
     "xlm-roberta": Family("roberta", _hf_only(BACKBONE_KEYS), ROBERTA_HEADS),  # RoBERTa's layout (its vocabulary is the difference)
     "ernie": Family("ernie", _hf_only(ERNIE_BACKBONE), HEAD_KEYS),
     "modernbert": Family("model", MODERNBERT_BACKBONE, MODERNBERT_HEADS),
+    "deberta-v2": Family("deberta", DEBERTA_BACKBONE, BERT_MLM),
+    "deberta-v2-lm": Family("deberta", DEBERTA_BACKBONE, DEBERTA_LM_HEADS),
     "albert": Family("albert", ALBERT_BACKBONE, ALBERT_HEADS),
     "electra": Family("electra", ELECTRA_BACKBONE, ELECTRA_HEADS),
     "distilbert": Family("distilbert", DISTILBERT_BACKBONE, DISTILBERT_HEADS),
@@ -259,6 +281,8 @@ def table_of(config: BertConfig | None) -> str:
     """The key table a config reads with (its model_type, but T5's gated FFN names its matrices apart)."""
     if config is None:
         return "bert"
+    if config.model_type == "deberta-v2" and not config.deberta.legacy:
+        return "deberta-v2-lm"
     if config.model_type in ("t5", "mt5", "umt5"):
         return ("umt5" if config.model_type == "umt5" else "t5") + ("-gated" if config.gated_ffn else "")
     return config.model_type
@@ -275,7 +299,7 @@ DROPPED = [
     r"(bad_steps|good_steps|loss_scale)",
 ]
 BACKBONE_PREFIX = "bert"  # what we put before backbone keys inside a task model
-HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.", "rtd.", "classifier.", "crf.")  # may be absent from a checkpoint; see new_heads
+HEAD_PREFIXES = ("mlm.", "nsp.", "pooler.", "rtd.", "classifier.", "cls_head.", "crf.")  # may be absent from a checkpoint; see new_heads
 # Fine-tuning heads (heads.py), the same in every family: transformers' BERT classifiers name theirs
 # "classifier"; the CRF has no transformers counterpart and keeps our names.
 TASK_HEADS = [
@@ -284,6 +308,8 @@ TASK_HEADS = [
     ("crf.start", "crf.start", None),
     ("crf.end", "crf.end", None),
     ("crf.trans", "crf.trans", None),
+    # transformers' RoBERTa/XLM-RoBERTa and ELECTRA classifier heads (ClassificationHead)
+    *[(f"cls_head.{o}.{p}", f"classifier.{h}.{p}", None) for o, h in (("dense", "dense"), ("out", "out_proj")) for p in ("weight", "bias")],
 ]
 # Task heads of other classes (sequence classification, QA): known, reported, not loaded.
 OTHER_HEADS = r"(classifier|pre_classifier|qa_outputs)\.(.+\.)?(weight|bias)"

@@ -66,6 +66,20 @@ def modernbert_biased():
                       classifier_activation="silu", local_rope_theta=500.0)
 
 
+def deberta_v3(**kw):
+    """v3's layout: log buckets (8 per side up to 20, so distances from 4 on are bucketed on 9 tokens), the table
+    LayerNorm'd and read through the layer's own projections, no absolute positions."""
+    settings = dict(relative_attention=True, position_buckets=8, max_relative_positions=20, norm_rel_ebd="layer_norm", share_att_key=True,
+                    pos_att_type="p2c|c2p", position_biased_input=False, type_vocab_size=0) | kw
+    return tf.DebertaV2Config(**SIZES, max_position_embeddings=40, **settings)
+
+
+def deberta_v2():
+    """v2's layout: exact distances clipped at 4, projections of their own, absolute positions too, two segments."""
+    return tf.DebertaV2Config(**SIZES, max_position_embeddings=40, relative_attention=True, max_relative_positions=4,
+                              pos_att_type=["c2p", "p2c"], share_att_key=False, position_biased_input=True, type_vocab_size=2)
+
+
 # (name, transformers config, transformers class, bertkit class)
 CASES = [
     ("roberta", roberta, tf.RobertaModel, bertkit.BertModel),
@@ -89,6 +103,13 @@ CASES = [
     ("ernie-no-task-id", lambda: ernie(use_task_id=False), tf.ErnieModel, bertkit.BertModel),
     ("modernbert", modernbert, tf.ModernBertModel, bertkit.BertModel),
     ("modernbert", modernbert, tf.ModernBertForMaskedLM, bertkit.BertForMaskedLM),
+    ("deberta-v3", deberta_v3, tf.DebertaV2Model, bertkit.BertModel),
+    ("deberta-v3", deberta_v3, tf.DebertaV2ForMaskedLM, bertkit.BertForMaskedLM),
+    ("deberta-v3-lm-head", lambda: deberta_v3(legacy=False), tf.DebertaV2ForMaskedLM, bertkit.BertForMaskedLM),
+    ("deberta-v2", deberta_v2, tf.DebertaV2Model, bertkit.BertModel),
+    ("deberta-v2", deberta_v2, tf.DebertaV2ForMaskedLM, bertkit.BertForMaskedLM),
+    ("deberta-c2p-factorised", lambda: deberta_v3(pos_att_type="c2p", share_att_key=False, embedding_size=20), tf.DebertaV2Model,
+     bertkit.BertModel),
     ("modernbert-biases", modernbert_biased, tf.ModernBertModel, bertkit.BertModel),
     ("modernbert-biases", modernbert_biased, tf.ModernBertForMaskedLM, bertkit.BertForMaskedLM),
 ]
@@ -309,7 +330,7 @@ def test_small_pretraining_preset(capsys):
 def test_unsupported_type_names_it_and_the_supported(tmp_path):
     ref = tf.XLNetModel(tf.XLNetConfig(vocab_size=99, d_model=36, n_layer=1, n_head=3, d_inner=52))
     ref.save_pretrained(tmp_path)
-    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, distilbert, electra, ernie, gpt2, mbart, modernbert, mt5, nezha, roberta, roformer, t5, umt5, xlm-roberta"):
+    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, deberta-v2, distilbert, electra, ernie, gpt2, mbart, modernbert, mt5, nezha, roberta, roformer, t5, umt5, xlm-roberta"):
         bertkit.BertModel.from_pretrained(tmp_path)
 
 
@@ -333,6 +354,11 @@ MODERN_PRESETS = {  # bertkit preset -> the same published config built by trans
     "modernbert-large": lambda: tf.ModernBertConfig(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16),
     "xlm-roberta-base": lambda: tf.XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
                                                     layer_norm_eps=1e-5),
+    "deberta-v3-base": lambda: tf.DebertaV2Config(vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                                  intermediate_size=3072, max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
+                                                  relative_attention=True, max_relative_positions=-1, position_buckets=256,
+                                                  norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type="p2c|c2p",
+                                                  position_biased_input=False, pad_token_id=0),
     "ernie-3.0-base-zh": lambda: tf.ErnieConfig(vocab_size=40000, max_position_embeddings=2048, type_vocab_size=4, layer_norm_eps=1e-5,
                                                 use_task_id=True, task_type_vocab_size=3),
 }
@@ -371,6 +397,10 @@ def test_hub_modernbert_config_reads(tmp_path):
     (dict(layer_types=["full_attention"]), r"layer_types must list 'full_attention' or 'sliding_attention' for each of the 4 layers"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), r"rope_scaling .* is not supported"),
     (dict(global_rope_theta=-1), r"the rotary base of full_attention \(global_rope_theta\) must be a positive number, not -1\."),
+    (dict(model_type="deberta-v2", pos_att_type="p2c|c2x"), r"pos_att_type names 'c2x', which is not a disentangled attention term"),
+    (dict(model_type="deberta-v2", pos_att_type="p2p"), r"pos_att_type names 'p2p'"),
+    (dict(model_type="deberta-v2", position_buckets=7), r"position_buckets 7 must be even, at least 4"),
+    (dict(model_type="deberta-v2", conv_kernel_size=3), r"conv_kernel_size 3 .* is not supported"),
 ])
 def test_bad_modernbert_config_names_the_field(tmp_path, change, message):
     good = modernbert().to_dict()

@@ -16,7 +16,7 @@ LAYERS = [
     ("base", {"bertkit.errors", "bertkit.version", "bertkit.flags"}),
     ("io", {"bertkit.io"}),
     ("core", {"bertkit.config", "bertkit.model", "bertkit.heads", "bertkit.weights", "bertkit.checkpoint", "bertkit.crf",
-              "bertkit.generate", "bertkit.tokenizer", "bertkit.kernels", "bertkit.seq2seq"}),
+              "bertkit.generate", "bertkit.tokenizer", "bertkit.kernels", "bertkit.seq2seq", "bertkit.modern", "bertkit.deberta"}),
     ("data", {"bertkit.data"}),
     ("serving", {"bertkit.serving"}),
     ("train", {"bertkit.train"}),

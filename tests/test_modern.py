@@ -1,4 +1,4 @@
-"""ModernBERT, XLM-RoBERTa and ERNIE through the training commands: a short real reviews-zh fine-tuning run on a small
+"""ModernBERT, DeBERTa-v3, XLM-RoBERTa and ERNIE through the training commands: a short real reviews-zh fine-tuning run on a small
 random config of each type (the loss falls, dev accuracy clears the majority class, the saved model predicts and
 reloads), NER with the CRF over sliding windows on ModernBERT, and distillation into a half-depth ModernBERT."""
 
@@ -21,6 +21,10 @@ CONFIGS = {  # config.json files as a user writes them (each family's own key na
                        global_attn_every_n_layers=3, pad_token_id=0, vocab_size=3000),
     "xlm-roberta": dict(model_type="xlm-roberta", **SMALL, num_hidden_layers=2, max_position_embeddings=130, type_vocab_size=1,
                         pad_token_id=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vocab_size=3000),
+    "deberta-v2": dict(model_type="deberta-v2", **SMALL, num_hidden_layers=2, max_position_embeddings=128, type_vocab_size=0,
+                       relative_attention=True, position_buckets=16, max_relative_positions=64, norm_rel_ebd="layer_norm",
+                       share_att_key=True, pos_att_type="p2c|c2p", position_biased_input=False, pad_token_id=0,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vocab_size=3000),
     "ernie": dict(model_type="ernie", **SMALL, num_hidden_layers=2, max_position_embeddings=128, type_vocab_size=4, use_task_id=True,
                   task_type_vocab_size=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vocab_size=3000),
 }

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from ..errors import BertkitError
-from ..heads import TASKS, BertForMaskedLM, task_of
+from ..heads import TASKS, BertForMaskedLM, hf_task, task_of
 from ..kernels import kernels_of
 from .load import check_model, load_for_inference
 from .predict import encode_sentences, predict_texts, sentence_max_length, sentence_pooling
@@ -111,7 +111,7 @@ def load_torch(path, bf16: bool = False, threads: int | None = None, int8: bool 
     """The checkpoint's own task: bertkit's task entry in config.json, else an MLM head, else an encoder."""
     model, tok = load_for_inference(path, "torch", bf16, threads=threads, int8=int8, kernels=kernels)
     d = model.source_dir
-    if "bertkit" in model.config.extra:
+    if "bertkit" in model.config.extra or hf_task(model.config) is not None:  # a task bertkit trained, or a transformers classifier
         task, max_length = task_of(model.config)["task"], task_of(model.config)["max_length"]
     else:
         task, max_length = "mlm" if isinstance(model, BertForMaskedLM) else "encoder", sentence_max_length(d, tok, model.config)

@@ -29,6 +29,7 @@ import json
 import numpy as np
 
 from .batcher import BatchFailed
+from .predict import relevance
 
 TEI_VERSION = "1.8.0"  # the TEI API these routes follow
 
@@ -305,12 +306,7 @@ class Compat:
             rows = await self.run("classify", items)
         except Refusal as e:
             return tei_error(e)
-        last = list(rows[0]["probabilities"])[-1]  # the label that means "relevant" (e.g. "1")
-        out = []
-        for i, row in enumerate(rows):
-            p = row["probabilities"][last]
-            out.append({"index": i, "score": float(np.log(max(p, 1e-12)) - np.log(max(1 - p, 1e-12))) if raw else p,
-                        **({"text": texts[i]} if with_text else {})})
+        out = [{"index": i, "score": relevance(row, raw), **({"text": texts[i]} if with_text else {})} for i, row in enumerate(rows)]
         return json_response(200, sorted(out, key=lambda d: -d["score"]))
 
     async def tokenize(self, request):

@@ -21,7 +21,7 @@ import torch
 from ..checkpoint import find_config, read_pretrained
 from ..config import BertConfig
 from ..errors import BertkitError
-from ..heads import MODEL_CLASSES, TASKS, BertForMaskedLM, task_of
+from ..heads import MODEL_CLASSES, TASKS, BertForMaskedLM, hf_task, task_of
 from ..io.hub import locate
 from ..kernels import Int8Linear, PackedLinear, kernels_of, prepack, quantize_int8, reference_kernels
 from ..model import BertModel, mean_pool
@@ -63,6 +63,8 @@ def kind_of(config: BertConfig, names) -> str:
     """What a checkpoint holds: a task bertkit fine-tuned, else an MLM head (weights named mlm.*), else an encoder."""
     if isinstance(config.extra.get("bertkit"), dict) and config.extra["bertkit"].get("task") != "seq2seq":
         return "task"  # a tagger or classifier (a seq2seq model's encoder embeds like any encoder)
+    if hf_task(config) is not None:
+        return "task"  # a transformers sequence classifier (a cross-encoder reranker with one label)
     return "mlm" if any(k.startswith("mlm.") for k in names) else "encoder"
 
 

@@ -48,7 +48,7 @@ def predict_features(model, f: Features, batch_size: int = 64, merge: str = "edg
             for r, i in enumerate(idx):
                 emissions[i] = logits[r, :len(f.word_index[i])].cpu()
         else:
-            preds = logits.softmax(-1).cpu()
+            preds = (logits.sigmoid() if logits.shape[-1] == 1 else logits.softmax(-1)).cpu()  # one logit: a relevance score
         for i, p in zip(idx, preds):
             out[i] = p
     if f.example_of is None:
@@ -140,6 +140,13 @@ def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[
             results.append({"text" if task == "classify" else "pair": x, "label": labels[k], "probability": probs[labels[k]], "probabilities": probs})
         results[-1]["truncated"] = i in cut
     return results
+
+
+def relevance(row: dict, raw: bool = False) -> float:
+    """A pair classifier's score that its pair is relevant: the probability of its last label (a one-logit
+    cross-encoder's sigmoid); raw: the log-odds instead (that cross-encoder's logit)."""
+    p = row["probabilities"][list(row["probabilities"])[-1]]
+    return float(np.log(max(p, 1e-12)) - np.log(max(1 - p, 1e-12))) if raw else float(p)
 
 
 def _words(text: str, kind: str) -> list[str]:
