@@ -252,7 +252,7 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     if ref is not None:
         paths.insert(1, bertkit_path("bertkit fp32 reference", ref, "fp32"))
     if a.padded or bk.config.model_type == "modernbert":  # the default path with packing off: padded vs unpadded, same kernels
-        padded = copy.deepcopy(bk)
+        padded, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu")  # prepacked: loaded, not copied
         padded.unpad = False
         paths.insert(1, bertkit_path("bertkit fp32 padded", padded, "fp32"))
     if a.baseline:  # another checkout of bertkit (e.g. the commit before a change), in this process, same weights

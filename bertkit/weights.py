@@ -251,10 +251,11 @@ FAMILIES = {
     "bert": Family("bert", BACKBONE_KEYS, HEAD_KEYS),
     "roberta": Family("roberta", _hf_only(BACKBONE_KEYS), ROBERTA_HEADS),
     "xlm-roberta": Family("roberta", _hf_only(BACKBONE_KEYS), ROBERTA_HEADS),  # RoBERTa's layout (its vocabulary is the difference)
-    "ernie": Family("ernie", _hf_only(ERNIE_BACKBONE), HEAD_KEYS),
-    "modernbert": Family("model", MODERNBERT_BACKBONE, MODERNBERT_HEADS),
-    "deberta-v2": Family("deberta", DEBERTA_BACKBONE, BERT_MLM),
-    "deberta-v2-lm": Family("deberta", DEBERTA_BACKBONE, DEBERTA_LM_HEADS),
+    # the new members keep ELECTRA's names for a replaced-token head of bertkit's ELECTRA-style pretraining (as RoFormer does)
+    "ernie": Family("ernie", _hf_only(ERNIE_BACKBONE), HEAD_KEYS + RTD_HEAD),
+    "modernbert": Family("model", MODERNBERT_BACKBONE, MODERNBERT_HEADS + RTD_HEAD),
+    "deberta-v2": Family("deberta", DEBERTA_BACKBONE, BERT_MLM + RTD_HEAD),
+    "deberta-v2-lm": Family("deberta", DEBERTA_BACKBONE, DEBERTA_LM_HEADS + RTD_HEAD),
     "albert": Family("albert", ALBERT_BACKBONE, ALBERT_HEADS),
     "electra": Family("electra", ELECTRA_BACKBONE, ELECTRA_HEADS),
     "distilbert": Family("distilbert", DISTILBERT_BACKBONE, DISTILBERT_HEADS),
@@ -404,13 +405,28 @@ def from_hf(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Co
         if family == "albert":
             name = _albert_flat(name, config.inner_group_num, to_flat=True)
         ours = rename(name, 1, 0, family)
-        if ours is None and re.fullmatch(OTHER_HEADS, key):
+        if ours is None and re.fullmatch(OTHER_HEADS, key) or _unused_by_config(name, config):
             out.other_heads.append(key)
         elif ours is None:
             out.unknown.append(key)
         else:
             out.state_dict[ours], out.source_names[ours] = t.t() if family == "gpt2" and GPT2_CONV1D.fullmatch(ours) else t, key
     return fuse_qkv(out)
+
+
+DEBERTA_NOT_LOADED = r"deberta\.(mask_predictions|lm_predictions)\..*|mask_predictions\..*"  # v3's replaced-token head (and a
+# base model's stray generator head): transformers' DeBERTa classes skip them too
+
+
+def _unused_by_config(name: str, config: BertConfig | None) -> bool:
+    """Weights a checkpoint holds that its own config does not use, reported and skipped as transformers skips them:
+    DeBERTa-v3's absolute position table (kept for its enhanced mask decoder; position_biased_input is false) and its
+    discriminator head (mask_predictions)."""
+    if config is None or config.model_type != "deberta-v2":
+        return False
+    if re.fullmatch(DEBERTA_NOT_LOADED, name):
+        return True
+    return name == "deberta.embeddings.position_embeddings.weight" and not config.deberta.position_biased_input
 
 
 def _shared_embedding(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

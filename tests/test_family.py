@@ -409,3 +409,21 @@ def test_bad_modernbert_config_names_the_field(tmp_path, change, message):
     (tmp_path / "config.json").write_text(json.dumps(good | change))
     with pytest.raises(bertkit.BertkitError, match=message):
         bertkit.BertConfig.from_json_file(tmp_path / "config.json")
+
+
+def test_deberta_v3_checkpoint_extras_are_reported_not_loaded(tmp_path, capsys):
+    """A DeBERTa-v3 discriminator as the hub ships it holds its absolute position table (position_biased_input false)
+    and its replaced-token head (mask_predictions): transformers skips both, so does bertkit, and says so."""
+    from safetensors.torch import load_file, save_file
+
+    ref = reference(deberta_v3, tf.DebertaV2Model)
+    ref.save_pretrained(tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    sd |= {"embeddings.position_embeddings.weight": torch.randn(40, 36), "mask_predictions.dense.weight": torch.randn(36, 36),
+           "mask_predictions.classifier.weight": torch.randn(1, 36)}
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours = bertkit.BertModel.from_pretrained(tmp_path)
+    assert len(ours.load_report.unused) == 3
+    assert "ignored 3 checkpoint weights" in capsys.readouterr().err
+    batch = family_batch(ref.config)
+    assert_close(outputs_all(ours, batch), outputs_all(ref, batch))

@@ -87,3 +87,54 @@ def test_modernbert_ner_with_crf_over_windows_and_a_distilled_student(tmp_path, 
     assert main(["predict", str(tmp_path / "student"), long]) == 0
     row = json.loads(capsys.readouterr().out)
     assert not row["truncated"] and all(long[e["start"]:e["end"]] == e["text"] for e in row["entities"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """zh-corpus's first 300 documents, prepared (with word starts) under a 2,000-token vocabulary trained on them."""
+    from bertkit.data.corpus import Corpus, prepare, write_corpus, zh_corpus_documents
+
+    docs = zh_corpus_documents()[:300]
+    d = tmp_path_factory.mktemp("corpus")
+    write_corpus(docs, d / "corpus.txt")
+    tok = bertkit.train_wordpiece([s for doc in docs for s in doc], 2000)
+    return Corpus(prepare(d / "corpus.txt", tok, d / "prepared", shard_tokens=5000, wwm=True))
+
+
+@pytest.mark.parametrize("kind,objective", [("modernbert", "mlm"), ("deberta-v2", "mlm"), ("deberta-v2", "electra")])
+def test_pretraining_the_new_encoders(tmp_path, corpus, kind, objective, capsys):
+    """MLM pretraining of a small ModernBERT and DeBERTa-v3, and DeBERTa-v3 as an ELECTRA discriminator (as v3 was
+    pretrained): the loss falls, transformers loads the saved backbone with bertkit's outputs, and fill-mask (MLM)
+    reads the head back. ModernBERT as ELECTRA is refused in one sentence (no place for the generator's projection)."""
+    import torch
+    import transformers
+
+    from bertkit.train.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path / "run"
+    pretrain(PretrainConfig(model=config_file(tmp_path, kind, vocab_size=2000), out=str(out), corpus=str(corpus.dir), objective=objective,
+                            max_steps=30, batch_size=16, max_length=64, lr=2e-3, quiet=True))
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert sum(losses[-5:]) < sum(losses[:5]), losses
+    model_dir = out / "model"
+    ours = (bertkit.BertForMaskedLM if objective == "mlm" else bertkit.ElectraForPreTraining).from_pretrained(model_dir).eval()
+    assert not ours.load_report.initialised
+    theirs = transformers.AutoModel.from_pretrained(model_dir).eval()
+    ids = torch.randint(5, 2000, (2, 40))
+    with torch.no_grad():
+        a = ours.bert(ids, torch.ones_like(ids)).last_hidden_state
+        b = theirs(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    if objective == "mlm":
+        assert main(["fill-mask", str(model_dir), "中国[MASK]民"]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[0] == "[MASK] #1:" and len(printed) == 6  # the top 5 candidates with their probabilities
+
+
+def test_electra_pretraining_of_a_modernbert_is_refused(tmp_path, corpus, capsys):
+    args = ["pretrain", "--model", config_file(tmp_path, "modernbert", vocab_size=2000), "--corpus", str(corpus.dir), "--out",
+            str(tmp_path / "run"), "--objective", "electra", "--max-steps", "2", "--quiet"]
+    assert main(args) == 1
+    assert "pretrain a ModernBERT with --objective mlm." in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

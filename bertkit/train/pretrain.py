@@ -309,7 +309,8 @@ def generator_config(c: BertConfig, fraction: float) -> BertConfig:
     H = max(int(c.hidden_size * fraction) // c.head_size, 1) * c.head_size
     return dataclasses.replace(c, hidden_size=H, num_attention_heads=H // c.head_size,
                                intermediate_size=max(int(c.intermediate_size * fraction), 1),
-                               embedding_size=c.embed_size, extra={})
+                               embedding_size=c.embed_size,
+                               extra=dict(c.extra) if c.model_type in ("modernbert", "deberta-v2") else {})  # their switches live there
 
 
 def small_model_note(c: BertConfig) -> str | None:
@@ -375,6 +376,9 @@ def check_shape(objective: str, config: BertConfig) -> None:
     if objective in MLM_FAMILY and (config.is_decoder or config.is_encoder_decoder):
         raise BertkitError(f"--objective {objective} trains an encoder; a {config.model_type} model pretrains with "
                            f"--objective {'clm' if config.is_decoder else 'span'}.")
+    if objective == "electra" and config.model_type == "modernbert":
+        raise BertkitError("--objective electra shares the word embedding with a narrower generator through a projection, which "
+                           "ModernBERT's checkpoints have no place for; pretrain a ModernBERT with --objective mlm.")
     if objective == "clm" and config.is_encoder_decoder:
         raise BertkitError(f"--objective clm trains a decoder (or an encoder as GPT); a {config.model_type} model pretrains with --objective span.")
 
