@@ -152,6 +152,9 @@ TRAIN_FLAGS = {
     "batch_size": ("global batch: over all processes and accumulation steps", None),
     "accum": ("gradient accumulation steps per optimizer step", None),
     "lr": ("peak learning rate", None),
+    "crf_lr": ("the CRF's scores learn at --lr times this (bert4keras: 100-1000); needs --crf", None),
+    "layer_decay": ("layer-wise learning-rate decay: the top layer at --lr times this, each layer below times this again, "
+                    "the embeddings once more (1: off)", None),
     "weight_decay": ("AdamW weight decay (never on biases and LayerNorm)", None),
     "warmup": ("warm-up: a fraction of the steps (< 1) or a number of steps", None),
     "schedule": ("learning-rate schedule after warm-up", ["linear", "cosine", "constant"]),

@@ -358,3 +358,40 @@ def test_adversarial_step_under_accumulation_attacks_along_this_batchs_gradient(
     adversarial_step(model, ce_of, b2, make())
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, apart[0][n] + apart[1][n], atol=1e-6, rtol=1e-5)
+
+
+def test_crf_lr_and_layer_decay_scale_the_groups():
+    """--crf-lr multiplies the CRF's rate only; --layer-decay gives the top layer lr * d, each layer below one more d,
+    the embeddings d ** (L + 1), and the heads above the layers lr."""
+    from bertkit.train.tricks import lr_scale
+
+    assert lr_scale("crf.trans", 4, crf_lr=100.0) == 100.0
+    assert lr_scale("classifier.weight", 4, crf_lr=100.0, layer_decay=0.5) == 1.0
+    assert [lr_scale(f"bert.layers.{i}.attn.qkv.weight", 4, layer_decay=0.5) for i in range(4)] == [0.5**4, 0.5**3, 0.5**2, 0.5]
+    assert lr_scale("bert.embed.word.weight", 4, layer_decay=0.5) == 0.5**5
+    assert lr_scale("bert.final_norm.weight", 4, layer_decay=0.5) == 1.0
+    from bertkit import BertForTokenClassification
+
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                                                  intermediate_size=16, extra={"id2label": {"0": "O", "1": "B-X", "2": "I-X"},
+                                                                                               "bertkit": {"task": "ner", "crf": True}}))
+    opt = make_optimizer(model, lr=1e-3, crf_lr=100.0, layer_decay=0.8)
+    rate = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert rate[id(names["crf.trans"])] == pytest.approx(0.1)
+    assert rate[id(names["bert.layers.1.ffn.up.weight"])] == pytest.approx(8e-4)
+    assert rate[id(names["bert.layers.0.ffn.up.weight"])] == pytest.approx(6.4e-4)
+    assert rate[id(names["bert.embed.word.weight"])] == pytest.approx(5.12e-4)
+    assert rate[id(names["classifier.weight"])] == pytest.approx(1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
+
+
+def test_crf_lr_and_layer_decay_bad_values_are_refused(tmp_path):
+    from bertkit.train import TrainConfig, train
+
+    base = dict(task="ner", model="bert-tiny", data="peoples-daily-ner", out=str(tmp_path / "out"), quiet=True)
+    for change, message in ((dict(crf=True, crf_lr=0.0), "--crf-lr must be a positive multiple of --lr"),
+                            (dict(crf_lr=100.0), "the run has no CRF"), (dict(layer_decay=1.5), "--layer-decay must be above 0")):
+        with pytest.raises(BertkitError, match=message):
+            train(TrainConfig(**(base | change)))
+    assert not (tmp_path / "out").exists()

@@ -66,6 +66,8 @@ class TrainConfig:
     batch_size: int = 32  # global: over all processes and accumulation steps
     accum: int = 1
     lr: float = 5e-5
+    crf_lr: float = 1.0  # the CRF's scores learn at lr times this (bert4keras: 100-1000)
+    layer_decay: float = 1.0  # layer-wise learning-rate decay: the top layer at lr * this, each one below times this again
     weight_decay: float = 0.01
     warmup: float = 0.1  # a fraction of the steps (< 1) or a number of steps
     schedule: str = "linear"  # linear | cosine | constant
@@ -363,6 +365,12 @@ def train(cfg: TrainConfig) -> dict:
         raise BertkitError(f"--merge {cfg.merge!r} is not one of {', '.join(MERGES)}.")
     if cfg.truncation not in TRUNCATIONS:
         raise BertkitError(f"--truncation {cfg.truncation!r} is not one of {', '.join(TRUNCATIONS)}.")
+    if not cfg.crf_lr > 0:
+        raise BertkitError(f"--crf-lr must be a positive multiple of --lr, not {cfg.crf_lr}.")
+    if cfg.crf_lr != 1.0 and not cfg.crf:
+        raise BertkitError("--crf-lr sets the learning rate of the CRF's scores; the run has no CRF (add --crf).")
+    if not 0 < cfg.layer_decay <= 1:
+        raise BertkitError(f"--layer-decay must be above 0 and at most 1 (1: every layer at --lr), not {cfg.layer_decay}.")
     if cfg.teacher and cfg.rdrop:
         raise BertkitError("--rdrop cannot be combined with distillation (--teacher): the student's two dropout passes would each need the teacher's targets; use one of them.")
     return in_processes(_train, cfg)

@@ -330,12 +330,17 @@ class Loop:
         self.out, self.config_file = out, config_file
         self.model = recipe.model.to(dist.device)
         self.net = self.model if dist.world == 1 else nn.parallel.DistributedDataParallel(self.model)
-        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        self.optimizer = self.new_optimizer()
         self.scheduler = warmup_schedule(self.optimizer, 0, 1, "constant")
         self.autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         self.state = State()
         self.log = messages(dist, cfg.quiet)
         self.saved_at = time.monotonic()
+
+    def new_optimizer(self):
+        """AdamW for the recipe's model; fine-tuning's --crf-lr and --layer-decay scale its groups' rates."""
+        return make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay, crf_lr=getattr(self.cfg, "crf_lr", 1.0),
+                              layer_decay=getattr(self.cfg, "layer_decay", 1.0))
 
     # ---- one step
 
@@ -399,7 +404,7 @@ class Loop:
         took = times[0] if len(times) == 1 else float(np.median(times[1:]))
         self.model.load_state_dict(saved)
         self.recipe.load_extra_state(extra)
-        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)  # forget the trial steps
+        self.optimizer = self.new_optimizer()  # forget the trial steps
         if self.dist.world > 1:  # every process must agree on the number of steps
             took = max_over(self.dist, took)
         if took > seconds:

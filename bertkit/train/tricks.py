@@ -48,24 +48,54 @@ NORMS = (nn.LayerNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))  # th
 # ---- optimizer -------------------------------------------------------------------------------------------------
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def lr_scale(name: str, layers: int, crf_lr: float = 1.0, layer_decay: float = 1.0) -> float:
+    """The factor of the base learning rate for parameter `name` (a model's own name, "bert.layers.3.attn.qkv.weight").
+
+    crf_lr: the CRF's transition and boundary scores learn this many times faster (bert4keras multiplies them by
+    100-1000: from zero, at the encoder's rate, they barely move in a fine-tuning run).
+    layer_decay: layer-wise decay (ELECTRA, Clark et al. 2020): depth 0 the embeddings, i + 1 the i-th of L layers,
+    L + 1 everything above (final norm, pooler, heads); the factor is layer_decay ** (L + 1 - depth)."""
+    if name.startswith("crf."):
+        return crf_lr
+    if layer_decay == 1.0:
+        return 1.0
+    inner = name.removeprefix("bert.")
+    if inner.startswith("embed.") and inner != name:
+        depth = 0
+    elif inner.startswith("layers.") and inner != name:
+        depth = int(inner.split(".")[1]) + 1
+    else:
+        depth = layers + 1
+    return layer_decay ** (layers + 1 - depth)
+
+
+def param_groups(model: nn.Module, weight_decay: float, crf_lr: float = 1.0, layer_decay: float = 1.0) -> list[dict]:
     """AdamW groups: decay on matrices, none on biases and norm weights (decaying a LayerNorm gain
     toward 0 shrinks the whole activation; BERT excludes "LayerNorm" and "bias" by name, we go by
-    module type and by shape so renamed or new modules are covered too). Frozen parameters are left out."""
+    module type and by shape so renamed or new modules are covered too). Frozen parameters are left out.
+    With crf_lr or layer_decay, each group also carries its `lr_scale` ("lr_scale": make_optimizer multiplies)."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
-    decay, no_decay = [], []
-    for p in model.parameters():  # shared (tied) parameters come once
-        if p.requires_grad:
-            (no_decay if id(p) in norm_params or p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+    layers = len(getattr(getattr(model, "bert", None), "layers", [])) or 1
+    groups: dict[tuple[bool, float], list] = {}
+    seen = set()
+    for name, p in model.named_parameters():  # shared (tied) parameters come once
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            decayed = not (id(p) in norm_params or p.ndim <= 1)
+            groups.setdefault((decayed, lr_scale(name, layers, crf_lr, layer_decay)), []).append(p)
+    out = [{"params": ps, "weight_decay": weight_decay if decayed else 0.0, "lr_scale": scale}
+           for (decayed, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]
+    return out
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-6,
-                   fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW on `param_groups`. eps 1e-6 is BERT's. `fused=None` picks the one-kernel fused update when
-    every parameter is on CUDA; elsewhere torch chooses itself (its multi-tensor `foreach` when it can)."""
-    groups = param_groups(model, weight_decay)
+                   fused: bool | None = None, crf_lr: float = 1.0, layer_decay: float = 1.0) -> torch.optim.AdamW:
+    """AdamW on `param_groups`, each group at lr times its scale (crf_lr, layer_decay: see lr_scale). eps 1e-6 is
+    BERT's. `fused=None` picks the one-kernel fused update when every parameter is on CUDA; elsewhere torch chooses
+    itself (its multi-tensor `foreach` when it can)."""
+    groups = param_groups(model, weight_decay, crf_lr, layer_decay)
+    for g in groups:
+        g["lr"] = lr * g.pop("lr_scale")
     if fused is None:
         fused = {p.device.type for g in groups for p in g["params"]} == {"cuda"}
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **({"fused": True} if fused else {}))
