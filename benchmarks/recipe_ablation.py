@@ -61,9 +61,12 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--max-steps", type=int, default=None, help="cap every run (a smoke test)")
     p.add_argument("--out", default="docs/results-recipe-ablation.md")
+    p.add_argument("--keep", action="store_true", help="keep the rows of --out's JSON for runs this invocation does not make")
     a = p.parse_args()
     command = shlex.join(["python", "benchmarks/recipe_ablation.py", *sys.argv[1:]])
     results: dict[str, list[dict]] = {}
+    earlier = json.loads(Path(a.out).with_suffix(".json").read_text(encoding="utf-8")) if a.keep else {}
+    commands = [*earlier.get("commands", []), command]
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.runs:
             for seed in a.seeds:
@@ -77,10 +80,11 @@ def main() -> None:
                 results.setdefault(name, []).append(dict(seed=seed, dev=r["dev"], test=r["test"], best_step=r.get("best_step"),
                                                          minutes=minutes))
                 print(f"  dev F1 {100 * r['dev']['f1']:.2f}, test F1 {100 * r['test']['f1']:.2f}, {minutes:.1f} min", file=sys.stderr)
+    results = {k: v for k, v in earlier.get("results", {}).items() if k not in results} | results
     load = os.getloadavg()[0]
     lines = [
         "# NER fine-tuning recipes, one change at a time", "",
-        f"Command: `{command}`", "",
+        "Commands (in order; a later one with --keep added its rows): " + ", ".join(f"`{c}`" for c in commands), "",
         f"Machine: {machine()}, load average {load:.1f} at the end.", "",
         f"Model: `{a.model}` from random init, fine-tuned on peoples-daily-ner (CRF, BIO repaired, windows of {a.max_length} "
         f"tokens with the default stride), lr {a.lr:g}, batch 32, linear schedule with 10% warm-up; dev scored after every "
@@ -97,7 +101,7 @@ def main() -> None:
                      f"{mean_sd(pick(rows, 'test', 'precision'))} | {mean_sd(pick(rows, 'test', 'recall'))} | {steps} | "
                      f"{statistics.mean(r['minutes'] for r in rows):.1f} min |")
     Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    Path(a.out).with_suffix(".json").write_text(json.dumps(dict(command=command, machine=machine(), load=load, results=results),
+    Path(a.out).with_suffix(".json").write_text(json.dumps(dict(commands=commands, machine=machine(), load=load, results=results),
                                                            indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.out} and {Path(a.out).with_suffix('.json')}", file=sys.stderr)
 
