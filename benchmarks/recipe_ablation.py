@@ -1,13 +1,15 @@
-"""Fine-tuning recipes for the NER tagger, one change at a time: more epochs (the best dev checkpoint kept), and a larger
-learning rate for the CRF's scores than for the encoder (bert4keras multiplies it by 100-1000).
+"""Fine-tuning recipes for the NER tagger (and the reviews-zh classifier), one change at a time: more epochs (the best dev
+checkpoint kept), and a larger learning rate for the CRF's scores than for the encoder (bert4keras: 100-1000).
 
     .venv/bin/python benchmarks/recipe_ablation.py                     # roformer-tiny-zh from random init, 1 seed
     .venv/bin/python benchmarks/recipe_ablation.py --seeds 1 2 3 --runs base epochs3 epochs3-crf100
     .venv/bin/python benchmarks/recipe_ablation.py --max-steps 30 --out /tmp/r.md     # a smoke run
+    .venv/bin/python benchmarks/recipe_ablation.py --task classify --runs base epochs3 epochs5 --out docs/results-recipe-ablation-reviews.md
 
 Every run fine-tunes the same config on peoples-daily-ner with sliding windows (--stride 32 at --max-length 128, the
 default), a CRF, the BIO tags repaired, and is scored on dev after every epoch; the best dev checkpoint is scored on test
-(whole sentences, as seqeval). Writes a markdown table to --out and the numbers beside it as JSON.
+(whole sentences, as seqeval). `--task classify`: reviews-zh instead (accuracy; the CRF runs do not apply). Writes a
+markdown table to --out and the numbers beside it as JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from bertkit.train import TrainConfig, train
 
 RUNS = {  # name -> (what changes, TrainConfig fields)
-    "base": ("1 epoch (the windows report's setting)", dict(epochs=1)),
+    "base": ("1 epoch (the NER windows report's setting)", dict(epochs=1)),
     "epochs3": ("3 epochs, best dev checkpoint", dict(epochs=3)),
     "epochs3-crf100": ("3 epochs, CRF learning rate x100 (--crf-lr 100)", dict(epochs=3, crf_lr=100.0)),
     "epochs3-crf1000": ("3 epochs, CRF learning rate x1000 (--crf-lr 1000)", dict(epochs=3, crf_lr=1000.0)),
@@ -54,6 +56,7 @@ def mean_sd(xs: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", choices=["ner", "classify"], default="ner", help="ner: peoples-daily-ner; classify: reviews-zh")
     p.add_argument("--model", default="benchmarks/configs/roformer-tiny-zh.json")
     p.add_argument("--runs", nargs="+", default=["base", "epochs3", "epochs3-crf100"], choices=list(RUNS))
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
@@ -63,6 +66,11 @@ def main() -> None:
     p.add_argument("--out", default="docs/results-recipe-ablation.md")
     p.add_argument("--keep", action="store_true", help="keep the rows of --out's JSON for runs this invocation does not make")
     a = p.parse_args()
+    if a.task == "classify" and any("crf_lr" in RUNS[r][1] for r in a.runs):
+        p.error("the CRF runs apply to --task ner only")
+    ner = a.task == "ner"
+    metric, columns = ("f1", ("precision", "recall")) if ner else ("accuracy", ("macro_f1",))
+    data = "peoples-daily-ner" if ner else "reviews-zh"
     command = shlex.join(["python", "benchmarks/recipe_ablation.py", *sys.argv[1:]])
     results: dict[str, list[dict]] = {}
     earlier = json.loads(Path(a.out).with_suffix(".json").read_text(encoding="utf-8")) if a.keep else {}
@@ -73,33 +81,37 @@ def main() -> None:
                 what, fields = RUNS[name]
                 print(f"{name} seed {seed}: {what}", file=sys.stderr)
                 start = time.perf_counter()
-                r = train(TrainConfig(task="ner", model=a.model, data="peoples-daily-ner", out=f"{tmp}/{name}-{seed}", lr=a.lr,
-                                      batch_size=32, max_length=a.max_length, crf=True, repair_bio=True, seed=seed,
+                r = train(TrainConfig(task=a.task, model=a.model, data=data, out=f"{tmp}/{name}-{seed}", lr=a.lr,
+                                      batch_size=32, max_length=a.max_length, crf=ner, repair_bio=ner, seed=seed,
                                       max_steps=a.max_steps, quiet=True, **fields))
                 minutes = (time.perf_counter() - start) / 60
                 results.setdefault(name, []).append(dict(seed=seed, dev=r["dev"], test=r["test"], best_step=r.get("best_step"),
                                                          minutes=minutes))
-                print(f"  dev F1 {100 * r['dev']['f1']:.2f}, test F1 {100 * r['test']['f1']:.2f}, {minutes:.1f} min", file=sys.stderr)
+                print(f"  dev {metric} {100 * r['dev'][metric]:.2f}, test {100 * r['test'][metric]:.2f}, {minutes:.1f} min", file=sys.stderr)
     results = {k: v for k, v in earlier.get("results", {}).items() if k not in results} | results
     load = os.getloadavg()[0]
+    how = (f"peoples-daily-ner (CRF, BIO repaired, windows of {a.max_length} tokens with the default stride)" if ner else
+           f"reviews-zh (max length {a.max_length}, heads kept)")
+    name_of = {"f1": "F1", "accuracy": "accuracy", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1"}
     lines = [
-        "# NER fine-tuning recipes, one change at a time", "",
+        f"# {'NER' if ner else 'reviews-zh'} fine-tuning recipes, one change at a time", "",
         "Commands (in order; a later one with --keep added its rows): " + ", ".join(f"`{c}`" for c in commands), "",
         f"Machine: {machine()}, load average {load:.1f} at the end.", "",
-        f"Model: `{a.model}` from random init, fine-tuned on peoples-daily-ner (CRF, BIO repaired, windows of {a.max_length} "
-        f"tokens with the default stride), lr {a.lr:g}, batch 32, linear schedule with 10% warm-up; dev scored after every "
-        f"epoch, the best dev checkpoint scored on test; seeds {', '.join(map(str, a.seeds))} (mean ± standard deviation).", "",
-        "| run | what changes | dev F1 | test F1 | test precision | test recall | best step | train time |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Model: `{a.model}` from random init, fine-tuned on {how}, lr {a.lr:g}, batch 32, linear schedule with 10% warm-up; "
+        f"dev scored after every epoch, the best dev checkpoint scored on test; seeds {', '.join(map(str, a.seeds))} "
+        "(mean ± standard deviation).", "",
+        f"| run | what changes | dev {name_of[metric]} | test {name_of[metric]} | "
+        + " | ".join(f"test {name_of[c]}" for c in columns) + " | best step | train time |",
+        "|---|---|---|---|" + "---|" * len(columns) + "---|---|",
     ]
     def pick(rows: list[dict], split: str, k: str) -> list[float]:
         return [r[split][k] for r in rows]
 
     for name, rows in results.items():
         steps = ", ".join(str(r["best_step"]) for r in rows)
-        lines.append(f"| {name} | {RUNS[name][0]} | {mean_sd(pick(rows, 'dev', 'f1'))} | {mean_sd(pick(rows, 'test', 'f1'))} | "
-                     f"{mean_sd(pick(rows, 'test', 'precision'))} | {mean_sd(pick(rows, 'test', 'recall'))} | {steps} | "
-                     f"{statistics.mean(r['minutes'] for r in rows):.1f} min |")
+        extra = " | ".join(mean_sd(pick(rows, "test", c)) for c in columns)
+        lines.append(f"| {name} | {RUNS[name][0]} | {mean_sd(pick(rows, 'dev', metric))} | {mean_sd(pick(rows, 'test', metric))} | "
+                     f"{extra} | {steps} | {statistics.mean(r['minutes'] for r in rows):.1f} min |")
     Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     Path(a.out).with_suffix(".json").write_text(json.dumps(dict(commands=commands, machine=machine(), load=load, results=results),
                                                            indent=2) + "\n", encoding="utf-8")
