@@ -64,8 +64,11 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--max-steps", type=int, default=None, help="cap every run (a smoke test)")
     p.add_argument("--out", default="docs/results-recipe-ablation.md")
-    p.add_argument("--keep", action="store_true", help="keep the rows of --out's JSON for runs this invocation does not make")
+    p.add_argument("--keep", action="store_true", help="keep the rows of --out's JSON for runs and seeds this invocation does not make")
+    p.add_argument("--render", action="store_true", help="train nothing: write --out again from its JSON (with the same --task)")
     a = p.parse_args()
+    if a.render:
+        a.keep, a.runs = True, []
     if a.task == "classify" and any("crf_lr" in RUNS[r][1] for r in a.runs):
         p.error("the CRF runs apply to --task ner only")
     ner = a.task == "ner"
@@ -74,7 +77,7 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/recipe_ablation.py", *sys.argv[1:]])
     results: dict[str, list[dict]] = {}
     earlier = json.loads(Path(a.out).with_suffix(".json").read_text(encoding="utf-8")) if a.keep else {}
-    commands = [*earlier.get("commands", []), command]
+    commands = [*earlier.get("commands", []), *([] if a.render else [command])]
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.runs:
             for seed in a.seeds:
@@ -88,18 +91,22 @@ def main() -> None:
                 results.setdefault(name, []).append(dict(seed=seed, dev=r["dev"], test=r["test"], best_step=r.get("best_step"),
                                                          minutes=minutes))
                 print(f"  dev {metric} {100 * r['dev'][metric]:.2f}, test {100 * r['test'][metric]:.2f}, {minutes:.1f} min", file=sys.stderr)
-    results = {k: v for k, v in earlier.get("results", {}).items() if k not in results} | results
-    load = os.getloadavg()[0]
+    for name, rows in earlier.get("results", {}).items():  # --keep: earlier rows of seeds this invocation did not run
+        mine = {r["seed"] for r in results.get(name, [])}
+        results[name] = sorted([r for r in rows if r["seed"] not in mine] + results.get(name, []), key=lambda r: r["seed"])
+    results = {k: results[k] for k in RUNS if k in results}  # the table in RUNS' order
+    load = earlier.get("load", os.getloadavg()[0]) if a.render else os.getloadavg()[0]  # the last training run's
     how = (f"peoples-daily-ner (CRF, BIO repaired, windows of {a.max_length} tokens with the default stride)" if ner else
            f"reviews-zh (max length {a.max_length}, heads kept)")
     name_of = {"f1": "F1", "accuracy": "accuracy", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1"}
     lines = [
         f"# {'NER' if ner else 'reviews-zh'} fine-tuning recipes, one change at a time", "",
         "Commands (in order; a later one with --keep added its rows): " + ", ".join(f"`{c}`" for c in commands), "",
-        f"Machine: {machine()}, load average {load:.1f} at the end.", "",
+        f"Machine: {machine()}, " + (f"load average {load:.1f} at the end." if load is not None else
+                                     "load average at the end not recorded (2 threads of one run at a time, nothing beside it)."), "",
         f"Model: `{a.model}` from random init, fine-tuned on {how}, lr {a.lr:g}, batch 32, linear schedule with 10% warm-up; "
-        f"dev scored after every epoch, the best dev checkpoint scored on test; seeds {', '.join(map(str, a.seeds))} "
-        "(mean ± standard deviation).", "",
+        "dev scored after every epoch, the best dev checkpoint scored on test; each row's seeds in its best-step column's order "
+        "(mean ± standard deviation over them).", "",
         f"| run | what changes | dev {name_of[metric]} | test {name_of[metric]} | "
         + " | ".join(f"test {name_of[c]}" for c in columns) + " | best step | train time |",
         "|---|---|---|---|" + "---|" * len(columns) + "---|---|",
@@ -108,7 +115,7 @@ def main() -> None:
         return [r[split][k] for r in rows]
 
     for name, rows in results.items():
-        steps = ", ".join(str(r["best_step"]) for r in rows)
+        steps = ", ".join(f"{r['best_step']} (s{r['seed']})" for r in rows)
         extra = " | ".join(mean_sd(pick(rows, "test", c)) for c in columns)
         lines.append(f"| {name} | {RUNS[name][0]} | {mean_sd(pick(rows, 'dev', metric))} | {mean_sd(pick(rows, 'test', metric))} | "
                      f"{extra} | {steps} | {statistics.mean(r['minutes'] for r in rows):.1f} min |")
