@@ -38,12 +38,11 @@ def log_buckets(rel: torch.Tensor, buckets: int, max_position: int) -> torch.Ten
     return torch.where(absolute <= mid, rel.type_as(log_pos), log_pos * sign).long()
 
 
-def relative_index(T: int, c: BertConfig, device) -> torch.Tensor:
-    """[T, T] bucketed i - j, as transformers' build_relative_position computes it."""
-    o = c.deberta
+def relative_index(T: int, buckets: int, farthest: int, device) -> torch.Tensor:
+    """[T, T] bucketed i - j (position_buckets, max_relative_positions), as transformers' build_relative_position."""
     i = torch.arange(T, device=device)
     rel = i[:, None] - i[None, :]
-    return log_buckets(rel, o.position_buckets, o.max_relative_positions) if o.position_buckets > 0 else rel
+    return log_buckets(rel, buckets, farthest) if buckets > 0 else rel
 
 
 @dataclass
@@ -109,6 +108,7 @@ def relative_table(c: BertConfig) -> dict[str, nn.Module]:
     if not o.relative_attention:
         return {}
     parts = {"rel": nn.Embedding(2 * o.span, c.hidden_size)}
+    parts["rel"].buckets, parts["rel"].farthest = o.position_buckets, o.max_relative_positions  # read by every forward
     if o.norm_rel_ebd:
         parts["rel_norm"] = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
     return parts
@@ -117,9 +117,8 @@ def relative_table(c: BertConfig) -> dict[str, nn.Module]:
 def positions(backbone, T: int, device) -> RelativePositions | None:
     if getattr(backbone, "rel", None) is None:
         return None
-    table = backbone.rel.weight
-    norm = getattr(backbone, "rel_norm", None)
-    return RelativePositions(table if norm is None else norm(table), relative_index(T, backbone.config, device))
+    rel, norm = backbone.rel, getattr(backbone, "rel_norm", None)
+    return RelativePositions(rel.weight if norm is None else norm(rel.weight), relative_index(T, rel.buckets, rel.farthest, device))
 
 
 register_family("deberta-v2", FamilyParts(attention=DisentangledAttention, modules=relative_table, positions=positions))

@@ -110,3 +110,13 @@ def test_served_cross_encoder_answers_tei_rerank(tmp_path, capsys):
     assert [g["index"] for g in got] == [w["index"] for w in want]
     assert all(g["score"] == pytest.approx(w["score"], abs=1e-5) and g["text"] == w["text"] for g, w in zip(got, want))
     assert "classifier" in info["model_type"]
+
+
+def test_rerank_refuses_a_single_text_classifier(tmp_path, capsys):
+    from bertkit.train import TrainConfig, train
+
+    train(TrainConfig(task="classify", model="bert-tiny", data="reviews-zh", out=str(tmp_path / "clf"), max_steps=2, batch_size=8,
+                      max_length=32, vocab_size=1000, quiet=True))
+    (tmp_path / "p.txt").write_text("一句话\n", encoding="utf-8")
+    assert main(["rerank", str(tmp_path / "clf"), "--query", "q", "--input", str(tmp_path / "p.txt")]) == 1
+    assert "classifies single texts; rerank needs a pair classifier (a cross-encoder)" in capsys.readouterr().err
