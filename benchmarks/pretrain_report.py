@@ -50,6 +50,7 @@ DATA = {"classify": "reviews-zh", "ner": "peoples-daily-ner"}
 METRIC = {"classify": "accuracy", "ner": "f1"}
 PRETRAINED = ("mlm", "wwm", "electra")
 ROWS = ("random",) + PRETRAINED
+CRF_BASELINE = 0.943  # peoples-daily-ner test entity F1 of a linear-chain CRF on character windows (../shared/FIELD-NOTES.md)
 NAMES = {"random": "random init (no pretraining)", "mlm": "MLM", "wwm": "MLM + whole-word masking", "electra": "ELECTRA (discriminator)"}
 
 
@@ -86,13 +87,14 @@ class Results:
 # --resume: a finished run made with other settings (or, for a student, another teacher) is then moved to
 # "superseded_runs" and run again.
 PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pretrain_batch", "pretrain_max_length", "warmup", "bf16")
-FINETUNE_KEYS = ("epochs", "lr", "max_length")
+FINETUNE_KEYS = ("epochs", "lr", "max_length", "bigram_buckets")
+FINETUNE_DEFAULTS = {"bigram_buckets": 0}  # what runs made before these options existed used
 DISTILL_KEYS = ("temperature", "alpha", "student_init", "soft_targets")  # students only
 DISTILL_DEFAULTS = {"student_init": "spread", "soft_targets": "logits"}  # what runs made before these options existed used
 
 
 def run_settings(args: dict, task: str, student: bool = False) -> dict:
-    s = {k: args[k] for k in FINETUNE_KEYS} | {"train_limit": args["train_limit" if task == "classify" else "ner_train_limit"]}
+    s = {k: args.get(k, FINETUNE_DEFAULTS.get(k)) for k in FINETUNE_KEYS} | {"train_limit": args["train_limit" if task == "classify" else "ner_train_limit"]}
     if student:
         s |= {k: args.get(k, DISTILL_DEFAULTS.get(k)) for k in DISTILL_KEYS}
         if task != "ner":
@@ -102,7 +104,7 @@ def run_settings(args: dict, task: str, student: bool = False) -> dict:
 
 def same_settings(old: dict, new: dict) -> bool:
     """Keys a run recorded that no longer matter (a teacher's temperature) are ignored; missing ones take their old default."""
-    return all(old.get(k, DISTILL_DEFAULTS.get(k)) == v for k, v in new.items())
+    return all(old.get(k, (DISTILL_DEFAULTS | FINETUNE_DEFAULTS).get(k)) == v for k, v in new.items())
 
 
 def environment() -> dict:
@@ -222,7 +224,8 @@ def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: 
     random_init = not Path(model).is_dir()
     cfg = TrainConfig(task=task, model=model, data=DATA[task], train=train_file(task, limit, work), out=str(out), epochs=a.epochs,
                       batch_size=32, lr=a.lr, max_length=a.max_length, bf16=a.bf16, seed=seed, crf=task == "ner", repair_bio=True,
-                      tokenizer=str(vocab) if random_init and "teacher" not in extra else None, quiet=True, **extra)
+                      tokenizer=str(vocab) if random_init and "teacher" not in extra else None, quiet=True,
+                      bigram_buckets=0 if "teacher" in extra else a.bigram_buckets, **extra)  # a student takes its teacher's
     log(f"fine-tuning {key}")
     t = time.perf_counter()
     r = train(cfg)
@@ -295,7 +298,10 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
              if a.budget == "calibrate" else "through the library's `--minutes`."),
           "  ELECTRA: generator of half the width, discriminator weight 50; the discriminator is fine-tuned.",
           f"- Fine-tuning: {a.epochs} epoch(s), batch 32, lr {a.lr}, warm-up 10%, max length {a.max_length}, "
-          f"{'bf16 autocast' if a.bf16 else 'fp32'}; NER with the CRF head; best dev checkpoint scored on the test split. "
+          f"{'bf16 autocast' if a.bf16 else 'fp32'}; NER with the CRF head"
+          + (", long sentences read as windows (the library's default stride)" if res.get("windows") else "")
+          + (f", a hashed token-bigram table of {a.bigram_buckets} rows added to the embeddings (zeros at the start)" if getattr(a, "bigram_buckets", 0) else "")
+          + "; best dev checkpoint scored on the test split. "
           f"reviews-zh train examples: {a.train_limit or 'all'}; peoples-daily-ner train examples: {a.ner_train_limit or 'all'} "
           "(a subset is the first N of a fixed shuffle, seed 0). Dev and test are always complete.",
           f"- Distillation: student = the teacher's config with half its layers, initialised from the teacher (embeddings, "
@@ -305,7 +311,11 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           "model's seed-1 fine-tuned model on that task.",
           "- TF-IDF baseline: `tfidf_baseline()` of benchmarks/finetune_report.py (char 1-3-gram + logistic regression, full train split).",]
     notes = res.get("notes", {})
-    if "ner_entities_within" in notes:
+    if res.get("windows"):
+        L += ["- NER windows: sentences longer than the window are read as overlapping windows in training, evaluation and prediction, "
+              "so every test entity is seen (docs/results-windows-ner.md); the CRF baseline's 94.3 test F1 is quoted from "
+              "../shared/FIELD-NOTES.md (sklearn-crfsuite on character-window features), not measured by this script."]
+    elif "ner_entities_within" in notes:
         n = notes["ner_entities_within"]
         L += [f"- At max length {a.max_length}, {n['truncated_sentences']} of {n['sentences']} peoples-daily-ner test sentences are "
               f"truncated (words past the cut are predicted O): only {n['within']} of {n['entities']} test entities "
@@ -377,6 +387,10 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
         L.append(f"- Best pretrained beats random init by ≥ 5 F1 points on peoples-daily-ner: **{'met' if m - r >= 0.05 else 'missed'}** — "
                  f"{NAMES[bn]} {100 * m:.2f} vs random {100 * r:.2f} ({100 * (m - r):+.2f} points)"
                  + (f"; seeds: {len(scores(res, 'ner', bn))} pretrained, {len(rand_n)} random." if True else ""))
+    if bn and res.get("windows"):
+        m = statistics.mean(v for _, v in scores(res, "ner", bn))
+        L.append(f"- Best pretrained model beats the CRF baseline on peoples-daily-ner: **{'met' if m > CRF_BASELINE else 'missed'}** — "
+                 f"{NAMES[bn]} {100 * m:.2f} vs CRF {100 * CRF_BASELINE:.2f} ({100 * (m - CRF_BASELINE):+.2f} points).")
     if bc and bn and bc != bn:
         L.append(f"- (The best pretrained model differs by task: {NAMES[bc]} on reviews-zh, {NAMES[bn]} on peoples-daily-ner.)")
     for task in ("classify", "ner"):
@@ -460,6 +474,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--bigram-buckets", type=int, default=0, help="fine-tuning: add a hashed token-bigram table of this many rows (0: none)")
+    p.add_argument("--no-random", dest="random", action="store_false", help="skip the random-init row (its runs are reported as not run)")
     p.add_argument("--train-limit", type=int, default=None, help="reviews-zh training examples (default: all)")
     p.add_argument("--ner-train-limit", type=int, default=None, help="peoples-daily-ner training examples (default: all)")
     p.add_argument("--temperature", type=float, default=2.0)
@@ -504,6 +520,7 @@ def main() -> None:
         res.save()
         render(res.data, parser, out, finished)
 
+    res.data.setdefault("windows", not res.data["runs"])  # NER runs read windows (since the library's windows; older runs did not)
     if "ner" in a.tasks and res.data.setdefault("notes", {}).get("ner_entities_within", {}).get("max_length") != a.max_length:
         res.data["notes"]["ner_entities_within"] = ner_reach(a.max_length)
     if "tfidf" not in res.data["steps"]:
@@ -516,7 +533,7 @@ def main() -> None:
     for obj in a.objectives:
         run_pretraining(obj, a, res, work, vocab, corpus)
         save()
-    rows = ["random"] + a.objectives
+    rows = ["random"] * a.random + a.objectives
     model_of = {"random": a.model} | {o: str(work / f"pre-{o}" / "model") for o in a.objectives}
     for task in a.tasks:
         for seed in (a.seeds if task == "classify" else a.ner_seeds):  # seeds outermost: an interruption still leaves every row

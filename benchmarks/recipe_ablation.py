@@ -33,7 +33,11 @@ RUNS = {  # name -> (what changes, TrainConfig fields)
     "epochs3-crf100": ("3 epochs, CRF learning rate x100 (--crf-lr 100)", dict(epochs=3, crf_lr=100.0)),
     "epochs3-crf1000": ("3 epochs, CRF learning rate x1000 (--crf-lr 1000)", dict(epochs=3, crf_lr=1000.0)),
     "epochs5": ("5 epochs, best dev checkpoint", dict(epochs=5)),
+    "epochs5-bigrams": ("5 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=5, bigram_buckets=65536)),
 }
+
+
+REMARKS = "What the table says"  # where hand-written remarks below a table begin (kept by --keep and --render)
 
 
 def machine() -> str:
@@ -96,15 +100,16 @@ def main() -> None:
         results[name] = sorted([r for r in rows if r["seed"] not in mine] + results.get(name, []), key=lambda r: r["seed"])
     results = {k: results[k] for k in RUNS if k in results}  # the table in RUNS' order
     load = earlier.get("load", os.getloadavg()[0]) if a.render else os.getloadavg()[0]  # the last training run's
+    host = earlier.get("machine", machine()) if a.render else machine()
     how = (f"peoples-daily-ner (CRF, BIO repaired, windows of {a.max_length} tokens with the default stride)" if ner else
            f"reviews-zh (max length {a.max_length}, heads kept)")
     name_of = {"f1": "F1", "accuracy": "accuracy", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1"}
     lines = [
         f"# {'NER' if ner else 'reviews-zh'} fine-tuning recipes, one change at a time", "",
         "Commands (in order; a later one with --keep added its rows): " + ", ".join(f"`{c}`" for c in commands), "",
-        f"Machine: {machine()}, " + (f"load average {load:.1f} at the end." if load is not None else
+        f"Machine: {host}, " + (f"load average {load:.1f} at the end." if load is not None else
                                      "load average at the end not recorded (2 threads of one run at a time, nothing beside it)."), "",
-        f"Model: `{a.model}` from random init, fine-tuned on {how}, lr {a.lr:g}, batch 32, linear schedule with 10% warm-up; "
+        f"Model: `{a.model}` " + ("from random init" if a.model.endswith(".json") else "(a checkpoint)") + f", fine-tuned on {how}, lr {a.lr:g}, batch 32, linear schedule with 10% warm-up; "
         "dev scored after every epoch, the best dev checkpoint scored on test; each row's seeds in its best-step column's order "
         "(mean ± standard deviation over them).", "",
         f"| run | what changes | dev {name_of[metric]} | test {name_of[metric]} | "
@@ -119,8 +124,10 @@ def main() -> None:
         extra = " | ".join(mean_sd(pick(rows, "test", c)) for c in columns)
         lines.append(f"| {name} | {RUNS[name][0]} | {mean_sd(pick(rows, 'dev', metric))} | {mean_sd(pick(rows, 'test', metric))} | "
                      f"{extra} | {steps} | {statistics.mean(r['minutes'] for r in rows):.1f} min |")
-    Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    Path(a.out).with_suffix(".json").write_text(json.dumps(dict(commands=commands, machine=machine(), load=load, results=results),
+    old = Path(a.out).read_text(encoding="utf-8") if Path(a.out).is_file() and a.keep else ""
+    remarks = old[old.index(REMARKS):] if REMARKS in old else ""  # hand-written remarks below the table survive a re-render
+    Path(a.out).write_text("\n".join(lines) + "\n" + ("\n" + remarks if remarks else ""), encoding="utf-8")
+    Path(a.out).with_suffix(".json").write_text(json.dumps(dict(commands=commands, machine=host, load=load, results=results),
                                                            indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.out} and {Path(a.out).with_suffix('.json')}", file=sys.stderr)
 

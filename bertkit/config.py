@@ -108,7 +108,7 @@ FAMILY_FIELDS = dict(modernbert=("bos_token_id", "eos_token_id"), gpt2=("bos_tok
 # Fields checked on construction: whole numbers with their minimum, and non-negative reals.
 WHOLE_NUMBERS = dict(
     vocab_size=1, hidden_size=1, num_hidden_layers=1, num_attention_heads=1, intermediate_size=1,
-    max_position_embeddings=1, type_vocab_size=0,
+    max_position_embeddings=1, type_vocab_size=0, bigram_buckets=0,
 )
 FRACTIONS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps")
 
@@ -274,6 +274,9 @@ class BertConfig:
     eos_token_id: int | None = None  # the token that ends a generated text
     decoder_start_token_id: int | None = None  # encoder-decoders: the decoder's first input
     architectures: list[str] | None = None  # HF's record of the head the checkpoint was saved with
+    # bertkit's own: hashed character-bigram embeddings added to the word embeddings (0: none). Each token also looks
+    # up the pair (its id, the next token's id) in a table of this many rows: what a CRF's bigram features know.
+    bigram_buckets: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for the round trip
 
     def __post_init__(self) -> None:
@@ -315,6 +318,9 @@ class BertConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):  # generation checks the vocabulary
                 raise BertkitError(f"{name} must be a token id (a whole number) or null, not {v!r}.")
+        if self.bigram_buckets and (self.model_type in DECODERS + ENCODER_DECODERS or self.attention_mode != "bidirectional"):
+            raise BertkitError(f"bigram_buckets is for bidirectional encoders: a token's bigram holds the next token, which a "
+                               f"{self.model_type if self.model_type in DECODERS + ENCODER_DECODERS else self.attention_mode} model does not see.")
         if self.model_type in DECODERS and self.attention_mode != "causal":
             raise BertkitError(f"a {self.model_type} decoder reads with attention_mode 'causal', not {self.attention_mode!r}.")
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
@@ -442,7 +448,7 @@ class BertConfig:
         d = dataclasses.asdict(self)
         extra = d.pop("extra")
         # Write our switches only when they differ from BERT, so the file stays HF-shaped.
-        for k in ("embedding_size", "attention_mode", "num_hidden_groups", "inner_group_num", "max_relative_position", "rotary_value"):
+        for k in ("embedding_size", "attention_mode", "num_hidden_groups", "inner_group_num", "max_relative_position", "rotary_value", "bigram_buckets"):
             if d[k] == BertConfig.__dataclass_fields__[k].default and not (k in ("num_hidden_groups", "inner_group_num") and self.model_type == "albert"):
                 del d[k]
         if d["model_type"] == "nezha":

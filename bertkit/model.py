@@ -71,6 +71,20 @@ ACTIVATIONS = {
 }
 
 
+BIGRAM_PRIME = 2_147_483_647  # 2^31 - 1: pair numbers are hashed modulo this prime, then into the table's rows
+
+
+def bigram_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, vocab_size: int, buckets: int) -> torch.Tensor:
+    """[B, T] token ids -> [B, T] rows of the bigram table: the pair (this token, the next real one), the last real
+    token paired with "end" (id vocab_size). Padding never enters a pair, so a text's rows do not depend on its batch."""
+    nxt = F.pad(input_ids[:, 1:], (0, 1), value=vocab_size)
+    if attention_mask is not None:
+        real_next = F.pad(attention_mask[:, 1:].bool(), (0, 1), value=False)
+        nxt = torch.where(real_next, nxt, vocab_size)
+    pair = input_ids.long() * (vocab_size + 1) + nxt.long()  # times 40503 stays exact in int64 below ~10M tokens
+    return (pair * 40_503 + 12_345) % BIGRAM_PRIME % buckets
+
+
 class Embeddings(nn.Module):
     """word + segment + position, then LayerNorm and dropout (and E -> H if factorised)."""
 
@@ -82,6 +96,7 @@ class Embeddings(nn.Module):
         pad = c.pad_token_id if c.positions_after_padding else None  # RoBERTa's padding position
         self.position = nn.Embedding(c.max_position_embeddings, E, padding_idx=pad) if c.has_position_table else None
         self.task = nn.Embedding(c.task_types, E) if c.task_types else None  # ERNIE 3.0's task type (row 0 by default)
+        self.bigram = nn.Embedding(c.bigram_buckets, E) if c.bigram_buckets else None  # bertkit's hashed bigrams (bigram_ids)
         modern = c.model_type == "modernbert"
         # DeBERTa projects E -> H (no bias) before its norm; ALBERT and ELECTRA after it
         self.project_first = c.model_type == "deberta-v2"
@@ -90,8 +105,10 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(c.modern.embedding_dropout if modern else c.hidden_dropout_prob)
         self.project = nn.Linear(E, c.hidden_size, bias=not self.project_first) if c.has_projection else None
 
-    def forward(self, input_ids, token_type_ids, position_ids):  # [B, T] each -> [B, T, H]
+    def forward(self, input_ids, token_type_ids, position_ids, bigrams=None):  # [B, T] each -> [B, T, H]
         x = self.word(input_ids)
+        if self.bigram is not None:
+            x = x + self.bigram(bigrams)
         if self.segment is not None:
             x = x + self.segment(token_type_ids)
         if self.position is not None:
@@ -525,6 +542,8 @@ class BertModel(PretrainedMixin, nn.Module):
             self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_blocks))
         self.pooler = Pooler(config) if add_pooler and config.has_pooler else None
         self.apply(self.init_weights)
+        if self.embed.bigram is not None:  # zeros: the model starts as the one without bigrams, and learns them
+            nn.init.zeros_(self.embed.bigram.weight)
 
     def init_weights(self, m: nn.Module) -> None:
         """Truncation-free normal(0, initializer_range) init, as BERT's fresh weights."""
@@ -569,13 +588,15 @@ class BertModel(PretrainedMixin, nn.Module):
         packed = self.packing(attention_mask, position_ids) if cache is None else None
         if packed is NO_PADDING:  # nothing to mask (the eager fast path knows it from the lengths it read)
             packed, attention_mask = None, None
+        bigrams = bigram_ids(input_ids, attention_mask, c.vocab_size, c.bigram_buckets) if c.bigram_buckets else None
         if packed is not None:  # only the real tokens go through the layers: [sum L] inputs, [sum L, H] states
             mask = packed
             input_ids, token_type_ids = input_ids.flatten()[packed.index], token_type_ids.flatten()[packed.index]
             position_ids = position_ids.expand(B, T).flatten()[packed.index]
+            bigrams = bigrams.flatten()[packed.index] if bigrams is not None else None
         else:
             mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device, cache)
-        x = self.embed(input_ids, token_type_ids, position_ids)  # [B, T, H] (or [sum L, H])
+        x = self.embed(input_ids, token_type_ids, position_ids, bigrams)  # [B, T, H] (or [sum L, H])
         pos = None  # what attention needs to know of positions, computed once for all layers
         if self.parts.positions is not None:  # ModernBERT's sin/cos pairs, DeBERTa's table and bucketed distances
             pos = self.parts.positions(self, past + T, input_ids.device)

@@ -9,6 +9,7 @@ from_pretrained / save_pretrained live in checkpoint.py.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -240,6 +241,10 @@ def _bart_keys(final_norms: bool) -> list:
     return rows
 
 
+# bertkit's own hashed-bigram table (config.bigram_buckets), in any encoder; transformers has no such weight.
+BIGRAM_ROW = ("embed.bigram.weight", "embeddings.bigram_embeddings.weight", None)
+
+
 @dataclass(frozen=True)
 class Family:
     prefix: str  # transformers' name of the backbone inside its task models
@@ -324,7 +329,8 @@ def _pattern(name: str) -> re.Pattern:
 def _compiled(family: str, src: int, dst: int) -> list[tuple[re.Pattern, str]]:
     """(pattern of column src, template of column dst) for full names: backbone rows get their prefix."""
     f = FAMILIES[family]
-    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{f.prefix}.{h}", g) for o, h, g in f.backbone] + f.heads + TASK_HEADS
+    backbone = f.backbone + [BIGRAM_ROW] if f.backbone else []
+    rows = [(f"{BACKBONE_PREFIX}.{o}", f"{f.prefix}.{h}", g) for o, h, g in backbone] + f.heads + TASK_HEADS
     return [(_pattern(row[src]), row[dst]) for row in rows if row[src] is not None and row[dst] is not None]
 
 
@@ -379,6 +385,21 @@ def fuse_qkv(conv: Converted) -> Converted:
         conv.state_dict[f"{base}qkv.{kind}"] = torch.cat([conv.state_dict.pop(n) for n in names])
         conv.source_names[f"{base}qkv.{kind}"] = " + ".join(conv.source_names.pop(n) for n in names)
     return conv
+
+
+def add_bigrams(config: BertConfig, conv: Converted | None, buckets: int, source: str) -> BertConfig:
+    """--bigram-buckets on a model: the config with a bigram table of that many rows. A checkpoint without one gets a
+    table of zeros (so it computes what it computed before, and learns the table); one with another size is refused."""
+    if not buckets or config.bigram_buckets == buckets:
+        return config
+    if config.bigram_buckets:
+        raise BertkitError(f"{source} has a bigram table of {config.bigram_buckets} rows; --bigram-buckets {buckets} asks for "
+                           f"another size: leave the flag out (or give {config.bigram_buckets}).")
+    config = dataclasses.replace(config, bigram_buckets=buckets, extra=dict(config.extra))  # checked: encoders only
+    if conv is not None:
+        name = f"{BACKBONE_PREFIX}.{BIGRAM_ROW[0]}"
+        conv.state_dict[name], conv.source_names[name] = torch.zeros(buckets, config.embed_size), "(new: --bigram-buckets)"
+    return config
 
 
 def split_qkv(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

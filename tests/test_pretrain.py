@@ -530,3 +530,16 @@ def test_an_objective_for_another_shape_is_named(tmp_path, prepared):
         pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "a"), corpus=str(prepared.dir), objective="span", max_steps=2, quiet=True))
     with pytest.raises(bertkit.BertkitError, match="a t5 model pretrains with --objective span"):
         pretrain(PretrainConfig(model="t5-tiny-zh", out=str(tmp_path / "b"), corpus=str(prepared.dir), objective="mlm", max_steps=2, quiet=True))
+
+
+def test_pretraining_with_a_bigram_table_and_continuing_it(tmp_path, prepared, capsys):
+    common = ["pretrain", "--corpus", str(prepared.dir), "--max-steps", "2", "--batch-size", "8", "--max-length", "64", "--quiet"]
+    assert main([*common, "--model", "bert-tiny", "--bigram-buckets", "64", "--out", str(tmp_path / "a")]) == 0
+    first = bertkit.BertForMaskedLM.from_pretrained(tmp_path / "a" / "model", verbose=False)
+    assert first.config.bigram_buckets == 64 and first.bert.embed.bigram.weight.abs().sum() > 0  # learnt from its zeros
+    assert main([*common, "--model", str(tmp_path / "a" / "model"), "--out", str(tmp_path / "b")]) == 0  # keeps its table
+    assert bertkit.BertForMaskedLM.from_pretrained(tmp_path / "b" / "model", verbose=False).config.bigram_buckets == 64
+    capsys.readouterr()
+    assert main([*common, "--model", str(tmp_path / "a" / "model"), "--bigram-buckets", "32", "--out", str(tmp_path / "c")]) != 0
+    assert "has a bigram table of 64 rows; --bigram-buckets 32 asks for another size" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -34,6 +34,7 @@ from ..io.files import existing_dir, replace_dir
 from ..serving.load import load_finetuned
 from ..serving.predict import MERGES, evaluate_examples, main_metric
 from ..tokenizer import Tokenizer, train_wordpiece
+from ..weights import add_bigrams
 from .distill import distill_loss, init_student, parse_layer_map, resolve_soft_targets
 from .loop import (
     Dist,
@@ -90,6 +91,7 @@ class TrainConfig:
     crf: bool = False
     repair_bio: bool = False  # turn an I-X after O into B-X instead of reporting it
     dropout: float | None = None  # override the model's dropout probabilities
+    bigram_buckets: int = 0  # add a hashed character-bigram table of this many rows (a checkpoint's starts at zero)
     seed: int = 42
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     save_every: int = 100  # steps between checkpoints
@@ -210,6 +212,7 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
         raise BertkitError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding only {config.vocab_size} rows: they do not belong together.")
     if cfg.max_length > config.max_length:
         raise BertkitError(f"--max-length {cfg.max_length} exceeds the model's maximum of {config.max_length} tokens.")
+    config = add_bigrams(config, conv, cfg.bigram_buckets, cfg.model)
     if cfg.dropout is not None:
         config = dataclasses.replace(config, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, extra=dict(config.extra))
     set_task(config, cfg.task, labels, **info)

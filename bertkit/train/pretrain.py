@@ -36,6 +36,7 @@ from ..heads import IGNORE_INDEX, BertForMaskedLM, BertForPreTraining, ElectraFo
 from ..io.files import atomic_dir, existing_dir, replace_dir
 from ..seq2seq import CausalLM, Seq2SeqLM
 from ..tokenizer import Tokenizer
+from ..weights import add_bigrams
 from .loop import (
     Dist,
     Loop,
@@ -77,6 +78,7 @@ class PretrainConfig:
     checkpointing: bool = False  # activation checkpointing: recompute each layer in backward (long sequences)
     electra_weight: float = 50.0  # discriminator loss weight (Clark et al.)
     generator_fraction: float = 0.5  # generator hidden size / discriminator's
+    bigram_buckets: int = 0  # add a hashed character-bigram table of this many rows (a checkpoint's starts at zero)
     seed: int = 42
     save_every: int = 200
     resume: bool = False
@@ -342,6 +344,7 @@ def build_model(cfg: PretrainConfig, tokenizer: Tokenizer, log):
         from ..checkpoint import read_pretrained
 
         d, config, conv = read_pretrained(cfg.model)
+    config = add_bigrams(config, None if random_init else conv, cfg.bigram_buckets, cfg.model)
     if tokenizer.vocab_size > config.vocab_size:
         raise BertkitError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding only {config.vocab_size} rows: they do not belong together.")
     if cfg.max_length > config.max_length:
