@@ -9,8 +9,8 @@ baseline.
 
 Full protocol (the defaults): roformer-tiny-zh (bert-tiny's size with rotary positions, init std 0.05, no
 dropout: docs/results-pretrain-ablation.md says why), bf16 where the hardware makes it fast, an 8000-token WordPiece vocabulary built on zh-corpus (shared
-by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 3 epochs
-at max length 128 with seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
+by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 5 epochs
+at max length 128 (NER: sliding windows) with a 65536-row token-bigram table added, seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
 from the teacher) distilled on both tasks from the best pretrained model's seed-1 fine-tuned model.
 
 Every finished step (vocabulary, corpus, each pretraining, each fine-tuning run) is recorded in the
@@ -62,8 +62,8 @@ class Results:
         self.path = path
         if resume and path.exists():
             self.data = json.loads(path.read_text(encoding="utf-8"))
-            old = {k: v for k, v in self.data["args"].items() if k in PROTOCOL_KEYS}
-            new = {k: v for k, v in vars(args).items() if k in PROTOCOL_KEYS}
+            old = {k: self.data["args"].get(k, PROTOCOL_DEFAULTS.get(k)) for k in PROTOCOL_KEYS}
+            new = {k: getattr(args, k) for k in PROTOCOL_KEYS}
             if old != new:
                 diff = [k for k in new if old.get(k) != new[k]]
                 raise SystemExit(f"--resume: {path} was made with other settings ({', '.join(diff)}); use them or drop --resume.")
@@ -86,7 +86,9 @@ class Results:
 # Settings a resumed run must share (the pretrained models depend on them). Fine-tuning settings may change on
 # --resume: a finished run made with other settings (or, for a student, another teacher) is then moved to
 # "superseded_runs" and run again.
-PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pretrain_batch", "pretrain_max_length", "warmup", "bf16")
+PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pretrain_batch", "pretrain_max_length", "warmup", "bf16",
+                 "pretrain_bigram_buckets")
+PROTOCOL_DEFAULTS = {"pretrain_bigram_buckets": 0}  # what runs made before these options existed used
 FINETUNE_KEYS = ("epochs", "lr", "max_length", "bigram_buckets")
 FINETUNE_DEFAULTS = {"bigram_buckets": 0}  # what runs made before these options existed used
 DISTILL_KEYS = ("temperature", "alpha", "student_init", "soft_targets")  # students only
@@ -165,7 +167,8 @@ def run_pretraining(obj: str, a, res: Results, work: Path, vocab: Path, corpus: 
         return
     objective, wwm = ("electra", False) if obj == "electra" else ("mlm", obj == "wwm")
     base = dict(model=a.model, tokenizer=str(vocab), corpus=str(corpus), objective=objective, wwm=wwm, batch_size=a.pretrain_batch,
-                max_length=a.pretrain_max_length, lr=a.pretrain_lr, warmup=a.warmup, bf16=a.bf16, quiet=True, save_every=500)
+                max_length=a.pretrain_max_length, lr=a.pretrain_lr, warmup=a.warmup, bf16=a.bf16, quiet=True, save_every=500,
+                bigram_buckets=a.pretrain_bigram_buckets)
     info: dict = {"objective": objective, "wwm": wwm}
     if a.budget == "calibrate":  # measure the step time over a short run, then fix the number of steps
         cal = work / f"cal-{obj}"
@@ -274,7 +277,7 @@ def best_pretrained(res: dict, task: str) -> str | None:
 
 
 def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool) -> None:
-    a = argparse.Namespace(**(DISTILL_DEFAULTS | res["args"]))
+    a = argparse.Namespace(**(DISTILL_DEFAULTS | FINETUNE_DEFAULTS | PROTOCOL_DEFAULTS | res["args"]))
     env = res["environment"]
     L = ["# Pretraining a small Chinese model on 2 CPU cores: does it pay?", ""]
     if not finished:
@@ -292,7 +295,9 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           "peoples-daily-ner's dev/test sentences, and the reviews-zh train split only), prepared once with word starts (jieba) and "
           "reused by all objectives.",
           f"- Pretraining: batch {a.pretrain_batch} sequences of {a.pretrain_max_length} tokens, lr {a.pretrain_lr}, warm-up {a.warmup}, "
-          f"linear decay, {'bf16 autocast' if a.bf16 else 'fp32'}; budget {a.minutes:g} minutes per objective, "
+          f"linear decay, {'bf16 autocast' if a.bf16 else 'fp32'}"
+          + (f", a hashed token-bigram table of {a.pretrain_bigram_buckets} rows in the embeddings" if getattr(a, "pretrain_bigram_buckets", 0) else "")
+          + f"; budget {a.minutes:g} minutes per objective, "
           + ("turned into a step count from the median step time of a "
              f"{a.calibration_steps}-step calibration run (the library's `--minutes` times one cold step and so stops early)."
              if a.budget == "calibrate" else "through the library's `--minutes`."),
@@ -327,7 +332,8 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
                and not (k in ("ner_seeds", "student_seeds") and defaults[k] is None and getattr(a, k, None) == a.seeds)]
     L += ["## Differences from the full protocol (the defaults of this script)", ""]
     if changed:
-        L += [f"- `--{k.replace('_', '-')}`: {getattr(a, k)} instead of {defaults[k] if defaults[k] is not None else 'the default (' + _default_note(k) + ')'}" for k in changed]
+        L += ["- `--no-random`: the random-init row is not run (see docs/results-recipe-ablation.md for random init)" if k == "random" else
+              f"- `--{k.replace('_', '-')}`: {getattr(a, k)} instead of {defaults[k] if defaults[k] is not None else 'the default (' + _default_note(k) + ')'}" for k in changed]
     else:
         L += ["- none: this is the full protocol."]
     L += [""]
@@ -338,6 +344,8 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           "|---|---|---|---|---|---|"]
     for row in ROWS:
         p = res["pretrain"].get(row)
+        if not p and not scores(res, "classify", row) + scores(res, "ner", row) and (row != "random" or not getattr(a, "random", True)):
+            continue  # an objective this run did not pretrain, or the random row it skipped (--no-random)
         pre = "none" if row == "random" else (f"{p['steps']} steps, {p['seconds'] / 60:.1f} min, final MLM loss {p['final'].get('mlm_loss', p['final']['loss']):.2f}, "
                                               f"masked acc {100 * p['final']['mlm_acc']:.1f}%" + (f", disc acc {100 * p['final']['disc_acc']:.1f}%" if "disc_acc" in p["final"] else "")
                                               if p else "not run")
@@ -466,15 +474,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-batch", type=int, default=64)
     p.add_argument("--pretrain-max-length", type=int, default=128)
     p.add_argument("--warmup", type=float, default=0.06)
+    p.add_argument("--pretrain-bigram-buckets", type=int, default=0, help="pretrain with a hashed token-bigram table of this many rows (0: none)")
     p.add_argument("--tasks", nargs="+", choices=["classify", "ner"], default=["classify", "ner"])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--ner-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     p.add_argument("--student-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     p.add_argument("--distill-tasks", nargs="*", choices=["classify", "ner"], default=["classify", "ner"])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (the best dev epoch kept; docs/results-recipe-ablation.md)")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--bigram-buckets", type=int, default=0, help="fine-tuning: add a hashed token-bigram table of this many rows (0: none)")
+    p.add_argument("--bigram-buckets", type=int, default=65536,
+                   help="fine-tuning: add a hashed token-bigram table of this many rows (0: none; docs/results-recipe-pretrained.md)")
     p.add_argument("--no-random", dest="random", action="store_false", help="skip the random-init row (its runs are reported as not run)")
     p.add_argument("--train-limit", type=int, default=None, help="reviews-zh training examples (default: all)")
     p.add_argument("--ner-train-limit", type=int, default=None, help="peoples-daily-ner training examples (default: all)")

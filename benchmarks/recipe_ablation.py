@@ -1,5 +1,7 @@
 """Fine-tuning recipes for the NER tagger (and the reviews-zh classifier), one change at a time: more epochs (the best dev
-checkpoint kept), and a larger learning rate for the CRF's scores than for the encoder (bert4keras: 100-1000).
+checkpoint kept), a larger learning rate for the CRF's scores than for the encoder (bert4keras: 100-1000), and hashed
+token bigrams as an input (what the CRF baseline's character-bigram features know). --model is a config.json (random
+init) or a pretrained checkpoint (e.g. one of benchmarks/pretrain_report.py's, with --lr 5e-4).
 
     .venv/bin/python benchmarks/recipe_ablation.py                     # roformer-tiny-zh from random init, 1 seed
     .venv/bin/python benchmarks/recipe_ablation.py --seeds 1 2 3 --runs base epochs3 epochs3-crf100
@@ -33,6 +35,7 @@ RUNS = {  # name -> (what changes, TrainConfig fields)
     "epochs3-crf100": ("3 epochs, CRF learning rate x100 (--crf-lr 100)", dict(epochs=3, crf_lr=100.0)),
     "epochs3-crf1000": ("3 epochs, CRF learning rate x1000 (--crf-lr 1000)", dict(epochs=3, crf_lr=1000.0)),
     "epochs5": ("5 epochs, best dev checkpoint", dict(epochs=5)),
+    "epochs3-bigrams": ("3 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=3, bigram_buckets=65536)),
     "epochs5-bigrams": ("5 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=5, bigram_buckets=65536)),
 }
 
