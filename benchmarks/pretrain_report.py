@@ -90,13 +90,15 @@ PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pre
                  "pretrain_bigram_buckets")
 PROTOCOL_DEFAULTS = {"pretrain_bigram_buckets": 0}  # what runs made before these options existed used
 FINETUNE_KEYS = ("epochs", "lr", "max_length", "bigram_buckets")
-FINETUNE_DEFAULTS = {"bigram_buckets": 0}  # what runs made before these options existed used
+FINETUNE_DEFAULTS = {"bigram_buckets": 0, "windows": False}  # what runs made before these options existed used
 DISTILL_KEYS = ("temperature", "alpha", "student_init", "soft_targets")  # students only
 DISTILL_DEFAULTS = {"student_init": "spread", "soft_targets": "logits"}  # what runs made before these options existed used
 
 
 def run_settings(args: dict, task: str, student: bool = False) -> dict:
     s = {k: args.get(k, FINETUNE_DEFAULTS.get(k)) for k in FINETUNE_KEYS} | {"train_limit": args["train_limit" if task == "classify" else "ner_train_limit"]}
+    if task == "ner":
+        s["windows"] = True  # the library reads long sentences as windows (runs recorded before it did were cut at max length)
     if student:
         s |= {k: args.get(k, DISTILL_DEFAULTS.get(k)) for k in DISTILL_KEYS}
         if task != "ner":
@@ -228,7 +230,7 @@ def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: 
     cfg = TrainConfig(task=task, model=model, data=DATA[task], train=train_file(task, limit, work), out=str(out), epochs=a.epochs,
                       batch_size=32, lr=a.lr, max_length=a.max_length, bf16=a.bf16, seed=seed, crf=task == "ner", repair_bio=True,
                       tokenizer=str(vocab) if random_init and "teacher" not in extra else None, quiet=True,
-                      bigram_buckets=0 if "teacher" in extra else a.bigram_buckets, **extra)  # a student takes its teacher's
+                      bigram_buckets=0 if "teacher" in extra else a.bigram_buckets or a.pretrain_bigram_buckets, **extra)  # a student: its teacher's
     log(f"fine-tuning {key}")
     t = time.perf_counter()
     r = train(cfg)
@@ -276,6 +278,12 @@ def best_pretrained(res: dict, task: str) -> str | None:
     return max(done, key=lambda o: statistics.mean(done[o])) if done else None
 
 
+def windowed(res: dict) -> bool:
+    """Whether the NER runs read long sentences as windows (every one recorded so)."""
+    runs = [r for r in res["runs"].values() if r["task"] == "ner"]
+    return bool(runs) and all(r.get("settings", {}).get("windows") for r in runs)
+
+
 def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool) -> None:
     a = argparse.Namespace(**(DISTILL_DEFAULTS | FINETUNE_DEFAULTS | PROTOCOL_DEFAULTS | res["args"]))
     env = res["environment"]
@@ -304,7 +312,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           "  ELECTRA: generator of half the width, discriminator weight 50; the discriminator is fine-tuned.",
           f"- Fine-tuning: {a.epochs} epoch(s), batch 32, lr {a.lr}, warm-up 10%, max length {a.max_length}, "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}; NER with the CRF head"
-          + (", long sentences read as windows (the library's default stride)" if res.get("windows") else "")
+          + (", long sentences read as windows (the library's default stride)" if windowed(res) else "")
           + (f", a hashed token-bigram table of {a.bigram_buckets} rows added to the embeddings (zeros at the start)" if getattr(a, "bigram_buckets", 0) else "")
           + "; best dev checkpoint scored on the test split. "
           f"reviews-zh train examples: {a.train_limit or 'all'}; peoples-daily-ner train examples: {a.ner_train_limit or 'all'} "
@@ -316,7 +324,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           "model's seed-1 fine-tuned model on that task.",
           "- TF-IDF baseline: `tfidf_baseline()` of benchmarks/finetune_report.py (char 1-3-gram + logistic regression, full train split).",]
     notes = res.get("notes", {})
-    if res.get("windows"):
+    if windowed(res):
         L += ["- NER windows: sentences longer than the window are read as overlapping windows in training, evaluation and prediction, "
               "so every test entity is seen (docs/results-windows-ner.md); the CRF baseline's 94.3 test F1 is quoted from "
               "../shared/FIELD-NOTES.md (sklearn-crfsuite on character-window features), not measured by this script."]
@@ -395,7 +403,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
         L.append(f"- Best pretrained beats random init by ≥ 5 F1 points on peoples-daily-ner: **{'met' if m - r >= 0.05 else 'missed'}** — "
                  f"{NAMES[bn]} {100 * m:.2f} vs random {100 * r:.2f} ({100 * (m - r):+.2f} points)"
                  + (f"; seeds: {len(scores(res, 'ner', bn))} pretrained, {len(rand_n)} random." if True else ""))
-    if bn and res.get("windows"):
+    if bn and windowed(res):
         m = statistics.mean(v for _, v in scores(res, "ner", bn))
         L.append(f"- Best pretrained model beats the CRF baseline on peoples-daily-ner: **{'met' if m > CRF_BASELINE else 'missed'}** — "
                  f"{NAMES[bn]} {100 * m:.2f} vs CRF {100 * CRF_BASELINE:.2f} ({100 * (m - CRF_BASELINE):+.2f} points).")
@@ -510,6 +518,9 @@ def main() -> None:
     if a.bf16 is None:
         a.bf16 = bf16_is_fast()
     a.ner_seeds = a.ner_seeds or a.seeds
+    if a.pretrain_bigram_buckets and a.bigram_buckets not in (0, a.pretrain_bigram_buckets):
+        parser.error(f"--bigram-buckets {a.bigram_buckets} differs from --pretrain-bigram-buckets {a.pretrain_bigram_buckets}: the pretrained "
+                     "models keep their table; give the same size (or 0).")
     a.student_seeds = a.student_seeds or a.seeds
     out, work = Path(a.out), Path(a.work)
     if a.render_only:
@@ -530,7 +541,6 @@ def main() -> None:
         res.save()
         render(res.data, parser, out, finished)
 
-    res.data.setdefault("windows", not res.data["runs"])  # NER runs read windows (since the library's windows; older runs did not)
     if "ner" in a.tasks and res.data.setdefault("notes", {}).get("ner_entities_within", {}).get("max_length") != a.max_length:
         res.data["notes"]["ner_entities_within"] = ner_reach(a.max_length)
     if "tfidf" not in res.data["steps"]:

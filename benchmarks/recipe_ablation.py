@@ -84,6 +84,11 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/recipe_ablation.py", *sys.argv[1:]])
     results: dict[str, list[dict]] = {}
     earlier = json.loads(Path(a.out).with_suffix(".json").read_text(encoding="utf-8")) if a.keep else {}
+    mine = dict(model=a.model, lr=a.lr, max_length=a.max_length)
+    if a.keep and not a.render and earlier.get("settings", mine) != mine:
+        p.error(f"--keep: {Path(a.out).with_suffix('.json')} holds rows trained with {earlier['settings']}; give the same --model, --lr and --max-length or another --out.")
+    if a.render:  # the settings the rows were trained with, not this command line's defaults
+        a.model, a.lr, a.max_length = (earlier.get("settings", {}).get(k, getattr(a, k)) for k in ("model", "lr", "max_length"))
     commands = [*earlier.get("commands", []), *([] if a.render else [command])]
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.runs:
@@ -130,7 +135,7 @@ def main() -> None:
     old = Path(a.out).read_text(encoding="utf-8") if Path(a.out).is_file() and a.keep else ""
     remarks = old[old.index(REMARKS):] if REMARKS in old else ""  # hand-written remarks below the table survive a re-render
     Path(a.out).write_text("\n".join(lines) + "\n" + ("\n" + remarks if remarks else ""), encoding="utf-8")
-    Path(a.out).with_suffix(".json").write_text(json.dumps(dict(commands=commands, machine=host, load=load, results=results),
+    Path(a.out).with_suffix(".json").write_text(json.dumps(dict(commands=commands, machine=host, load=load, settings=dict(model=a.model, lr=a.lr, max_length=a.max_length), results=results),
                                                            indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.out} and {Path(a.out).with_suffix('.json')}", file=sys.stderr)
 

@@ -116,3 +116,36 @@ def test_a_bigram_model_exports_to_onnx_and_matches(tmp_path):
     model.save_pretrained(tmp_path / "m", tokenizer=tok)
     r = export_onnx(tmp_path / "m", tmp_path / "m.onnx")  # the export checks the graph against PyTorch on padded batches
     assert "matches PyTorch" in r.describe()
+
+
+def test_electra_shares_the_table_and_students_refuse_other_embeddings():
+    from bertkit.train.distill import init_student
+    from bertkit.train.pretrain import ElectraPretrainer, generator_config
+
+    c = tiny_config(model_type="electra", bigram_buckets=32)
+    pair = ElectraPretrainer(bertkit.ElectraForPreTraining(c), bertkit.BertForMaskedLM(generator_config(c, 0.5)))
+    assert pair.generator.bert.embed.bigram is pair.discriminator.bert.embed.bigram  # one table, as word and position
+    teacher = randomise(bertkit.BertForMaskedLM(tiny_config(bigram_buckets=32)))
+    student = bertkit.BertForMaskedLM(tiny_config(num_hidden_layers=1, bigram_buckets=32))
+    init_student(student, teacher, [1])
+    torch.testing.assert_close(student.bert.embed.bigram.weight, teacher.bert.embed.bigram.weight)
+    plain = bertkit.BertForMaskedLM(tiny_config(num_hidden_layers=1))
+    init_student(plain, teacher, [1])  # the student has no table: the rest is copied
+    torch.testing.assert_close(plain.bert.embed.word.weight, teacher.bert.embed.word.weight)
+    with pytest.raises(BertkitError, match="embed.segment.weight is in only one of them"):
+        init_student(bertkit.BertForMaskedLM(tiny_config(num_hidden_layers=1, type_vocab_size=0)), teacher, [1])
+    with pytest.raises(BertkitError, match="embed.bigram.weight is \\(32, 36\\) in the teacher and \\(16, 36\\)"):
+        init_student(bertkit.BertForMaskedLM(tiny_config(num_hidden_layers=1, bigram_buckets=16)), teacher, [1])
+
+
+def test_a_run_saved_before_the_flag_resumes_with_its_default(tmp_path):
+    import dataclasses
+
+    from bertkit.train import TrainConfig
+    from bertkit.train.loop import settings_changed
+
+    cfg = TrainConfig(task="ner", model="bert-tiny", out=str(tmp_path))
+    older = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "bigram_buckets"}
+    (tmp_path / "train_config.json").write_text(json.dumps(older))
+    assert settings_changed(cfg, tmp_path / "train_config.json") is None
+    assert "--bigram-buckets was 0 when the run started, now 64" in settings_changed(dataclasses.replace(cfg, bigram_buckets=64), tmp_path / "train_config.json")

@@ -54,12 +54,14 @@ def init_student(student, teacher, layer_map: list[int]) -> None:
     if student.config.hidden_size != teacher.config.hidden_size:
         raise BertkitError("initialising the student from the teacher needs the same hidden size.")
     own, theirs = student.bert.embed.state_dict(), teacher.bert.embed.state_dict()
+    apart = sorted((own.keys() ^ theirs.keys()) - {"bigram.weight"})  # a bigram table on one side only is not copied
+    if apart:
+        raise BertkitError(f"initialising the student from the teacher needs the same embeddings; embed.{apart[0]} is in only one of them.")
     for k in own.keys() & theirs.keys():
         if own[k].shape != theirs[k].shape:
             raise BertkitError(f"initialising the student from the teacher needs embeddings of one shape; embed.{k} is "
                                f"{tuple(theirs[k].shape)} in the teacher and {tuple(own[k].shape)} in the student.")
-    # a bigram table only one of them has: the student's starts at zero, or the teacher's is not copied
-    student.bert.embed.load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=not (own.keys() ^ theirs.keys()) <= {"bigram.weight"})
+    student.bert.embed.load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=False)
     for i, t in enumerate(layer_map):
         own, theirs = student.bert.layers[i].state_dict(), teacher.bert.layers[t - 1].state_dict()
         # ModernBERT's first block has no attention norm: a block mapped to or from it keeps the other's norm as it is

@@ -198,10 +198,12 @@ def settings_changed(cfg, config_path: Path) -> str | None:
     except (OSError, ValueError) as e:
         return f"--resume: cannot read the run's settings from {config_path} ({getattr(e, 'strerror', None) or e})."
     now = dataclasses.asdict(cfg)
-    changed = [k for k in now if k not in FREE_ON_RESUME and saved.get(k) != now[k]]
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}  # a field newer than the saved run: it ran with the default
+    was = {k: saved.get(k, defaults.get(k)) for k in now}
+    changed = [k for k in now if k not in FREE_ON_RESUME and was[k] != now[k]]
     if changed:
         k = changed[0]
-        return f"--resume: --{k.replace('_', '-')} was {saved.get(k)!r} when the run started, now {now[k]!r}; resume with the same settings."
+        return f"--resume: --{k.replace('_', '-')} was {was[k]!r} when the run started, now {now[k]!r}; resume with the same settings."
     return None
 
 

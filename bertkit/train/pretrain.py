@@ -290,7 +290,7 @@ class ElectraPretrainer(nn.Module):
         super().__init__()
         self.discriminator, self.generator = discriminator, generator
         d, g = discriminator.bert.embed, generator.bert.embed
-        g.word, g.segment, g.position = d.word, d.segment, d.position
+        g.word, g.segment, g.position, g.bigram = d.word, d.segment, d.position, d.bigram
 
     def forward(self, batch, labels, generator: torch.Generator | None, weight: float):
         gen = self.generator(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=labels)
