@@ -112,7 +112,9 @@ def same_settings(old: dict, new: dict) -> bool:
 
 
 def environment() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+    from recipe_ablation import machine
+
+    return {"cpu": machine(), "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
 
 
@@ -292,7 +294,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
         L += ["**Partial results: the run had not finished when this was written.**", ""]
     L += [f"Command: `{res['commands'][-1]}`" + (f" (earlier invocations of the same run: {', '.join('`' + c + '`' for c in res['commands'][:-1])})" if len(res["commands"]) > 1 else ""),
           "",
-          f"Machine: {env['cpu_count']} CPU cores (shared with other work while this ran), torch {env['torch']}, "
+          f"Machine: {env.get('cpu') or str(env['cpu_count']) + ' CPU cores'} (shared with other work while this ran), torch {env['torch']}, "
           f"{env['torch_threads']} torch threads, Python {env['python']}. Started {res['started']}"
           + (f", finished {res.get('finished')}" if res.get("finished") else "") + ".", ""]
 
