@@ -98,6 +98,7 @@ DISTILL_DEFAULTS = {"student_init": "spread", "soft_targets": "logits"}  # what 
 def run_settings(args: dict, task: str, student: bool = False) -> dict:
     s = {k: args.get(k, FINETUNE_DEFAULTS.get(k)) for k in FINETUNE_KEYS} | {"train_limit": args["train_limit" if task == "classify" else "ner_train_limit"]}
     if task == "ner":
+        s["epochs"] = args.get("ner_epochs") or args["epochs"]
         s["windows"] = True  # the library reads long sentences as windows (runs recorded before it did were cut at max length)
     if student:
         s |= {k: args.get(k, DISTILL_DEFAULTS.get(k)) for k in DISTILL_KEYS}
@@ -229,7 +230,8 @@ def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: 
     shutil.rmtree(out, ignore_errors=True)  # an unfinished run starts afresh
     limit = a.train_limit if task == "classify" else a.ner_train_limit
     random_init = not Path(model).is_dir()
-    cfg = TrainConfig(task=task, model=model, data=DATA[task], train=train_file(task, limit, work), out=str(out), epochs=a.epochs,
+    cfg = TrainConfig(task=task, model=model, data=DATA[task], train=train_file(task, limit, work), out=str(out),
+                      epochs=a.ner_epochs if task == "ner" else a.epochs,
                       batch_size=32, lr=a.lr, max_length=a.max_length, bf16=a.bf16, seed=seed, crf=task == "ner", repair_bio=True,
                       tokenizer=str(vocab) if random_init and "teacher" not in extra else None, quiet=True,
                       bigram_buckets=0 if "teacher" in extra else a.bigram_buckets or a.pretrain_bigram_buckets, **extra)  # a student: its teacher's
@@ -288,6 +290,7 @@ def windowed(res: dict) -> bool:
 
 def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool) -> None:
     a = argparse.Namespace(**(DISTILL_DEFAULTS | FINETUNE_DEFAULTS | PROTOCOL_DEFAULTS | res["args"]))
+    a.ner_epochs = getattr(a, "ner_epochs", None) or a.epochs  # runs recorded before --ner-epochs existed
     env = res["environment"]
     L = ["# Pretraining a small Chinese model on 2 CPU cores: does it pay?", ""]
     if not finished:
@@ -312,7 +315,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
              f"{a.calibration_steps}-step calibration run (the library's `--minutes` times one cold step and so stops early)."
              if a.budget == "calibrate" else "through the library's `--minutes`."),
           "  ELECTRA: generator of half the width, discriminator weight 50; the discriminator is fine-tuned.",
-          f"- Fine-tuning: {a.epochs} epoch(s), batch 32, lr {a.lr}, warm-up 10%, max length {a.max_length}, "
+          f"- Fine-tuning: {a.epochs} epoch(s)" + (f" (NER: {a.ner_epochs})" if a.ner_epochs != a.epochs else "") + f", batch 32, lr {a.lr}, warm-up 10%, max length {a.max_length}, "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}; NER with the CRF head"
           + (", long sentences read as windows (the library's default stride)" if windowed(res) else "")
           + (f", a hashed token-bigram table of {a.bigram_buckets} rows added to the embeddings (zeros at the start)" if getattr(a, "bigram_buckets", 0) else "")
@@ -337,9 +340,10 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
               f"({100 * n['within'] / n['entities']:.1f}%) are reachable, which caps entity recall for every row, random init included."]
     L += [""]
 
-    defaults = {k: parser.get_default(k) for k in vars(a) if parser.get_default(k) is not None or k in ("bf16", "train_limit", "ner_train_limit", "ner_seeds", "student_seeds")}
+    defaults = {k: parser.get_default(k) for k in vars(a) if parser.get_default(k) is not None or k in ("bf16", "train_limit", "ner_train_limit", "ner_seeds", "student_seeds", "ner_epochs")}
     changed = [k for k in defaults if k not in ("out", "work", "resume", "render_only") and getattr(a, k, None) != defaults[k]
-               and not (k in ("ner_seeds", "student_seeds") and defaults[k] is None and getattr(a, k, None) == a.seeds)]
+               and not (k in ("ner_seeds", "student_seeds") and defaults[k] is None and getattr(a, k, None) == a.seeds)
+               and not (k == "ner_epochs" and defaults[k] is None and a.ner_epochs == a.epochs)]
     L += ["## Differences from the full protocol (the defaults of this script)", ""]
     if changed:
         L += ["- `--no-random`: the random-init row is not run (see docs/results-recipe-ablation.md for random init)" if k == "random" else
@@ -464,7 +468,8 @@ def ner_reach(max_length: int) -> dict:
 
 
 def _default_note(k: str) -> str:
-    return {"bf16": "auto: on where the hardware makes bf16 fast", "train_limit": "the whole train split", "ner_train_limit": "the whole train split", "ner_seeds": "--seeds", "student_seeds": "--seeds"}.get(k, "none")
+    return {"bf16": "auto: on where the hardware makes bf16 fast", "train_limit": "the whole train split", "ner_train_limit": "the whole train split", "ner_seeds": "--seeds", "student_seeds": "--seeds",
+            "ner_epochs": "--epochs"}.get(k, "none")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -491,6 +496,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     p.add_argument("--distill-tasks", nargs="*", choices=["classify", "ner"], default=["classify", "ner"])
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (the best dev epoch kept; docs/results-recipe-ablation.md)")
+    p.add_argument("--ner-epochs", type=int, default=None, help="peoples-daily-ner fine-tuning epochs (default: --epochs)")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bigram-buckets", type=int, default=65536,
@@ -520,6 +526,7 @@ def main() -> None:
     if a.bf16 is None:
         a.bf16 = bf16_is_fast()
     a.ner_seeds = a.ner_seeds or a.seeds
+    a.ner_epochs = a.ner_epochs or a.epochs
     if a.pretrain_bigram_buckets and a.bigram_buckets not in (0, a.pretrain_bigram_buckets):
         parser.error(f"--bigram-buckets {a.bigram_buckets} differs from --pretrain-bigram-buckets {a.pretrain_bigram_buckets}: the pretrained "
                      "models keep their table; give the same size (or 0).")

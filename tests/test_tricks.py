@@ -18,6 +18,7 @@ from bertkit.train.tricks import (
     adversarial_step,
     class_weights,
     focal_loss,
+    fused_supported,
     label_smoothing_loss,
     loss_fn,
     make_optimizer,
@@ -154,7 +155,7 @@ def test_param_groups_no_decay_on_norms_and_biases():
 def test_make_optimizer_steps():
     model = Classifier()
     opt = make_optimizer(model, lr=1e-3, weight_decay=0.1)
-    assert isinstance(opt, torch.optim.AdamW) and not opt.defaults.get("fused")  # CPU: torch's own choice
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults.get("fused")  # torch has the fused kernel for CPU
     decay, no_decay = opt.param_groups
     assert (decay["weight_decay"], no_decay["weight_decay"], decay["lr"]) == (0.1, 0.0, 1e-3)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -167,6 +168,21 @@ def test_make_optimizer_steps():
     # AdamW's first step: w - lr * (g / (|g| + eps) + weight_decay * w), the direction of the gradient
     want = before * (1 - 1e-3 * 0.1) - 1e-3 * g / (g.abs() + 1e-6)
     torch.testing.assert_close(model.head.weight.detach(), want, atol=1e-6, rtol=1e-5)
+    # the fused kernel takes the same steps as torch's multi-tensor update
+    torch.manual_seed(0)
+    a, b = Classifier(), Classifier()
+    b.load_state_dict(a.state_dict())
+    oa, ob = make_optimizer(a, lr=1e-3), make_optimizer(b, lr=1e-3, fused=False)
+    assert not ob.defaults.get("fused")
+    for _ in range(3):
+        for m, o in ((a, oa), (b, ob)):
+            ce_of(m, batch()).backward()
+            o.step()
+            o.zero_grad()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
+    assert not fused_supported([torch.zeros(2), torch.zeros(2, dtype=torch.int64)])
+    assert not fused_supported([torch.zeros(2), torch.zeros(2, device="meta")])
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
