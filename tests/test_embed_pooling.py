@@ -106,3 +106,23 @@ def test_bad_pooling_input(tmp_path, capsys):
     assert main(args) == 1
     assert "1_Pooling/config.json: pooling must be one or more of" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_the_server_leaves_a_named_prompt_out_of_pooling(tmp_path):
+    """TEI's /embed with prompt_name on a model whose Pooling says include_prompt false: the prompt's tokens are read
+    but not pooled, as sentence-transformers encodes them; without prompt_name the texts are pooled whole."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from test_serve import Running, config
+
+    d = build(tmp_path, "cls", include_prompt=False)
+    server = Running(config(d, max_wait_ms=200))
+    try:
+        body = {"inputs": TEXTS, "normalize": False, "truncate": True}
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            queried, plain = c.post("/embed", json=body | {"prompt_name": "query"}), c.post("/embed", json=body)
+        assert queried.status_code == plain.status_code == 200, queried.text
+        np.testing.assert_allclose(np.array(queried.json()), theirs(d, prompt_name="query"), atol=2e-5)
+        np.testing.assert_allclose(np.array(plain.json()), theirs(d), atol=2e-5)
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ from ..errors import BertkitError
 from ..heads import TASKS, BertForMaskedLM, hf_task, task_of
 from ..kernels import kernels_of
 from .load import check_model, load_for_inference
-from .predict import encode_sentences, predict_texts, sentence_max_length, sentence_pooling
+from .predict import encode_sentences, predict_texts, prompt_length, sentence_max_length, sentence_pooling
 
 ENDPOINTS = ("embed", "fill-mask", "classify", "ner")
 MAX_TOP_K = 50  # fill-mask computes this many candidates per mask; a request asks for top_k <= it
@@ -62,7 +62,8 @@ class ModelBackend:
         self.device = next(model.parameters()).device
         self.kernels = "onnxruntime" if kind == "onnx" else kernels_of(model)
         # the pooling a sentence-transformers directory declares (normalising stays each request's option)
-        self.pooling = sentence_pooling(getattr(model, "source_dir", None)).modes
+        sentence = sentence_pooling(getattr(model, "source_dir", None))
+        self.pooling, self.include_prompt = sentence.modes, sentence.include_prompt
         self.width = self.encoder.config.hidden_size * len(self.pooling)
 
     def describe(self) -> dict:
@@ -73,7 +74,10 @@ class ModelBackend:
                 "pooling": ",".join(self.pooling)}
 
     def lengths(self, endpoint: str, items: list) -> list[int]:
-        inputs = [tuple(x) for x in items] if self.pairs else items
+        if endpoint == "embed":
+            inputs = [prompted(x) for x in items]
+        else:
+            inputs = [tuple(x) for x in items] if self.pairs else items
         return [len(e.ids) for e in self.tok.backend.encode_batch(inputs)]
 
     def run(self, endpoint: str, items: list, lengths: list[int]) -> list[dict]:
@@ -84,9 +88,13 @@ class ModelBackend:
             return self._fill_mask(items, lengths)
         return predict_texts(self.model, self.tok, items, batch_size=len(items))
 
-    def _embed(self, texts: list[str], lengths: list[int]) -> list[dict]:
-
-        vectors = encode_sentences(self.encoder, self.tok, texts, self.pooling, batch_size=len(texts), max_length=self.max_length)
+    def _embed(self, items: list, lengths: list[int]) -> list[dict]:
+        """items: texts, or (prompt, text) pairs: the prompt goes before its text, and its tokens are left out of pooling
+        where the model's Pooling says include_prompt false (as sentence-transformers does)."""
+        texts = [prompted(x) for x in items]
+        skips = [0 if isinstance(x, str) or self.include_prompt else prompt_length(self.tok, x[0]) for x in items]
+        vectors = encode_sentences(self.encoder, self.tok, texts, self.pooling, batch_size=len(texts), max_length=self.max_length,
+                                   skips=skips)
         return [{"text": t, "embedding": v, "truncated": n > self.max_length} for t, v, n in zip(texts, vectors, lengths)]
 
     def _fill_mask(self, texts: list[str], lengths: list[int]) -> list[dict]:
@@ -147,3 +155,6 @@ def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int 
     return lambda: load_onnx(path, threads=threads)
 
 
+def prompted(item) -> str:
+    """An embed item as the model reads it: a text, or a (prompt, text) pair's prompt before its text."""
+    return item if isinstance(item, str) else item[0] + item[1]

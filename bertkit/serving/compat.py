@@ -243,15 +243,16 @@ class Compat:
             out.append((v / max(float(np.linalg.norm(v)), 1e-12) if normalize else v).tolist())
         return json_response(200, out)
 
-    def with_prompt(self, texts: list[str], name) -> list[str]:
-        """prompt_name: a prefix from the sentence-transformers config beside the model (its "prompts")."""
+    def with_prompt(self, texts: list[str], name) -> list:
+        """prompt_name: a prefix from the sentence-transformers config beside the model (its "prompts"); the texts become
+        (prompt, text) pairs, so that the backend leaves the prompt out of pooling where the model's config says so."""
         if name is None:
             return texts
         prompts = prompts_of(self.state.backend)
         if not isinstance(name, str) or name not in prompts:
             known = ", ".join(sorted(prompts)) or "none"
             raise Refusal(422, f"prompt_name {json.dumps(name)} is not one of the model's prompts ({known}).")
-        return [prompts[name] + t for t in texts]
+        return [(prompts[name], t) for t in texts]
 
     def refuse_long(self, endpoint: str, items: list, truncate: bool) -> None:
         if truncate:

@@ -332,17 +332,22 @@ def encode_sentences(
     progress: bool = False,
     prompt: str | None = None,
     include_prompt: bool = True,
+    skips: list[int] | None = None,
 ) -> np.ndarray:
     """One vector per text ([len(texts), H * modes] float32), batched by length to waste little on padding.
 
     pooling: one of POOLINGS, several (concatenated), or a directory's Pooling (its modes and include_prompt).
-    prompt: a prefix put before every text ("query: "); with include_prompt False its tokens are left out of pooling."""
+    prompt: a prefix put before every text ("query: "); with include_prompt False its tokens are left out of pooling.
+    skips: instead, the tokens at the start of each text left out of pooling (texts that carry different prompts)."""
     modes = pooling_modes(pooling)
     if isinstance(pooling, Pooling):
         include_prompt = pooling.include_prompt
     if prompt:
         texts = [prompt + t for t in texts]
-    skip = prompt_length(tok, prompt) if prompt and not include_prompt else 0
+    if skips is None:
+        skips = [prompt_length(tok, prompt) if prompt and not include_prompt else 0] * len(texts)
+    elif len(skips) != len(texts):
+        raise BertkitError(f"skips: {len(skips)} counts for {len(texts)} texts.")
     device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), model.config.hidden_size * len(modes)), dtype=np.float32)
@@ -352,8 +357,8 @@ def encode_sentences(
         batch = {k: v.to(device) for k, v in tok([texts[i] for i in idx], max_length=max_length).items()}
         with torch.inference_mode():
             h = model(**batch).last_hidden_state.float()  # pooled in fp32 whatever the model's dtype
-        counted = batch["attention_mask"].clone()
-        counted[:, :skip] = 0
+        skip = torch.tensor([skips[i] for i in idx], device=device)
+        counted = batch["attention_mask"] * (torch.arange(h.shape[1], device=device)[None, :] >= skip[:, None])
         v = pool(h, counted, modes)
         if normalize:
             v = torch.nn.functional.normalize(v.float(), dim=-1)
