@@ -165,10 +165,12 @@ def labels_of(config: BertConfig) -> list[str]:
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
-# transformers' sequence classifiers whose head bertkit reads: BERT's layout (pooler + classifier) and RoBERTa's
-# (the [CLS] state through dense + tanh, then out_proj: the bge rerankers are XLM-RoBERTa ones).
+# transformers' sequence classifiers whose head bertkit reads: BERT's layout (pooler + classifier), RoBERTa's
+# (the [CLS] state through dense + tanh, then out_proj: the bge rerankers are XLM-RoBERTa ones) and ModernBERT's
+# (the [CLS] state or the mean of the tokens, through its prediction head, then the classifier).
 HF_CLASSIFIERS = {f"{name}ForSequenceClassification": style for name, style in (
-    ("Bert", "bert"), ("Ernie", "bert"), ("Nezha", "bert"), ("Electra", "electra"), ("Roberta", "roberta"), ("XLMRoberta", "roberta"))}
+    ("Bert", "bert"), ("Ernie", "bert"), ("Nezha", "bert"), ("Electra", "electra"), ("Roberta", "roberta"), ("XLMRoberta", "roberta"),
+    ("ModernBert", "modernbert"))}
 HF_MAX_LENGTH = 512  # a transformers classifier's inputs are cut here (bge-reranker-v2-m3's positions reach 8,194)
 
 
@@ -218,20 +220,47 @@ class ClassificationHead(nn.Module):
         return self.out(self.drop(self.act(self.dense(self.drop(h)))))
 
 
+class ModernClassificationHead(nn.Module):
+    """transformers' ModernBERT classifier head: the [CLS] state or the mean of the real tokens (its config's
+    classifier_pooling), then dense + classifier_activation + LayerNorm (its prediction head), dropout, out."""
+
+    def __init__(self, c: BertConfig, labels: int):
+        super().__init__()
+        m, H = c.modern, c.hidden_size
+        self.pooling = c.extra.get("classifier_pooling", "cls")
+        if self.pooling not in ("cls", "mean"):
+            raise BertkitError(f"classifier_pooling must be 'cls' or 'mean', not {self.pooling!r}.")
+        self.dense = nn.Linear(H, H, bias=m.classifier_bias)
+        self.act = ACTIVATIONS[m.classifier_activation]
+        self.norm = nn.LayerNorm(H, eps=c.layer_norm_eps, bias=m.norm_bias)
+        self.drop = nn.Dropout(float(c.extra.get("classifier_dropout") or 0.0))
+        self.out = nn.Linear(H, labels)
+
+    def forward(self, h, mask):  # h [B, T, H], mask [B, T] -> [B, C]
+        if self.pooling == "mean":
+            m = mask.to(h.dtype)[..., None]
+            v = (h * m).sum(1) / m.sum(1)
+        else:
+            v = h[:, 0]
+        return self.out(self.drop(self.norm(self.act(self.dense(v)))))
+
+
 class BertForSequenceClassification(PretrainedMixin, nn.Module):
     """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits.
 
-    A transformers RoBERTa/XLM-RoBERTa or ELECTRA classifier (a bge reranker) keeps its own head (`cls_head`, on the
-    [CLS] state); bertkit's own fine-tuning puts the one classifier above on every family."""
+    A transformers RoBERTa/XLM-RoBERTa, ELECTRA or ModernBERT classifier (a bge reranker) keeps its own head
+    (`cls_head`); bertkit's own fine-tuning puts the one classifier above on every family."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
         style, n = hf_head(config), len(labels_of(config))
-        self.bert = BertModel(config, add_pooler=style not in ("roberta", "electra"))
+        self.bert = BertModel(config, add_pooler=style not in ("roberta", "electra", "modernbert"))
         self.drop = nn.Dropout(config.hidden_dropout_prob)
         self.classifier, self.cls_head = None, None
-        if style in ("roberta", "electra"):
+        if style == "modernbert":
+            self.cls_head = ModernClassificationHead(config, n)
+        elif style in ("roberta", "electra"):
             self.cls_head = ClassificationHead(config, n, torch.tanh if style == "roberta" else F.gelu)  # ELECTRA: gelu, whatever its config
         else:
             self.classifier = nn.Linear(config.hidden_size, n)
@@ -244,7 +273,10 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, hidden: bool = False):
         """-> logits [B, C]; with hidden=True also the hidden states (for distillation)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden)
-        if self.cls_head is not None:
+        if isinstance(self.cls_head, ModernClassificationHead):
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            logits = self.cls_head(out.last_hidden_state, mask)
+        elif self.cls_head is not None:
             logits = self.cls_head(out.last_hidden_state[:, 0])
         else:
             pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]

@@ -162,6 +162,11 @@ MODERNBERT_HEADS = [
     ("mlm.bias", "decoder.bias", None),
     ("mlm.decoder", "decoder.weight", None),  # tied to the word embedding unless the config unties it
 ]
+# transformers' ModernBertForSequenceClassification: its prediction head ("head", the MLM's name) feeds the classifier.
+MODERNBERT_CLASSIFIER = [
+    *[(f"cls_head.{o}.{p}", f"{h}.{p}", None) for o, h in (("dense", "head.dense"), ("norm", "head.norm"), ("out", "classifier"))
+      for p in ("weight", "bias")],
+]
 # DeBERTa-v2/v3 (deberta.py): BERT's block names with its own attention projections, the shared relative table and its norm.
 DEBERTA_BACKBONE = [
     ("embed.word.weight", "embeddings.word_embeddings.weight", None),
@@ -259,6 +264,7 @@ FAMILIES = {
     # the new members keep ELECTRA's names for a replaced-token head of bertkit's ELECTRA-style pretraining (as RoFormer does)
     "ernie": Family("ernie", _hf_only(ERNIE_BACKBONE), HEAD_KEYS + RTD_HEAD),
     "modernbert": Family("model", MODERNBERT_BACKBONE, MODERNBERT_HEADS + RTD_HEAD),
+    "modernbert-classifier": Family("model", MODERNBERT_BACKBONE, MODERNBERT_CLASSIFIER),
     "deberta-v2": Family("deberta", DEBERTA_BACKBONE, BERT_MLM + RTD_HEAD),
     "deberta-v2-lm": Family("deberta", DEBERTA_BACKBONE, DEBERTA_LM_HEADS + RTD_HEAD),
     "albert": Family("albert", ALBERT_BACKBONE, ALBERT_HEADS),
@@ -287,6 +293,9 @@ def table_of(config: BertConfig | None) -> str:
     """The key table a config reads with (its model_type, but T5's gated FFN names its matrices apart)."""
     if config is None:
         return "bert"
+    if (config.model_type == "modernbert" and (config.architectures or [None])[0] == "ModernBertForSequenceClassification"
+            and not isinstance(config.extra.get("bertkit"), dict)):
+        return "modernbert-classifier"  # its "head" is the classifier's, not the MLM's
     if config.model_type == "deberta-v2" and not config.deberta.legacy:
         return "deberta-v2-lm"
     if config.model_type in ("t5", "mt5", "umt5"):

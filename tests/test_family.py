@@ -171,6 +171,25 @@ def test_family_round_trip_through_transformers(tmp_path, name, make_config, hf_
     assert saved["model_type"] == ref.config.model_type
 
 
+@pytest.mark.parametrize("kw", [{}, dict(classifier_pooling="mean", classifier_bias=True, norm_bias=True, classifier_activation="silu",
+                                          classifier_dropout=0.1)], ids=["cls", "mean-biased"])
+def test_modernbert_sequence_classifier_matches_transformers(tmp_path, kw):
+    """transformers' ModernBertForSequenceClassification: its prediction head ("head", which the MLM also names) and
+    classifier load as its classifier head, pooled by [CLS] or the mean of the real tokens, and save back as that class."""
+    ref = randomise(tf.ModernBertForSequenceClassification(modernbert(num_labels=3, **kw)), seed=4)
+    ref.save_pretrained(tmp_path / "src")
+    ours = bertkit.BertForSequenceClassification.from_pretrained(tmp_path / "src").eval()
+    batch = family_batch(ref.config)
+    with torch.no_grad():
+        want = ref(**batch).logits
+        torch.testing.assert_close(ours(**batch), want, atol=1e-5, rtol=1e-4)
+    ours.save_pretrained(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["ModernBertForSequenceClassification"]
+    back = tf.ModernBertForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(**batch).logits, want, atol=1e-5, rtol=1e-4)
+
+
 def test_roberta_positions_skip_padding():
     """RoBERTa numbers real tokens from pad + 1: a left-padded sequence gives the same vectors."""
     c = bertkit.BertConfig(**SIZES, model_type="roberta", max_position_embeddings=42, type_vocab_size=1, pad_token_id=1)
