@@ -37,6 +37,14 @@ RUNS = {  # name -> (what changes, TrainConfig fields)
     "epochs5": ("5 epochs, best dev checkpoint", dict(epochs=5)),
     "epochs3-bigrams": ("3 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=3, bigram_buckets=65536)),
     "epochs5-bigrams": ("5 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=5, bigram_buckets=65536)),
+    "epochs3-bigrams-mean": ("epochs3-bigrams, the mean of the tokens' states classified instead of [CLS] (--pooling mean)",
+                             dict(epochs=3, bigram_buckets=65536, pooling="mean")),
+    "epochs3-bigrams-fgm": ("epochs3-bigrams with FGM adversarial training on the word embeddings (--adv fgm)",
+                            dict(epochs=3, bigram_buckets=65536, adv="fgm")),
+    "epochs3-bigrams-dropout": ("epochs3-bigrams with dropout 0.1 (--dropout 0.1; the model has none)",
+                                dict(epochs=3, bigram_buckets=65536, dropout=0.1)),
+    "epochs3-bigrams-rdrop": ("epochs3-bigrams-dropout with R-Drop, weight 1 (--dropout 0.1 --rdrop 1)",
+                              dict(epochs=3, bigram_buckets=65536, dropout=0.1, rdrop=1.0)),
 }
 
 
@@ -78,6 +86,8 @@ def main() -> None:
         a.keep, a.runs = True, []
     if a.task == "classify" and any("crf_lr" in RUNS[r][1] for r in a.runs):
         p.error("the CRF runs apply to --task ner only")
+    if a.task == "ner" and any("pooling" in RUNS[r][1] for r in a.runs):
+        p.error("the pooling runs apply to --task classify only")
     ner = a.task == "ner"
     metric, columns = ("f1", ("precision", "recall")) if ner else ("accuracy", ("macro_f1",))
     data = "peoples-daily-ner" if ner else "reviews-zh"

@@ -162,6 +162,7 @@ TRAIN_FLAGS = {
     "max_length": ("tokens per example; longer ones are truncated (ner: read as windows) and counted in the log", None),
     "stride": ("ner: tokens two windows of a longer sentence share (default 32, at most half a window; -1: cut at --max-length)", None),
     "truncation": ("classify: a longer text keeps its head, or its first quarter and last three quarters", ["head", "head+tail"]),
+    "pooling": ("classify, pair: the sentence vector: the [CLS] state (through the family's pooler) or the mean of the tokens", ["cls", "mean"]),
     "merge": ("ner: a word's tag from the window where it is farthest from a cut, or its emissions averaged over windows", ["edge", "mean"]),
     "bf16": ("bf16 autocast on CPU or GPU", None),
     "checkpointing": ("activation checkpointing: less memory for long sequences, ~1/3 more compute", None),

@@ -220,6 +220,14 @@ class ClassificationHead(nn.Module):
         return self.out(self.drop(self.act(self.dense(self.drop(h)))))
 
 
+POOLINGS = ("cls", "mean")  # the sentence vector of bertkit's own classifiers (TrainConfig.pooling)
+
+
+def masked_mean(h, mask):  # h [B, T, H], mask [B, T] -> [B, H]: the mean over the real tokens
+    m = mask.to(h.dtype)[..., None]
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 class ModernClassificationHead(nn.Module):
     """transformers' ModernBERT classifier head: the [CLS] state or the mean of the real tokens (its config's
     classifier_pooling), then dense + classifier_activation + LayerNorm (its prediction head), dropout, out."""
@@ -228,7 +236,7 @@ class ModernClassificationHead(nn.Module):
         super().__init__()
         m, H = c.modern, c.hidden_size
         self.pooling = c.extra.get("classifier_pooling", "cls")
-        if self.pooling not in ("cls", "mean"):
+        if self.pooling not in POOLINGS:
             raise BertkitError(f"classifier_pooling must be 'cls' or 'mean', not {self.pooling!r}.")
         self.dense = nn.Linear(H, H, bias=m.classifier_bias)
         self.act = ACTIVATIONS[m.classifier_activation]
@@ -237,16 +245,14 @@ class ModernClassificationHead(nn.Module):
         self.out = nn.Linear(H, labels)
 
     def forward(self, h, mask):  # h [B, T, H], mask [B, T] -> [B, C]
-        if self.pooling == "mean":
-            m = mask.to(h.dtype)[..., None]
-            v = (h * m).sum(1) / m.sum(1)
-        else:
-            v = h[:, 0]
+        v = masked_mean(h, mask) if self.pooling == "mean" else h[:, 0]
         return self.out(self.drop(self.norm(self.act(self.dense(v)))))
 
 
 class BertForSequenceClassification(PretrainedMixin, nn.Module):
-    """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits.
+    """Pooled [CLS] vector (or the raw [CLS] state in families without a pooler) -> dropout -> C logits; with
+    pooling "mean" in the task entry (`bertkit train --pooling mean`) the mean of the real tokens' states instead
+    (no pooler: transformers has no such BERT classifier, and reads this one as [CLS]-pooled).
 
     A transformers RoBERTa/XLM-RoBERTa, ELECTRA or ModernBERT classifier (a bge reranker) keeps its own head
     (`cls_head`); bertkit's own fine-tuning puts the one classifier above on every family."""
@@ -255,7 +261,10 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         style, n = hf_head(config), len(labels_of(config))
-        self.bert = BertModel(config, add_pooler=style not in ("roberta", "electra", "modernbert"))
+        self.pooling = (config.extra.get("bertkit") or {}).get("pooling", "cls")
+        if self.pooling not in POOLINGS:
+            raise BertkitError(f"the config's pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}.")
+        self.bert = BertModel(config, add_pooler=style not in ("roberta", "electra", "modernbert") and self.pooling == "cls")
         self.drop = nn.Dropout(config.hidden_dropout_prob)
         self.classifier, self.cls_head = None, None
         if style == "modernbert":
@@ -278,6 +287,9 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
             logits = self.cls_head(out.last_hidden_state, mask)
         elif self.cls_head is not None:
             logits = self.cls_head(out.last_hidden_state[:, 0])
+        elif self.pooling == "mean":
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            logits = self.classifier(self.drop(masked_mean(out.last_hidden_state, mask)))
         else:
             pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
             logits = self.classifier(self.drop(pooled))

@@ -243,6 +243,28 @@ def test_bert_classifier_loads_in_transformers(tmp_path, small):
     assert ref.config.id2label == {0: "0", 1: "1"}
 
 
+def test_mean_pooled_classifier(tmp_path, small, capsys):
+    """--pooling mean: the classifier reads the mean of the real tokens' states (no pooler is built), recorded in
+    config.json, so that the reloaded model, predict and a padded batch all compute the same."""
+    train(tiny(tmp_path / "run", small, max_steps=3, eval_every=3, pooling="mean"))
+    ours, tok = bertkit.serving.load.load_finetuned(tmp_path / "run")
+    assert ours.bert.pooler is None and ours.config.extra["bertkit"]["pooling"] == "mean"
+    batch = tok(["很好用", "太差了，再也不买"])
+    with torch.no_grad():
+        logits = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        h = ours.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state
+        m = batch["attention_mask"][..., None].float()
+        torch.testing.assert_close(logits, ours.classifier((h * m).sum(1) / m.sum(1)))
+        alone = ours(*(tok(["很好用"])[k] for k in ("input_ids", "attention_mask", "token_type_ids")))
+        torch.testing.assert_close(alone[0], logits[0], atol=1e-5, rtol=1e-5)  # padding does not enter the mean
+    assert main(["predict", str(tmp_path / "run" / "model"), "很好用"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("0", "1")
+    args = ["train", "ner", "--model", "bert-tiny", "--data", "peoples-daily-ner", "--out", str(tmp_path / "ner"), "--quiet"]
+    assert main([*args, "--pooling", "mean"]) == 1
+    assert "--pooling chooses the sentence vector of classify and pair; ner tags every word." in capsys.readouterr().err
+    assert not (tmp_path / "ner").exists()
+
+
 # ---- bad input: one sentence, exit 1, nothing written ------------------------------------------
 
 

@@ -29,7 +29,7 @@ from ..data.datasets import SPLITS, load_dataset, read_task_file
 from ..data.features import TRUNCATIONS, check_stride, collate, default_stride, encode
 from ..data.metrics import bio_problems, repair_bio
 from ..errors import BertkitError
-from ..heads import MODEL_CLASSES, TASKS, labels_of, set_task
+from ..heads import MODEL_CLASSES, POOLINGS, TASKS, labels_of, set_task
 from ..io.files import existing_dir, replace_dir
 from ..serving.load import load_finetuned
 from ..serving.predict import MERGES, evaluate_examples, main_metric
@@ -78,6 +78,7 @@ class TrainConfig:
     # (default: 32, or half a window if less); -1: cut at max_length instead
     merge: str = "edge"  # ner: a word's tag from the window where it is farthest from a cut (edge), or mean emissions (mean)
     truncation: str = "head"  # classify: a longer text keeps its head, or its head and tail ("head+tail")
+    pooling: str = "cls"  # classify, pair: the [CLS] state (through the family's pooler) or the mean of the tokens ("mean")
     bf16: bool = False  # bf16 autocast (fp32 master weights)
     checkpointing: bool = False  # activation checkpointing: recompute each layer in backward (long sequences)
     ema: float = 0.0  # EMA decay, e.g. 0.999; 0 = off
@@ -186,6 +187,8 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
         info |= dict(stride=ner_stride(cfg) if ner_stride(cfg) is not None else -1, merge=cfg.merge)
     if cfg.task == "classify":
         info["truncation"] = cfg.truncation
+    if cfg.pooling != "cls":
+        info["pooling"] = cfg.pooling  # config.json names it only where it is not transformers' [CLS]
     if cfg.task == "ner":
         info["tokens"] = "chars" if all(len(w) == 1 for e in splits["train"][:1000] for w in e.tokens) else "words"
     random_init = cfg.model in PRESETS or cfg.model.endswith(".json")
@@ -368,6 +371,10 @@ def train(cfg: TrainConfig) -> dict:
         raise BertkitError(f"--merge {cfg.merge!r} is not one of {', '.join(MERGES)}.")
     if cfg.truncation not in TRUNCATIONS:
         raise BertkitError(f"--truncation {cfg.truncation!r} is not one of {', '.join(TRUNCATIONS)}.")
+    if cfg.pooling not in POOLINGS:
+        raise BertkitError(f"--pooling {cfg.pooling!r} is not one of {', '.join(POOLINGS)}.")
+    if cfg.pooling != "cls" and cfg.task == "ner":
+        raise BertkitError("--pooling chooses the sentence vector of classify and pair; ner tags every word.")
     if not cfg.crf_lr > 0:
         raise BertkitError(f"--crf-lr must be a positive multiple of --lr, not {cfg.crf_lr}.")
     if cfg.crf_lr != 1.0 and not cfg.crf:
