@@ -417,6 +417,14 @@ def warn_slow_bf16(args) -> None:
               "so --bf16 runs slower than fp32 here.", file=sys.stderr)
 
 
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def peer_lost(e: Exception) -> bool:
+    """Whether a collective failed because another process of the group stopped (gloo's and nccl's words for it)."""
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_LOST)  # torch's DistBackendError is one
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -437,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: one line, and how to see more
         if args.debug:
             raise
+        if peer_lost(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"bertkit {args.command}: error: another process of this run went away ({first}); under torchrun "
+                  "--max-restarts the group starts again, and --auto-resume continues from the last checkpoint.", file=sys.stderr)
+            return 1
         print(f"bertkit {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 2
     return 0

@@ -271,3 +271,28 @@ def test_flags_take_their_defaults_from_the_run_dataclasses():
             assert parsed[command][name] == fields[name].default, (command, name)
     switched = vars(p.parse_args(["pretrain", "--model", "m", "--out", "o", "--max-steps", "1", "--wwm", "--bf16", "--resume"]))
     assert switched["wwm"] and switched["bf16"] and switched["resume"]
+
+
+def test_a_lost_peer_is_one_sentence(monkeypatch, capsys):
+    """A collective that fails because another process of the run stopped (gloo's words) is named as that, with what
+    to do, not reported as an internal error."""
+    import torch.distributed as dist
+
+    import bertkit.cli
+
+    def lost(args):
+        raise dist.DistBackendError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29411\nmore")
+
+    monkeypatch.setattr(bertkit.cli, "cmd_summary", lost)
+    assert bertkit.cli.main(["summary", "bert-tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("bertkit summary: error: another process of this run went away ([../third_party/gloo/gloo/transport/tcp/pair.cc:534] "
+                   "Connection closed by peer [127.0.0.1]:29411); under torchrun --max-restarts the group starts again, and "
+                   "--auto-resume continues from the last checkpoint.")
+
+    def bug(args):
+        raise RuntimeError("shapes do not match")
+
+    monkeypatch.setattr(bertkit.cli, "cmd_summary", bug)
+    assert bertkit.cli.main(["summary", "bert-tiny"]) == 2
+    assert "internal error: RuntimeError: shapes do not match" in capsys.readouterr().err
