@@ -41,7 +41,7 @@ RUNS = {  # name -> (what changes, TrainConfig fields)
                              dict(epochs=3, bigram_buckets=65536, pooling="mean")),
     "epochs3-bigrams-fgm": ("epochs3-bigrams with FGM adversarial training on the word embeddings (--adv fgm)",
                             dict(epochs=3, bigram_buckets=65536, adv="fgm")),
-    "epochs3-bigrams-dropout": ("epochs3-bigrams with dropout 0.1 (--dropout 0.1; the model has none)",
+    "epochs3-bigrams-dropout": ("epochs3-bigrams with dropout 0.1 (--dropout 0.1; roformer-tiny-zh has none)",
                                 dict(epochs=3, bigram_buckets=65536, dropout=0.1)),
     "epochs3-bigrams-rdrop": ("epochs3-bigrams-dropout with R-Drop, weight 1 (--dropout 0.1 --rdrop 1)",
                               dict(epochs=3, bigram_buckets=65536, dropout=0.1, rdrop=1.0)),

@@ -278,11 +278,11 @@ class PretrainedMixin:
 
         if tokenizer is None and self.source_dir is not None and Tokenizer.can_load(self.source_dir):
             tokenizer = Tokenizer.from_pretrained(self.source_dir)
-        sd = {self._full(k): v.detach().cpu() for k, v in self.state_dict().items()}
-        hf = to_hf(sd, self.config, base_model=self.is_backbone)
         # the dtype a source config recorded no longer describes what we write
         extra = {k: v for k, v in self.config.extra.items() if k not in ("dtype", "torch_dtype")}
         config = dataclasses.replace(self.config, architectures=[self.hf_architecture()], extra=extra)
+        sd = {self._full(k): v.detach().cpu() for k, v in self.state_dict().items()}
+        hf = to_hf(sd, config, base_model=self.is_backbone)  # named as the class written (a classifier's source read as an MLM)
 
         def write(tmp: Path) -> None:
             config.save(tmp / "config.json")

@@ -417,12 +417,16 @@ def warn_slow_bf16(args) -> None:
               "so --bf16 runs slower than fp32 here.", file=sys.stderr)
 
 
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+             "remote process exited or there was a network error")
 
 
 def peer_lost(e: Exception) -> bool:
     """Whether a collective failed because another process of the group stopped (gloo's and nccl's words for it)."""
-    return isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_LOST)  # torch's DistBackendError is one
+    import os
+
+    several = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1  # a process of a torchrun group
+    return several and isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_LOST)  # torch's DistBackendError is one
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .crf import CRF, bio_constraints
 from .errors import BertkitError
-from .model import ACTIVATIONS, BertModel
+from .model import ACTIVATIONS, BertModel, mean_pool
 
 IGNORE_INDEX = -100  # label of positions that carry no MLM loss (the convention of torch's cross_entropy)
 
@@ -175,7 +175,7 @@ HF_MAX_LENGTH = 512  # a transformers classifier's inputs are cut here (bge-rera
 
 
 def hf_head(config: BertConfig) -> str | None:
-    """The head of a transformers sequence classifier ("bert", "electra" or "roberta"), None for anything else
+    """The head of a transformers sequence classifier ("bert", "electra", "roberta" or "modernbert"), None for anything else
     (bertkit's own classifiers, base models)."""
     if isinstance(config.extra.get("bertkit"), dict) or not config.architectures:
         return None
@@ -223,9 +223,8 @@ class ClassificationHead(nn.Module):
 POOLINGS = ("cls", "mean")  # the sentence vector of bertkit's own classifiers (TrainConfig.pooling)
 
 
-def masked_mean(h, mask):  # h [B, T, H], mask [B, T] -> [B, H]: the mean over the real tokens
-    m = mask.to(h.dtype)[..., None]
-    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+def masked_mean(h, mask):  # h [B, T, H], mask [B, T] -> [B, H]: the mean over the real tokens, summed in fp32
+    return mean_pool(h.float(), mask).to(h.dtype)
 
 
 class ModernClassificationHead(nn.Module):
@@ -276,7 +275,7 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
         (self.cls_head or self.classifier).apply(self.bert.init_weights)
 
     def hf_architecture(self) -> str:
-        """A transformers classifier keeps its class (its head is RoBERTa's or ELECTRA's, not BERT's)."""
+        """A transformers classifier keeps its class (its head is RoBERTa's, ELECTRA's or ModernBERT's, not BERT's)."""
         return self.config.architectures[0] if self.cls_head is not None else type(self).__name__
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, hidden: bool = False):

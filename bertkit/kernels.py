@@ -219,7 +219,7 @@ OUTLIER_SHARE = 1 / 48  # input channels per layer kept in fp32 (8 of 384, 32 of
 
 
 def quantize_int8(model: nn.Module, calibration: dict | None = None,
-                  keep=("pooler", "mlm", "classifier", "nsp", "head")) -> int:
+                  keep=("pooler", "mlm", "classifier", "cls_head", "nsp", "head")) -> int:
     """Turn the encoder layers' nn.Linear into Int8Linear (the embeddings, pooler and task heads stay as they
     are: small, and where an error would show most). The outlier channels of each layer are the inputs
     whose magnitude runs largest on `calibration` (model inputs by name; default: random ids of two

@@ -284,6 +284,9 @@ def test_a_lost_peer_is_one_sentence(monkeypatch, capsys):
         raise dist.DistBackendError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29411\nmore")
 
     monkeypatch.setattr(bertkit.cli, "cmd_summary", lost)
+    assert bertkit.cli.main(["summary", "bert-tiny"]) == 2  # one process alone has no peer: a bug
+    assert "internal error" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
     assert bertkit.cli.main(["summary", "bert-tiny"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == ("bertkit summary: error: another process of this run went away ([../third_party/gloo/gloo/transport/tcp/pair.cc:534] "

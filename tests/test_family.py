@@ -188,6 +188,10 @@ def test_modernbert_sequence_classifier_matches_transformers(tmp_path, kw):
     back = tf.ModernBertForSequenceClassification.from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
         torch.testing.assert_close(back(**batch).logits, want, atol=1e-5, rtol=1e-4)
+    # read as an MLM (new head), it saves as one: its names are the MLM's again
+    mlm = bertkit.BertForMaskedLM.from_pretrained(tmp_path / "src", new_heads=True, verbose=False)
+    mlm.save_pretrained(tmp_path / "mlm")
+    assert tf.ModernBertForMaskedLM.from_pretrained(tmp_path / "mlm").head.dense.weight.shape == mlm.mlm.transform.weight.shape
 
 
 def test_roberta_positions_skip_padding():

@@ -259,6 +259,12 @@ def test_mean_pooled_classifier(tmp_path, small, capsys):
         torch.testing.assert_close(alone[0], logits[0], atol=1e-5, rtol=1e-5)  # padding does not enter the mean
     assert main(["predict", str(tmp_path / "run" / "model"), "很好用"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("0", "1")
+    # fine-tuned again with the other sentence vector, the classifier starts afresh (the same labels keep it otherwise)
+    for pooling, kept in (("mean", True), ("cls", False)):
+        again = tmp_path / f"again-{pooling}"
+        train(tiny(again, small, model=str(tmp_path / "run" / "model"), tokenizer=None, max_steps=1, eval_every=1, lr=1e-12, pooling=pooling))
+        same = torch.equal(weights(again, "model")["classifier.weight"], weights(tmp_path / "run", "model")["classifier.weight"])
+        assert same == kept
     args = ["train", "ner", "--model", "bert-tiny", "--data", "peoples-daily-ner", "--out", str(tmp_path / "ner"), "--quiet"]
     assert main([*args, "--pooling", "mean"]) == 1
     assert "--pooling chooses the sentence vector of classify and pair; ner tags every word." in capsys.readouterr().err

@@ -155,7 +155,10 @@ def test_param_groups_no_decay_on_norms_and_biases():
 def test_make_optimizer_steps():
     model = Classifier()
     opt = make_optimizer(model, lr=1e-3, weight_decay=0.1)
-    assert isinstance(opt, torch.optim.AdamW) and opt.defaults.get("fused")  # torch has the fused kernel for CPU
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    cpu_fused = "cpu" in _get_fused_kernels_supported_devices()  # torch >= 2.4
+    assert isinstance(opt, torch.optim.AdamW) and bool(opt.defaults.get("fused")) == cpu_fused
     decay, no_decay = opt.param_groups
     assert (decay["weight_decay"], no_decay["weight_decay"], decay["lr"]) == (0.1, 0.0, 1e-3)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -182,7 +185,9 @@ def test_make_optimizer_steps():
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
     assert not fused_supported([torch.zeros(2), torch.zeros(2, dtype=torch.int64)])
-    assert not fused_supported([torch.zeros(2), torch.zeros(2, device="meta")])
+    assert not fused_supported([torch.zeros(2, device="meta")])  # no kernel for that device
+    assert not fused_supported([torch.zeros(2), torch.zeros(2, device="meta")])  # two device types
+    assert fused_supported([torch.zeros(2, dtype=torch.bfloat16), nn.Parameter(torch.zeros(2))]) == cpu_fused
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])

@@ -40,7 +40,8 @@ class Backend(Protocol):
     def describe(self) -> dict: ...
 
     def lengths(self, endpoint: str, items: list) -> list[int]:
-        """Untruncated token counts (with [CLS]/[SEP]), for grouping by length."""
+        """Untruncated token counts (with [CLS]/[SEP]), for grouping by length. Embed items are texts or
+        (prompt, text) pairs (TEI's prompt_name), whose prompt goes before its text."""
 
     def run(self, endpoint: str, items: list, lengths: list[int]) -> list[dict]:
         """One result row per item, in order (embed rows carry a float32 numpy vector)."""
@@ -92,7 +93,8 @@ class ModelBackend:
         """items: texts, or (prompt, text) pairs: the prompt goes before its text, and its tokens are left out of pooling
         where the model's Pooling says include_prompt false (as sentence-transformers does)."""
         texts = [prompted(x) for x in items]
-        skips = [0 if isinstance(x, str) or self.include_prompt else prompt_length(self.tok, x[0]) for x in items]
+        counts = {} if self.include_prompt else {x[0]: prompt_length(self.tok, x[0]) for x in items if not isinstance(x, str)}
+        skips = [0 if isinstance(x, str) else counts.get(x[0], 0) for x in items]
         vectors = encode_sentences(self.encoder, self.tok, texts, self.pooling, batch_size=len(texts), max_length=self.max_length,
                                    skips=skips)
         return [{"text": t, "embedding": v, "truncated": n > self.max_length} for t, v, n in zip(texts, vectors, lengths)]

@@ -66,7 +66,10 @@ def init_student(student, teacher, layer_map: list[int]) -> None:
         own, theirs = student.bert.layers[i].state_dict(), teacher.bert.layers[t - 1].state_dict()
         # ModernBERT's first block has no attention norm: a block mapped to or from it keeps the other's norm as it is
         student.bert.layers[i].load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=set(own) == set(theirs))
+    same_vector = getattr(student, "pooling", "cls") == getattr(teacher, "pooling", "cls")
     for name in ("pooler", "final_norm", "classifier", "crf"):
+        if name == "classifier" and not same_vector:  # trained on the teacher's other sentence vector (--pooling)
+            continue
         in_bert = name in ("pooler", "final_norm")
         s_mod, t_mod = getattr(student.bert if in_bert else student, name, None), getattr(teacher.bert if in_bert else teacher, name, None)
         if s_mod is not None and t_mod is not None:

@@ -208,8 +208,10 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
         d, config, conv = read_pretrained(cfg.model)
         tokenizer = tokenizer or Tokenizer.from_pretrained(cfg.tokenizer or d)
         old = config.extra.get("id2label")
-        if old and [old[k] for k in sorted(old, key=int)] != labels:  # a classifier for other labels: start afresh
-            for k in [k for k in conv.state_dict if k.startswith(("classifier.", "crf."))]:
+        pooled = (config.extra.get("bertkit") or {}).get("pooling", "cls")
+        if old and [old[k] for k in sorted(old, key=int)] != labels or pooled != cfg.pooling:
+            # a classifier for other labels, or of another sentence vector: its head starts afresh
+            for k in [k for k in conv.state_dict if k.startswith(("classifier.", "cls_head.", "crf."))]:
                 del conv.state_dict[k]
     if tokenizer.vocab_size > config.vocab_size:
         raise BertkitError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding only {config.vocab_size} rows: they do not belong together.")

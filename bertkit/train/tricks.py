@@ -88,17 +88,20 @@ def param_groups(model: nn.Module, weight_decay: float, crf_lr: float = 1.0, lay
     return out
 
 
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def fused_supported(params: list[torch.Tensor]) -> bool:
-    """Whether torch's fused AdamW kernel takes every one of `params`: dense floating-point tensors on a device it
-    has the kernel for, all on one device type."""
+    """Whether torch's fused AdamW kernel takes every one of `params`: plain dense tensors of fp16, bf16, fp32 or fp64
+    on a device it has the kernel for, all on one device type (torch's CPU kernel came in 2.4)."""
     try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
         devices = set(_get_fused_kernels_supported_devices())
     except ImportError:  # an older torch: fused on CUDA only
         devices = {"cuda"}
     kinds = {p.device.type for p in params}
     return (len(kinds) == 1 and kinds <= devices
-            and all(p.is_floating_point() and not p.is_sparse for p in params))
+            and all(type(p) in (torch.Tensor, nn.Parameter) and p.dtype in FUSED_DTYPES and not p.is_sparse for p in params))
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-6,
@@ -106,7 +109,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01, beta
     """AdamW on `param_groups`, each group at lr times its scale (crf_lr, layer_decay: see lr_scale). eps 1e-6 is
     BERT's. `fused=None` picks torch's one-kernel fused update when it has one for every parameter's device and dtype
     (CPU and CUDA do): on 2 CPU cores it took the step of a 2-layer model with a 65536-row bigram table from 59 ms
-    (multi-tensor `foreach`) to 10 ms, and the same model without the table from 11.5 to 2.7 ms; elsewhere torch
+    (torch's default CPU update, one tensor at a time) to 10 ms, and the same model without the table from 11.5 to 2.7 ms; elsewhere torch
     chooses itself."""
     groups = param_groups(model, weight_decay, crf_lr, layer_decay)
     for g in groups:
