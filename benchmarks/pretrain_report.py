@@ -89,8 +89,8 @@ class Results:
 PROTOCOL_KEYS = ("model", "vocab_size", "minutes", "budget", "pretrain_lr", "pretrain_batch", "pretrain_max_length", "warmup", "bf16",
                  "pretrain_bigram_buckets")
 PROTOCOL_DEFAULTS = {"pretrain_bigram_buckets": 0}  # what runs made before these options existed used
-FINETUNE_KEYS = ("epochs", "lr", "max_length", "bigram_buckets", "pooling")
-FINETUNE_DEFAULTS = {"bigram_buckets": 0, "windows": False, "pooling": "cls"}  # what runs made before these options existed used
+FINETUNE_KEYS = ("epochs", "lr", "max_length", "bigram_buckets", "pooling", "adv")
+FINETUNE_DEFAULTS = {"bigram_buckets": 0, "windows": False, "pooling": "cls", "adv": None, "adv_tasks": ["classify"]}  # what runs made before these options existed used
 DISTILL_KEYS = ("temperature", "alpha", "student_init", "soft_targets")  # students only
 DISTILL_DEFAULTS = {"student_init": "spread", "soft_targets": "logits"}  # what runs made before these options existed used
 
@@ -100,6 +100,8 @@ def run_settings(args: dict, task: str, student: bool = False) -> dict:
     if task == "ner":
         s["epochs"] = args.get("ner_epochs") or args["epochs"]
         s["pooling"] = "cls"  # a tagger pools nothing
+    if task not in (args.get("adv_tasks") or FINETUNE_DEFAULTS["adv_tasks"]) or student:
+        s["adv"] = None  # adversarial training where asked, never for a student (its loss is the teacher's)
         s["windows"] = True  # the library reads long sentences as windows (runs recorded before it did were cut at max length)
     if student:
         s |= {k: args.get(k, DISTILL_DEFAULTS.get(k)) for k in DISTILL_KEYS}
@@ -235,7 +237,7 @@ def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: 
                       epochs=a.ner_epochs if task == "ner" else a.epochs,
                       batch_size=32, lr=a.lr, max_length=a.max_length, bf16=a.bf16, seed=seed, crf=task == "ner", repair_bio=True,
                       tokenizer=str(vocab) if random_init and "teacher" not in extra else None, quiet=True,
-                      pooling=a.pooling if task == "classify" else "cls",
+                      pooling=a.pooling if task == "classify" else "cls", adv=settings["adv"],
                       bigram_buckets=0 if "teacher" in extra else a.bigram_buckets or a.pretrain_bigram_buckets, **extra)  # a student: its teacher's
     log(f"fine-tuning {key}")
     t = time.perf_counter()
@@ -322,6 +324,8 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           + (", long sentences read as windows (the library's default stride)" if windowed(res) else "")
           + (f", a hashed token-bigram table of {a.bigram_buckets} rows added to the embeddings (zeros at the start)" if getattr(a, "bigram_buckets", 0) else "")
           + (", reviews classified from the mean of the tokens' states (`--pooling mean`)" if a.pooling == "mean" else "")
+          + (f", {a.adv.upper()} adversarial training on the word embeddings for {' and '.join(DATA[t] for t in a.adv_tasks)} (not for students)"
+             if a.adv else "")
           + "; best dev checkpoint scored on the test split. "
           f"reviews-zh train examples: {a.train_limit or 'all'}; peoples-daily-ner train examples: {a.ner_train_limit or 'all'} "
           "(a subset is the first N of a fixed shuffle, seed 0). Dev and test are always complete.",
@@ -502,6 +506,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ner-epochs", type=int, default=None, help="peoples-daily-ner fine-tuning epochs (default: --epochs)")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--adv", choices=["fgm", "pgd"], default=None, help="adversarial training on the word embeddings (docs/results-recipe-pretrained-bigrams-reviews.md)")
+    p.add_argument("--adv-tasks", choices=["classify", "ner"], nargs="+", default=["classify"], help="the tasks --adv applies to")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="reviews-zh: classify the [CLS] state or the mean of the tokens")
     p.add_argument("--bigram-buckets", type=int, default=65536,
                    help="fine-tuning: add a hashed token-bigram table of this many rows (0: none; docs/results-recipe-pretrained.md)")
