@@ -37,6 +37,7 @@ RUNS = {  # name -> (what changes, TrainConfig fields)
     "epochs5": ("5 epochs, best dev checkpoint", dict(epochs=5)),
     "epochs3-bigrams": ("3 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=3, bigram_buckets=65536)),
     "epochs5-bigrams": ("5 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=5, bigram_buckets=65536)),
+    "epochs7-bigrams": ("7 epochs, hashed token bigrams as an input (--bigram-buckets 65536)", dict(epochs=7, bigram_buckets=65536)),
     "epochs3-bigrams-mean": ("epochs3-bigrams, the mean of the tokens' states classified instead of [CLS] (--pooling mean)",
                              dict(epochs=3, bigram_buckets=65536, pooling="mean")),
     "epochs3-bigrams-fgm": ("epochs3-bigrams with FGM adversarial training on the word embeddings (--adv fgm)",
