@@ -322,7 +322,9 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           f"- Fine-tuning: {a.epochs} epoch(s)" + (f" (NER: {a.ner_epochs})" if a.ner_epochs != a.epochs else "") + f", batch 32, lr {a.lr}, warm-up 10%, max length {a.max_length}, "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}; NER with the CRF head"
           + (", long sentences read as windows (the library's default stride)" if windowed(res) else "")
-          + (f", a hashed token-bigram table of {a.bigram_buckets} rows added to the embeddings (zeros at the start)" if getattr(a, "bigram_buckets", 0) else "")
+          + ((", the pretrained bigram table kept" if getattr(a, "pretrain_bigram_buckets", 0) else
+              f", a hashed token-bigram table of {a.bigram_buckets} rows added to the embeddings (zeros at the start)")
+             if getattr(a, "bigram_buckets", 0) else "")
           + (", reviews classified from the mean of the tokens' states (`--pooling mean`)" if a.pooling == "mean" else "")
           + (f", {a.adv.upper()} adversarial training on the word embeddings for {' and '.join(DATA[t] for t in a.adv_tasks)} (not for students)"
              if a.adv else "")
