@@ -10,7 +10,7 @@ baseline.
 Full protocol (the defaults): roformer-tiny-zh (bert-tiny's size with rotary positions, init std 0.05, no
 dropout: docs/results-pretrain-ablation.md says why), bf16 where the hardware makes it fast, an 8000-token WordPiece vocabulary built on zh-corpus (shared
 by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 5 epochs
-at max length 128 (NER: sliding windows) with a 65536-row token-bigram table added, seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
+at max length 128 (NER: sliding windows) with a 65536-row token-bigram table added (and FGM on reviews-zh), seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
 from the teacher) distilled on both tasks from the best pretrained model's seed-1 fine-tuned model.
 
 Every finished step (vocabulary, corpus, each pretraining, each fine-tuning run) is recorded in the
@@ -508,7 +508,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ner-epochs", type=int, default=None, help="peoples-daily-ner fine-tuning epochs (default: --epochs)")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--adv", choices=["fgm", "pgd"], default=None, help="adversarial training on the word embeddings (docs/results-recipe-pretrained-bigrams-reviews.md)")
+    p.add_argument("--adv", choices=["fgm", "pgd", "none"], default="fgm",
+                   help="adversarial training on the word embeddings for --adv-tasks (docs/results-recipe-pretrained-bigrams-reviews.md)")
     p.add_argument("--adv-tasks", choices=["classify", "ner"], nargs="+", default=["classify"], help="the tasks --adv applies to")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="reviews-zh: classify the [CLS] state or the mean of the tokens")
     p.add_argument("--bigram-buckets", type=int, default=65536,
@@ -539,6 +540,7 @@ def main() -> None:
         a.bf16 = bf16_is_fast()
     a.ner_seeds = a.ner_seeds or a.seeds
     a.ner_epochs = a.ner_epochs or a.epochs
+    a.adv = None if a.adv == "none" else a.adv
     if a.pretrain_bigram_buckets and a.bigram_buckets not in (0, a.pretrain_bigram_buckets):
         parser.error(f"--bigram-buckets {a.bigram_buckets} differs from --pretrain-bigram-buckets {a.pretrain_bigram_buckets}: the pretrained "
                      "models keep their table; give the same size (or 0).")
