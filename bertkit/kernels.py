@@ -67,6 +67,23 @@ def onednn_linear() -> bool:
         return False
 
 
+@functools.cache
+def onednn_dtype(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's prepacked linear runs in `dtype` on this CPU (bf16 needs AVX512-BW/VL/DQ or AVX-NE-CONVERT:
+    an AVX2-only CPU refuses it at the reorder, so such layers fall back to F.linear)."""
+    if not onednn_linear():
+        return False
+    if dtype == torch.float32:
+        return True
+    try:
+        w = torch.ones(40, 24, dtype=dtype)
+        got = torch.ops.mkldnn._linear_pointwise(torch.ones(5, 24, dtype=dtype), torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH),
+                                                 None, "none", [], "")
+        return bool(float(got[0, 0]) == 24.0)
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
 def int8_matmul() -> bool:
     """Whether torch._int_mm runs on this CPU (torch >= 2.2)."""
     return _int_mm_works()
@@ -139,7 +156,7 @@ class PackedLinear(nn.Module):
 
     def forward(self, x):
         fast = (not _REFERENCE[0] and x.device.type == "cpu" and x.dtype == self.weight.dtype and not torch.jit.is_tracing()
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)))
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)) and onednn_dtype(x.dtype))
         if fast:
             op = _onednn_linear if torch.compiler.is_compiling() else _onednn_linear_eager
             return op(x, self.packed(), self.bias, self.weight.shape[0], self.act is not None)
