@@ -300,8 +300,10 @@ def _identity(x):
 
 
 def kernels_of(model: nn.Module) -> str:
-    """Which kernels the model's linear layers run: "int8", "onednn", or "torch" (plain)."""
+    """Which kernels the model's linear layers run: "int8", "onednn", or "torch" (plain; also prepacked layers
+    whose dtype this CPU's oneDNN refuses, as bf16 on an AVX2-only CPU: they run F.linear)."""
     kinds = {type(m) for m in model.modules()}
     if Int8Linear in kinds:
         return "int8"
-    return "onednn" if PackedLinear in kinds else "torch"
+    packed = any(isinstance(m, PackedLinear) and onednn_dtype(m.weight.dtype) for m in model.modules())
+    return "onednn" if packed else "torch"

@@ -68,6 +68,20 @@ def test_gelu_is_fused_and_training_runs_plain_and_repacks():
     assert (after - before).abs().max() > 1e-3 and (after - ref).abs().max() <= TOL
 
 
+@needs_onednn
+def test_kernels_of_tells_the_truth_where_onednn_refuses_a_dtype(monkeypatch):
+    # an AVX2-only CPU refuses oneDNN bf16: the prepacked layers run F.linear and describe() must say "torch"
+    model = tiny_bert().to(torch.bfloat16)
+    prepack(model)
+    assert kernels_of(model) == ("onednn" if kernels.onednn_dtype(torch.bfloat16) else "torch")
+    monkeypatch.setattr(kernels, "onednn_dtype", lambda dtype: dtype == torch.float32)
+    assert kernels_of(model) == "torch" and kernels_of(model.float()) == "onednn"
+    ids = torch.randint(5, 99, (2, 8))
+    with torch.no_grad():
+        fast, ref = both(model, {"input_ids": ids})
+    assert (fast - ref).abs().max() <= TOL
+
+
 def test_explicit_attention_equals_sdpa():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 4, 7, 8, generator=g) for _ in range(3))
