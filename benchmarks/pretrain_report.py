@@ -221,14 +221,19 @@ def train_file(task: str, limit: int | None, work: Path) -> str | None:
     return str(path)
 
 
+def supersede(res: Results, key: str) -> None:
+    """Move run `key` out of the table into the JSON's superseded runs (kept, not reported)."""
+    res.data.setdefault("superseded_runs", {})[f"{key}@{len(res.data.get('superseded_runs', {}))}"] = res.data["runs"].pop(key)
+    res.save()
+
+
 def finetune(key: str, task: str, model: str, seed: int, a, res: Results, work: Path, vocab: Path, **extra) -> dict | None:
     settings = run_settings(vars(a), task, student="teacher" in extra)
     if key in res.data["runs"]:
         same_teacher = res.data["runs"][key].get("distill", {}).get("teacher") == extra.get("teacher")
         if same_settings(res.data["runs"][key].get("settings", settings), settings) and same_teacher:
             return res.data["runs"][key]
-        res.data.setdefault("superseded_runs", {})[f"{key}@{len(res.data.get('superseded_runs', {}))}"] = res.data["runs"].pop(key)
-        res.save()
+        supersede(res, key)
     out = work / "ft" / key.replace("/", "-")
     shutil.rmtree(out, ignore_errors=True)  # an unfinished run starts afresh
     limit = a.train_limit if task == "classify" else a.ner_train_limit
@@ -541,6 +546,8 @@ def main() -> None:
     a.ner_seeds = a.ner_seeds or a.seeds
     a.ner_epochs = a.ner_epochs or a.epochs
     a.adv = None if a.adv == "none" else a.adv
+    if a.calibration_steps < 5:
+        parser.error(f"--calibration-steps {a.calibration_steps}: give at least 5 (the first 3 steps, cold, are not timed).")
     if a.pretrain_bigram_buckets and a.bigram_buckets not in (0, a.pretrain_bigram_buckets):
         parser.error(f"--bigram-buckets {a.bigram_buckets} differs from --pretrain-bigram-buckets {a.pretrain_bigram_buckets}: the pretrained "
                      "models keep their table; give the same size (or 0).")
@@ -590,6 +597,13 @@ def main() -> None:
                 log(f"no seed-1 fine-tuned pretrained model for {task}: no distillation")
                 continue
             teacher = Path(res.data["runs"][teacher_key]["dir"]) / "model"
+            if not teacher.is_dir() and all(f"{task}/student/s{seed}" in res.data["runs"] for seed in a.student_seeds):
+                continue  # resumed in a fresh work directory with every student done: nothing to teach
+            if not teacher.is_dir():  # resumed in a fresh work directory (benchmarks/checkpoints): the teacher is trained again
+                log(f"{teacher} is gone: fine-tuning {teacher_key} again to teach the students (the earlier run is kept as superseded)")
+                supersede(res, teacher_key)
+                finetune(teacher_key, task, model_of[best], 1, a, res, work, vocab)
+                save()
             config, s_layers, t_layers = student_config(teacher, work, task)
             for seed in a.student_seeds:
                 key = f"{task}/student/s{seed}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,29 @@ def test_pretrain_report_renders_its_committed_results(tmp_path):
             if line.startswith("| MLM + whole-word masking |")]
     assert rows and all(row in rendered.splitlines() for row in rows)
     assert "94.16 ± 0.17 (n=3)" in rendered and "85.14 ± 0.43 (n=3)" in rendered
+
+
+@pytest.mark.slow
+def test_pretrain_report_resumes_from_a_kept_checkpoint(tmp_path):
+    """A later session resumes the report in a fresh work directory holding only the pretrained model (as
+    benchmarks/checkpoints keeps it): nothing is pretrained again, and the students' teacher, gone with the old work
+    directory, is fine-tuned again (the earlier run kept as superseded)."""
+    work, out = tmp_path / "work", tmp_path / "report.md"
+    args = [sys.executable, "benchmarks/pretrain_report.py", "--model", "benchmarks/configs/roformer-tiny-zh.json", "--objectives", "wwm",
+            "--minutes", "0.02", "--calibration-steps", "5", "--tasks", "ner", "--seeds", "1", "--epochs", "1", "--ner-train-limit", "48",
+            "--no-random", "--bigram-buckets", "0", "--adv", "none", "--no-bf16", "--work", str(work), "--out", str(out)]
+    env = os.environ | {"OMP_NUM_THREADS": "2"}
+    first = subprocess.run(args + ["--distill-tasks"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = json.loads(out.with_suffix(".json").read_text())
+    kept = tmp_path / "kept"
+    (work / "pre-wwm" / "model").rename(kept)
+    shutil.rmtree(work)
+    (work / "pre-wwm").mkdir(parents=True)
+    kept.rename(work / "pre-wwm" / "model")
+    second = subprocess.run(args + ["--distill-tasks", "ner", "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = json.loads(out.with_suffix(".json").read_text())
+    assert after["pretrain"] == before["pretrain"] and "] pretraining wwm" not in second.stderr + second.stdout  # no log line
+    assert "ner/student/s1" in after["runs"] and "ner/wwm/s1@0" in after["superseded_runs"]
+    assert (work / "ft" / "ner-wwm-s1" / "model").is_dir()
