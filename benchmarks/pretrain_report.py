@@ -436,11 +436,12 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
         info = next(r for k, r in res["runs"].items() if k.startswith(f"{task}/student/"))["distill"]
         t_score = res["runs"][info["teacher_key"]]["test"]
         s = statistics.mean(v for _, v in st)
-        ratio = s / t_score
+        ratio = s / t_score if t_score else None  # a teacher that scored 0 (a smoke run) has no share to keep
         half = info["student_layers"] * 2 <= info["teacher_layers"]
+        kept = f"{100 * ratio:.1f}%" if ratio is not None else "n/a (the teacher scored 0)"
         L.append(f"- Distilled student keeps ≥ 97% of its teacher's {METRIC[task]} ({DATA[task]}) at ≤ half the layers: "
-                 f"**{'met' if ratio >= 0.97 and half else 'missed'}** — student {100 * s:.2f} (mean of {len(st)} seed(s)) / teacher {100 * t_score:.2f} "
-                 f"(seed 1) = {100 * ratio:.1f}%, {info['student_layers']} of {info['teacher_layers']} layers.")
+                 f"**{'met' if ratio is not None and ratio >= 0.97 and half else 'missed'}** — student {100 * s:.2f} (mean of {len(st)} seed(s)) / "
+                 f"teacher {100 * t_score:.2f} (seed 1) = {kept}, {info['student_layers']} of {info['teacher_layers']} layers.")
     L += ["", "Targets are judged on what this (reduced) run measured; see the differences from the full protocol above.", ""]
 
     # timings
