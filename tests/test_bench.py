@@ -138,3 +138,34 @@ def test_pretrain_report_resumes_from_a_kept_checkpoint(tmp_path):
     assert after["pretrain"] == before["pretrain"] and "] pretraining wwm" not in second.stderr + second.stdout  # no log line
     assert "ner/student/s1" in after["runs"] and "ner/wwm/s1@0" in after["superseded_runs"]
     assert (work / "ft" / "ner-wwm-s1" / "model").is_dir()
+
+
+@pytest.mark.slow
+def test_electra_ablation_runs_and_probes(tmp_path):
+    """benchmarks/electra_ablation.py on a small corpus: an MLM and an ELECTRA variant pretrain, the discriminator is
+    probed on its generator's and on uniform replacements, and the table keeps its hand-written reading."""
+    from bertkit.data.corpus import prepare
+    from bertkit.data.datasets import load_dataset
+    from bertkit.tokenizer import Tokenizer
+
+    vocab = ROOT / "benchmarks" / "checkpoints" / "roformer-tiny-zh-wwm60"
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(e.text for e in list(load_dataset("reviews-zh")["train"])[:1500]), encoding="utf-8")
+    prepare(str(text), Tokenizer.from_pretrained(vocab), tmp_path / "corpus", wwm=True)
+    out = tmp_path / "ablation.md"
+    args = [sys.executable, "benchmarks/electra_ablation.py", "--vocab", str(vocab), "--corpus", str(tmp_path / "corpus"),
+            "--variants", "M", "E3", "--steps", "20", "--finetune-epochs", "0", "--work", str(tmp_path / "work"), "--out", str(out)]
+    env = os.environ | {"OMP_NUM_THREADS": "2"}
+    run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = out.read_text(encoding="utf-8")
+    assert "| M | whole-word-masked MLM" in table and "| E3 | E1 with ELECTRA-Small's generator size" in table
+    e3 = json.loads(out.with_suffix(".json").read_text())["results"]["E3"]
+    assert 0.05 < e3["probe_generator"]["replaced"] < 0.16 and 0.10 < e3["probe_uniform"]["replaced"] < 0.16
+    out.write_text(table.replace("(written by hand after the run)", "kept words"), encoding="utf-8")
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # nothing trained again
+    assert again.returncode == 0 and "steps in" not in again.stdout, again.stderr[-3000:]
+    assert "kept words" in out.read_text(encoding="utf-8")
+    bad_args = args[:3] + ["/nonexistent"] + args[4:-4] + ["--work", str(tmp_path / "bad"), "--out", str(tmp_path / "bad.md")]
+    bad = subprocess.run(bad_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

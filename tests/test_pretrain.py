@@ -543,3 +543,22 @@ def test_pretraining_with_a_bigram_table_and_continuing_it(tmp_path, prepared, c
     assert main([*common, "--model", str(tmp_path / "a" / "model"), "--bigram-buckets", "32", "--out", str(tmp_path / "c")]) != 0
     assert "has a bigram table of 64 rows; --bigram-buckets 32 asks for another size" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_generator_config_scales_width_ffn_and_heads_as_electra_does():
+    from bertkit.train.pretrain import generator_config
+
+    def shape(c):
+        return c.hidden_size, c.num_attention_heads, c.intermediate_size
+
+    tiny = bertkit.BertConfig.from_preset("roformer-tiny-zh")  # 128 wide, 2 heads of 64, FFN 512
+    assert shape(generator_config(tiny, 0.5)) == (64, 1, 256)
+    assert shape(generator_config(tiny, 0.25)) == (32, 1, 128)  # below one head: one narrower head, not a 64-wide one
+    small = bertkit.BertConfig(hidden_size=256, num_attention_heads=4, intermediate_size=1024)  # ELECTRA-Small's discriminator
+    assert shape(generator_config(small, 0.25)) == (64, 1, 256)  # the paper's generator: 1/4 of width, FFN and heads
+    base = bertkit.BertConfig.from_preset("bert-base-uncased")
+    assert shape(generator_config(base, 1 / 3)) == (256, 4, 1024)
+    torch.manual_seed(0)
+    gen = bertkit.BertForMaskedLM(generator_config(tiny, 0.25))  # the one-head generator runs (rotary on 32 dimensions)
+    ids = torch.randint(5, 100, (2, 9))
+    assert gen(ids, torch.ones_like(ids), torch.zeros_like(ids)).logits.shape == (2, 9, tiny.vocab_size)

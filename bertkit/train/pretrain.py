@@ -308,8 +308,13 @@ class ElectraPretrainer(nn.Module):
 
 
 def generator_config(c: BertConfig, fraction: float) -> BertConfig:
-    H = max(int(c.hidden_size * fraction) // c.head_size, 1) * c.head_size
-    return dataclasses.replace(c, hidden_size=H, num_attention_heads=H // c.head_size,
+    """The discriminator's config scaled by `fraction` in width, FFN size and heads (ELECTRA's generator size): whole
+    heads of the discriminator's head size, or one narrower head when the width is below one head (ELECTRA-Small's
+    1/4 of a 2-head 128-wide model is one head of 32)."""
+    H = max(int(c.hidden_size * fraction), 1)
+    heads = max(H // c.head_size, 1)
+    H = heads * c.head_size if H >= c.head_size else H
+    return dataclasses.replace(c, hidden_size=H, num_attention_heads=heads,
                                intermediate_size=max(int(c.intermediate_size * fraction), 1),
                                embedding_size=c.embed_size,
                                extra=dict(c.extra) if c.model_type in ("modernbert", "deberta-v2") else {})  # their switches live there
