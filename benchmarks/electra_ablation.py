@@ -42,7 +42,7 @@ VARIANTS = {
             dict(objective="mlm", wwm=True, mask_rate=0.40)),
     "E1": ("ELECTRA as the 60-minute reports ran it: generator 1/2 the width (64, 1 head), discriminator weight 50",
            dict(objective="electra")),
-    "E3": ("E1 with ELECTRA-Small's generator size, 1/4 of width, FFN and heads (32 wide, 1 head)",
+    "E3": ("E1 with ELECTRA-Small's generator: 1/4 of the width and FFN (32 wide, one head; the paper's is 64 of 256)",
            dict(objective="electra", generator_fraction=0.25)),
     "E4": ("E3 with ELECTRA-Small's optimisation scaled to the run: lr 5e-4, warm-up 1% of steps (10k of its 1M)",
            dict(objective="electra", generator_fraction=0.25, lr=5e-4, warmup=0.01)),

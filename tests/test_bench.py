@@ -159,7 +159,7 @@ def test_electra_ablation_runs_and_probes(tmp_path):
     run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     table = out.read_text(encoding="utf-8")
-    assert "| M | whole-word-masked MLM" in table and "| E3 | E1 with ELECTRA-Small's generator size" in table
+    assert "| M | whole-word-masked MLM" in table and "| E3 | E1 with ELECTRA-Small's generator: 1/4" in table
     e3 = json.loads(out.with_suffix(".json").read_text())["results"]["E3"]
     assert 0.05 < e3["probe_generator"]["replaced"] < 0.16 and 0.10 < e3["probe_uniform"]["replaced"] < 0.16
     out.write_text(table.replace("(written by hand after the run)", "kept words"), encoding="utf-8")
