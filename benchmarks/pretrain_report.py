@@ -100,9 +100,9 @@ def run_settings(args: dict, task: str, student: bool = False) -> dict:
     if task == "ner":
         s["epochs"] = args.get("ner_epochs") or args["epochs"]
         s["pooling"] = "cls"  # a tagger pools nothing
+        s["windows"] = True  # the library reads long sentences as windows (runs recorded before it did were cut at max length)
     if task not in (args.get("adv_tasks") or FINETUNE_DEFAULTS["adv_tasks"]) or student:
         s["adv"] = None  # adversarial training where asked, never for a student (its loss is the teacher's)
-        s["windows"] = True  # the library reads long sentences as windows (runs recorded before it did were cut at max length)
     if student:
         s |= {k: args.get(k, DISTILL_DEFAULTS.get(k)) for k in DISTILL_KEYS}
         if task != "ner":

@@ -169,3 +169,17 @@ def test_electra_ablation_runs_and_probes(tmp_path):
     bad_args = args[:3] + ["/nonexistent"] + args[4:-4] + ["--work", str(tmp_path / "bad"), "--out", str(tmp_path / "bad.md")]
     bad = subprocess.run(bad_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_pretrain_report_records_windows_for_every_ner_run():
+    """An NER run records that it read long sentences as windows whether or not adversarial training applies to it
+    (the report's CRF-baseline target and its recall note depend on it); classification records nothing of windows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pretrain_report import make_parser, run_settings
+
+    a = vars(make_parser().parse_args(["--adv", "fgm", "--adv-tasks", "classify", "ner"]))
+    assert run_settings(a, "ner")["windows"] is True and run_settings(a, "ner")["adv"] == "fgm"
+    assert run_settings(a, "ner", student=True)["windows"] is True and run_settings(a, "ner", student=True)["adv"] is None
+    assert "windows" not in run_settings(a, "classify") and run_settings(a, "classify")["adv"] == "fgm"
+    plain = vars(make_parser().parse_args([]))
+    assert run_settings(plain, "ner")["windows"] is True and run_settings(plain, "ner")["adv"] is None
