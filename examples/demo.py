@@ -1,4 +1,4 @@
-"""The demo `make demo` runs (about 8 minutes on 2 CPU cores, 5 of them pretraining), with progress all the way:
+"""The demo `make demo` runs (about 12 minutes on 2 CPU cores, 5 of them pretraining), with progress all the way:
 1. the bundled all-MiniLM-L6-v2 loaded by bertkit, its summary, and a handful of sentences ranked
    by similarity to a query with bertkit's own embeddings;
 2. the whole story of a Chinese BERT on bundled text: a WordPiece vocabulary built from
