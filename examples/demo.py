@@ -89,7 +89,7 @@ def pretrain_tiny(work: Path) -> Path:
 
 def finetune(model_dir: Path, out: Path) -> None:
     print(f"\n== fine-tuning on reviews-zh: the same model after 60 minutes of the same pretraining ({model_dir}, made by "
-          "benchmarks/pretrain_report.py on 2 cores; a 5-minute model fine-tuned this way stayed below TF-IDF, 84.88% on a clean "
+          "benchmarks/pretrain_report.py on 2 cores; a 5-minute plain-MLM model fine-tuned this way stayed below TF-IDF, 84.88% on an earlier clean "
           "clone)", flush=True)
     print(f"   {FINETUNE['epochs']} epochs, the best dev epoch kept; a table of "
           f"{FINETUNE['bigram_buckets']} hashed token bigrams added, FGM adversarial training; into {out}\n", flush=True)
