@@ -10,9 +10,11 @@ in a rotating order for several rounds, and each engine's time is its best over 
 
 Engines (`ENGINES`), all reading the same checkpoint directory:
     transformers       BertModel, SDPA attention, fp32
-    bertkit-torch      bertkit with torch's own kernels (`--kernels torch`): the reference path
-    bertkit            bertkit's default (oneDNN prepacked linear layers on the CPU), fp32
-    bertkit-bf16       bertkit --bf16 (listed only where bf16 is fast: AVX512-BF16/AMX)
+    bertkit-torch      bertkit fp32 with torch's own kernels (`--precision fp32 --kernels torch`): the reference path
+    bertkit            bertkit's default: `--precision auto --kernels auto` (bf16 where the CPU has bf16 hardware, it
+                       measures faster and passes the load-time cosine check, else fp32; the kernel measured fastest)
+    bertkit-fp32       bertkit --precision fp32 (kernels auto): the default before precision was chosen per machine
+    bertkit-bf16       bertkit --precision bf16 (listed only where bf16 is fast: AVX512-BF16/AMX)
     bertkit-int8       bertkit --int8 (per-token int8 with fp32 outlier channels)
     bertkit-compiled   torch.compile of bertkit's model (torch kernels; the first call's compile reported)
     bertkit-int8-compiled   torch.compile of the int8 model
@@ -41,14 +43,14 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-FP32 = ("transformers", "bertkit-torch", "bertkit", "bertkit-compiled", "bertkit-onnx", "ort-fused", "openvino", "ct2")
+FP32 = ("transformers", "bertkit-torch", "bertkit-fp32", "bertkit-compiled", "bertkit-onnx", "ort-fused", "openvino", "ct2")
 PEERS = ("ort-fused", "openvino", "openvino-default", "ct2", "ct2-int8")
-ENGINES = ("transformers", "bertkit-torch", "bertkit", "bertkit-bf16", "bertkit-int8", "bertkit-compiled",
+ENGINES = ("transformers", "bertkit-torch", "bertkit", "bertkit-fp32", "bertkit-bf16", "bertkit-int8", "bertkit-compiled",
            "bertkit-int8-compiled", "bertkit-onnx", *PEERS)
 NEEDS = {"ort-fused": ("onnxruntime", "onnx"), "bertkit-onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx"),
          "openvino-default": ("openvino", "onnx"), "ct2": ("ctranslate2",), "ct2-int8": ("ctranslate2",),
          "transformers": ("transformers",)}
-PRECISION = {"bertkit-bf16": "bf16", "bertkit-int8": "int8", "bertkit-int8-compiled": "int8", "ct2-int8": "int8",
+PRECISION = {"bertkit": "auto", "bertkit-bf16": "bf16", "bertkit-int8": "int8", "bertkit-int8-compiled": "int8", "ct2-int8": "int8",
              "openvino-default": "its default"}
 
 
@@ -182,7 +184,7 @@ def load_engine(engine: str, model_dir: Path, work: Path, threads: int):
         torch.set_num_threads(threads)
         model = torch_model(engine, model_dir)
 
-        def run(b):
+        def run(b):  # run.note: what bertkit's loader chose (precision, kernels) and why
             with torch.inference_mode():
                 ids, mask = torch.from_numpy(b["ids"]), torch.from_numpy(b["mask"])
                 if engine == "transformers":
@@ -191,6 +193,7 @@ def load_engine(engine: str, model_dir: Path, work: Path, threads: int):
                     h = model(ids, mask).last_hidden_state
                 return h.float().numpy()
 
+        run.note = getattr(getattr(model, "_orig_mod", model), "precision_note", None)
         return run
     if engine == "bertkit-onnx":
         from bertkit.serving.onnx import OnnxRunner
@@ -238,9 +241,12 @@ def torch_model(engine: str, model_dir: Path):
 
     from bertkit.serving.load import load_for_inference
 
+    from bertkit.tokenizer import Tokenizer
+
     kernels = "torch" if engine in ("bertkit-torch", "bertkit-compiled") else "auto"
-    model, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, kernels=kernels, device="cpu",
-                                  bf16=engine == "bertkit-bf16", int8="int8" in engine)
+    precision = {"bertkit": None, "bertkit-bf16": "bf16"}.get(engine, "int8" if "int8" in engine else "fp32")
+    model, _ = load_for_inference(model_dir, kind="encoder", tokenizer=Tokenizer.can_load(model_dir), kernels=kernels,
+                                  device="cpu", precision=precision)  # the tokenizer: auto checks on real sentences
     model.pooler = None
     return torch.compile(model, dynamic=False) if engine.endswith("compiled") else model
 
@@ -250,7 +256,7 @@ def worker(a) -> dict:
     then calls until --budget seconds or --max-calls; the best time and the pooled vectors come back."""
     start = time.perf_counter()
     run = load_engine(a.engine, Path(a.model), Path(a.work), a.threads)
-    result = {"load_s": time.perf_counter() - start, "cases": {}}
+    result = {"load_s": time.perf_counter() - start, "cases": {}, "note": getattr(run, "note", None)}
     batches = np.load(Path(a.work) / "batches.npz")
     for name in a.cases.split(","):
         b = {"ids": batches[f"{name}.ids"], "mask": batches[f"{name}.mask"]}
@@ -290,7 +296,7 @@ def race(engines: list[str], model_dir: Path, work: Path, cases: list[str], batc
                 log(f"{engine} failed (round {r + 1}): {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
                 continue
             got = json.loads(out.read_text())
-            mine = best.setdefault(engine, {"load_s": got["load_s"], "cases": {}})
+            mine = best.setdefault(engine, {"load_s": got["load_s"], "cases": {}, "note": got.get("note")})
             for name, c in got["cases"].items():
                 if name not in mine["cases"] or c["ms"] < mine["cases"][name]["ms"]:
                     keep = mine["cases"].get(name, {})
@@ -309,7 +315,8 @@ def race(engines: list[str], model_dir: Path, work: Path, cases: list[str], batc
 # ---- the end-to-end file race -------------------------------------------------------------------------
 
 
-E2E = ("bertkit", "bertkit-int8", "sentence-transformers", "ort-fused", "openvino", "ct2", "ct2-int8")
+E2E = ("bertkit", "bertkit-fp32", "bertkit-int8", "sentence-transformers", "ort-fused", "openvino", "openvino-default", "ct2",
+       "ct2-int8")
 
 
 def embed_file(a) -> None:
@@ -362,7 +369,7 @@ def file_race(model_dir: Path, work: Path, texts: list[str], threads: int, round
             out = work / f"e2e-{engine}.npy"
             if engine.startswith("bertkit"):
                 cmd = [sys.executable, "-m", "bertkit.cli", "embed", str(model_dir), "--input", str(src), "--output", str(out),
-                       "--normalize", "--quiet", *(["--int8"] if engine == "bertkit-int8" else [])]
+                       "--normalize", "--quiet", *{"bertkit-int8": ["--int8"], "bertkit-fp32": ["--precision", "fp32"]}.get(engine, [])]
             else:
                 cmd = [sys.executable, str(HERE / "engines.py"), "e2e", engine, "--model", str(model_dir), "--work", str(work),
                        "--input", str(src), "--output", str(out), "--threads", str(threads)]

@@ -35,7 +35,7 @@ from bertkit.serving.predict import encode_sentences, evaluate_examples  # noqa:
 
 def paths(model_dir, kind: str, tmp: Path, name: str) -> dict:
     """name -> (model, tokenizer): bertkit fp32 (its default kernels), bertkit int8, and ONNX int8 when installed."""
-    out = {"bertkit fp32": load_for_inference(model_dir, kind=kind), "bertkit int8": load_for_inference(model_dir, kind=kind, int8=True)}
+    out = {"bertkit fp32": load_for_inference(model_dir, kind=kind, precision="fp32"), "bertkit int8": load_for_inference(model_dir, kind=kind, int8=True)}
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

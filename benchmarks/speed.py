@@ -236,8 +236,8 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     from bertkit.serving.load import load_for_inference
 
     plain = BertModel.from_pretrained(model_dir, verbose=False).eval()  # torch's kernels: the reference path's
-    bk, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu")  # the default path
-    bk16, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", bf16=True)
+    bk, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", precision="fp32")  # fp32, kernels auto
+    bk16, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", precision="bf16")
     hf, info = transformers.AutoModel.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32,
                                                       output_loading_info=True)
     if info["missing_keys"] or info["mismatched_keys"]:
@@ -252,7 +252,7 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     if ref is not None:
         paths.insert(1, bertkit_path("bertkit fp32 reference", ref, "fp32"))
     if a.padded or bk.config.model_type == "modernbert":  # the default path with packing off: padded vs unpadded, same kernels
-        padded, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu")  # prepacked: loaded, not copied
+        padded, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", precision="fp32")  # loaded, not copied
         padded.unpad = False
         paths.insert(1, bertkit_path("bertkit fp32 padded", padded, "fp32"))
     if a.baseline:  # another checkout of bertkit (e.g. the commit before a change), in this process, same weights
@@ -385,6 +385,8 @@ def peer_rows(model_name: str, model_dir: Path, a, tmp: Path) -> dict:
     return {"engines": [e for e in engines if e in best], "load_s": {e: best[e]["load_s"] for e in best},
             "cases": {c: {e: best[e]["cases"][c] for e in best if c in best[e]["cases"]} for c in cases},
             "padding": {c: float(1 - b["mask"].mean()) for c, b in batches.items()},
+            "flops": {c: forward_flops(config, b["mask"].sum(1).tolist()) for c, b in batches.items()},
+            "notes": {e: best[e].get("note") for e in best if best[e].get("note")},
             "text": "random ids" if tokenizer is None else f"real text in {tokenizer.name}'s tokenizer",
             "fused": json.loads(fused.read_text()) if fused.is_file() else None}
 
@@ -484,9 +486,10 @@ def machine() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return f"{name} ({', '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile') if f in flags)})"
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.split(":")[0].strip() == key), "?")
+    flags = set(field("flags").split())
+    kept = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile") if f in flags]
+    return f"{field('model name')} (vendor {field('vendor_id')}, family {field('cpu family')} model {field('model')}; {', '.join(kept)})"
 
 
 def versions() -> dict[str, str]:
@@ -561,7 +564,7 @@ def targets_table(res: dict) -> list[str]:
 
 LABELS = {"1x32": "1 x 32", "1x128": "1 x 128", "32x128": "32 x 128", "32x512": "32 x 512", "var": "32 x 16..256 (padded)",
           "1x8": "1 x 8", "32x16": "32 x 16"}
-BERTKIT_FP32 = ("bertkit", "bertkit-torch", "bertkit-compiled", "bertkit-onnx")
+BERTKIT_FP32 = ("bertkit-fp32", "bertkit-torch", "bertkit-compiled", "bertkit-onnx")
 PEER_TARGETS = {"1x32": 1.2, "1x128": 1.2, "32x128": 1.1, "32x512": 1.1, "var": 1.5}  # bertkit's best fp32 path vs the fastest fp32 peer
 
 
@@ -598,9 +601,7 @@ def peer_targets(model: str, res: dict) -> list[str]:
                         f"{best_any_peer[0]} {best_any_peer[1]['ms']:.2f} ms (cosine {cos:.4f}): {best_any_peer[1]['ms'] / anyp[1]['ms']:.2f}x | |")
         default = cell.get("bertkit")
         if default is not None:
-            share = ours[1]["ms"] / default["ms"]
-            rows.append(f"| {model} | {LABELS.get(case, case)} | the default path (`bertkit`) vs bertkit's best fp32 path | >= 0.90x | "
-                        f"{share:.2f}x | {'met' if share >= 0.9 else '**missed**'} |")
+            rows += default_targets(model, case, cell, default, peer, anyp)
         q, ct = cell.get("bertkit-int8"), cell.get("ct2-int8")
         if q is not None and case in ("32x128",) and default is not None:
             speed = default["ms"] / q["ms"]
@@ -616,6 +617,47 @@ def peer_targets(model: str, res: dict) -> list[str]:
                                 f"{r:.2f}x, cosine {mine.get('min_cosine', float('nan')):.4f} vs {ct.get('min_cosine', float('nan')):.4f} | "
                                 f"{'met' if ok else '**missed**'} |")
     return rows
+
+
+AUTO_COSINE = 0.9999  # the default path's precision must keep this pooled cosine to fp32 (issue: speed on the CPUs people rent)
+
+
+def default_targets(model: str, case: str, cell: dict, default: dict, peer_fp32, best_bertkit) -> list[str]:
+    """The default path (`bertkit`: precision and kernels chosen on this machine) against OpenVINO's default, the
+    fastest fp32 peer, and bertkit's own fastest path: >= 1.0x, >= 1.0x and >= 0.9x, at cosine >= AUTO_COSINE."""
+    label, rows = LABELS.get(case, case), []
+    cos = default.get("min_cosine", 1.0)
+    exact = cos >= AUTO_COSINE
+    for name, what in (("openvino-default", "OpenVINO's default (bf16 where the CPU has it)"), (peer_fp32[0], "the fastest fp32 peer")):
+        other = cell.get(name)
+        if other is None:
+            continue
+        r = other["ms"] / default["ms"]
+        rows.append(f"| {model} | {label} | the default path (`bertkit`) vs {what} | >= 1.0x, cosine >= {AUTO_COSINE} | "
+                    f"{default['ms']:.2f} ms vs {name} {other['ms']:.2f} ms: **{r:.2f}x**, cosine {cos:.5f} | "
+                    f"{'met' if r >= 1.0 and exact else '**missed**'} |")
+    if best_bertkit is not None and best_bertkit[0] != "bertkit":
+        share = best_bertkit[1]["ms"] / default["ms"]
+        rows.append(f"| {model} | {label} | the default path vs bertkit's fastest ({best_bertkit[0]}) | >= 0.90x | "
+                    f"{share:.2f}x | {'met' if share >= 0.9 else '**missed**'} |")
+    return rows
+
+
+def peak_table(res: dict, peak: dict) -> list[str]:
+    """Per case and engine: the share of the machine's measured bf16 matmul peak the engine reached (FLOPs of the real
+    tokens, as the in-process table counts them), and of the fp32 peak."""
+    engines = res["engines"]
+    lines = [f"Share of the measured matmul peak (bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s / fp32 {peak['fp32'] / 1e9:,.0f} "
+             "GFLOP/s) each engine reached, counting the matmul FLOPs of the real tokens only:", "",
+             "| case | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for case, cell in res["cases"].items():
+        flops = res.get("flops", {}).get(case)
+        if not flops:
+            continue
+        out = [f"{100 * flops / (cell[e]['ms'] / 1e3) / peak['bf16']:.0f}% / {100 * flops / (cell[e]['ms'] / 1e3) / peak['fp32']:.0f}%"
+               if e in cell else "-" for e in engines]
+        lines.append(f"| {LABELS.get(case, case)} | " + " | ".join(out) + " |")
+    return lines
 
 
 def engines_table(model: str, res: dict) -> list[str]:
@@ -642,6 +684,9 @@ def engines_table(model: str, res: dict) -> list[str]:
         lines.append(f"| {e} | {res['load_s'][e]:.2f} | " + ", ".join(f"{x:.2f}" for x in first[e]) + " |")
     if res.get("fused"):
         lines += ["", "ONNX Runtime's fusions in ort-fused: " + ", ".join(f"{k} {v}" for k, v in res["fused"].items()) + "."]
+    if res.get("notes"):
+        lines += ["", "What bertkit's loader chose in each engine's process: "
+                  + "; ".join(f"{e}: {n}" for e, n in res["notes"].items()) + "."]
     return lines
 
 
@@ -687,12 +732,14 @@ def markdown(res: dict) -> str:
             others = [(n, r) for n, r in f.items() if not n.startswith("bertkit")]
             if ours and others:
                 n, r = min(others, key=lambda x: x[1]["s"])
-                lines.append(f"| all-MiniLM-L6-v2 | a file of {res['file']['lines']} sentences, end to end | `bertkit embed` vs the "
-                             f"fastest peer pipeline | > 1.0x | {ours['s']:.2f} s vs {n} {r['s']:.2f} s: **{r['s'] / ours['s']:.2f}x** | "
-                             f"{'met' if r['s'] > ours['s'] else '**missed**'} |")
+                ratio = r["s"] / ours["s"]
+                lines.append(f"| all-MiniLM-L6-v2 | a file of {res['file']['lines']} sentences, end to end | `bertkit embed` (its "
+                             f"defaults) vs the fastest peer pipeline | >= 1.2x | {ours['s']:.2f} s vs {n} {r['s']:.2f} s: "
+                             f"**{ratio:.2f}x**, cosine {ours.get('min_cosine', float('nan')):.5f} | {'met' if ratio >= 1.2 else '**missed**'} |")
         lines.append("")
         for model, r in res["peers"].items():
             lines += [f"## Engines, each in its own process: {model}", ""] + engines_table(model, r) + [""]
+            lines += peak_table(r, peak) + [""]
         if res.get("file"):
             lines += ["## A file of sentences, end to end", ""] + file_table(res["file"]) + [""]
     if res["inference"]:

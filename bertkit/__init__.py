@@ -13,22 +13,21 @@ Layers, each importing only those above it in this list (docs/architecture.md; t
     cli.py        the `bertkit` command (parsing only), imported by no one
 """
 
-from . import deberta, modern  # noqa: F401  (they register DeBERTa's and ModernBERT's parts with the backbone)
-from .config import PRESETS, BertConfig
-from .crf import CRF
-from .errors import BertkitError
-from .generate import generate
-from .heads import (
-    BertForMaskedLM,
-    BertForPreTraining,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    ElectraForPreTraining,
-)
-from .model import BertModel, BertOutput, mean_pool
-from .seq2seq import CausalLM, Seq2SeqLM
-from .tokenizer import Tokenizer, train_wordpiece
+import sys
+import types
+
 from .version import __version__  # noqa: F401
+
+# Where each public name lives. They are imported on first use (PEP 562), so `import bertkit` and `bertkit --help` do
+# not pay for torch; `from bertkit import BertModel` imports the core as before.
+_PUBLIC = {
+    "PRESETS": "bertkit.config", "BertConfig": "bertkit.config", "CRF": "bertkit.crf", "BertkitError": "bertkit.errors",
+    "generate": "bertkit.generate", "BertForMaskedLM": "bertkit.heads", "BertForPreTraining": "bertkit.heads",
+    "BertForSequenceClassification": "bertkit.heads", "BertForTokenClassification": "bertkit.heads",
+    "ElectraForPreTraining": "bertkit.heads", "BertModel": "bertkit.model", "BertOutput": "bertkit.model",
+    "mean_pool": "bertkit.model", "CausalLM": "bertkit.seq2seq", "Seq2SeqLM": "bertkit.seq2seq",
+    "Tokenizer": "bertkit.tokenizer", "train_wordpiece": "bertkit.tokenizer", "load_for_inference": "bertkit.serving.load",
+}
 
 __all__ = [
     "PRESETS",
@@ -51,11 +50,29 @@ __all__ = [
 ]
 
 
-
 def __getattr__(name: str):
-    """`bertkit.load_for_inference`, imported on first use so `import bertkit` stays the core only."""
-    if name == "load_for_inference":
-        from .serving.load import load_for_inference
+    """`bertkit.BertModel` and the other public names, imported from their module on first use."""
+    if name in _PUBLIC:
+        import importlib
 
-        return load_for_inference
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+class _Package(types.ModuleType):
+    """bertkit's module type: `bertkit.generate` stays the function. Importing the submodule `bertkit.generate` (which
+    any recipe that generates does) sets the package's attribute to the module; here it is set to its function."""
+
+    def __setattr__(self, name, value):
+        if name == "generate" and isinstance(value, types.ModuleType):
+            value = value.generate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -22,7 +22,7 @@ def cmd_summary(a: argparse.Namespace) -> None:
 def cmd_fill_mask(a: argparse.Namespace) -> None:
     from .tasks import fill_mask_command
 
-    for n, candidates in enumerate(fill_mask_command(a.model, a.text, a.top_k), 1):
+    for n, candidates in enumerate(fill_mask_command(a.model, a.text, a.top_k, a.precision), 1):
         print(f"[MASK] #{n}:")
         for token, p in candidates:
             print(f"  {token:<16} {p:.4f}")
@@ -42,7 +42,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
     n = embed_file(
         a.model, a.input, a.output, a.pooling, a.normalize, a.batch_size, a.max_length, a.long, progress=not a.quiet, backend=a.backend, bf16=a.bf16,
-        int8=a.int8, kernels=a.kernels, prompt=a.prompt, prompt_name=a.prompt_name,
+        int8=a.int8, kernels=a.kernels, prompt=a.prompt, prompt_name=a.prompt_name, precision=a.precision,
     )
     print(f"wrote {n} vector{'s' if n != 1 else ''} to {a.output}", file=sys.stderr)
 
@@ -52,7 +52,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
 
     from .tasks import rerank_file
 
-    for row in rerank_file(a.model, a.query, a.input, a.raw_scores, a.top_k, a.batch_size, a.bf16, a.int8, a.kernels):
+    for row in rerank_file(a.model, a.query, a.input, a.raw_scores, a.top_k, a.batch_size, a.bf16, a.int8, a.kernels, a.precision):
         print(json.dumps(row, ensure_ascii=False))
 
 
@@ -84,7 +84,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     from .serving.predict import evaluate_command
 
-    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend, a.bf16, a.int8, a.kernels), indent=2, ensure_ascii=False))
+    print(json.dumps(evaluate_command(a.dir, a.data, a.split, a.batch_size, a.backend, a.bf16, a.int8, a.kernels, a.precision), indent=2, ensure_ascii=False))
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -92,7 +92,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     from .serving.predict import predict_command
 
-    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend, a.bf16, a.int8, a.kernels):
+    for row in predict_command(a.dir, a.texts, a.input, a.batch_size, a.backend, a.bf16, a.int8, a.kernels, a.precision):
         print(json.dumps(row, ensure_ascii=False))
 
 
@@ -241,33 +241,36 @@ def add_train_flags(s: argparse.ArgumentParser) -> None:
     add_flags(s, Seq2SeqConfig, SEQ2SEQ_FLAGS)
 
 
+PRECISION_HELP = ("auto (default): bf16 where the device has bf16 hardware (AVX512-BF16, AMX, a bf16 GPU), it measures "
+                  "faster and the model's pooled vectors keep cosine >= 0.9999 to fp32 on check sentences, else fp32")
+KERNELS_HELP = "auto: the kernel measured fastest on this CPU (oneDNN prepacked or torch's own; checked on load); or force one"
+
+
 def add_kernel_flags(s: argparse.ArgumentParser) -> None:
-    """--int8 and --kernels: which CPU kernels run the model (serving.load.load_for_inference)."""
+    """--precision, --int8 and --kernels: what precision and CPU kernels run the model (serving.load.load_for_inference)."""
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default=None, help=PRECISION_HELP)
     s.add_argument("--int8", action="store_true", help="int8 linear layers on the CPU (per-channel weights, per-token "
-                                                        "activations; checked against fp32 on load)")
-    s.add_argument("--kernels", choices=["auto", "torch"], default="auto",
-                   help="auto: oneDNN on prepacked weights on the CPU (checked against torch's on load); torch: torch's own")
+                                                        "activations; checked against fp32 on load): --precision int8")
+    s.add_argument("--kernels", choices=["auto", "onednn", "torch"], default="auto", help=KERNELS_HELP)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bertkit", description="The BERT family in plain PyTorch.")
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("summary", help="modules, output shapes and parameter counts of a model or preset")
+def args_summary(s: argparse.ArgumentParser) -> None:
     s.add_argument("model", help="a checkpoint directory, hub name, or preset (e.g. bert-base-uncased)")
     s.add_argument("--head", choices=["base", "mlm", "pretraining"], default="base", help="which model to build")
     s.add_argument("--seq-len", type=positive_int, default=128, help="input length for the output shapes")
     s.add_argument("--depth", type=positive_int, default=2, help="how deep into the module tree to list")
     s.set_defaults(run=cmd_summary)
 
-    s = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] in a text")
+
+def args_fill_mask(s: argparse.ArgumentParser) -> None:
     s.add_argument("model", help="a checkpoint directory with an MLM head")
     s.add_argument("text", help='e.g. "Paris is the [MASK] of France."')
     s.add_argument("--top-k", type=positive_int, default=5)
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None, help=PRECISION_HELP)
     s.set_defaults(run=cmd_fill_mask)
 
-    s = sub.add_parser("generate", help="the continuation of a text (GPT-2, a causal encoder) or its target (T5, BART, UniLM)")
+
+def args_generate(s: argparse.ArgumentParser) -> None:
     s.add_argument("model", help="a checkpoint directory or hub name: a decoder, an encoder-decoder, or a causal/UniLM MLM")
     s.add_argument("text", help="the prompt (an encoder-decoder's source)")
     s.add_argument("--max-new-tokens", type=int, default=32, help="tokens to write at most")
@@ -282,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="sample: the random seed")
     s.set_defaults(run=cmd_generate)
 
-    s = sub.add_parser("embed", help="sentence vectors for a file of one sentence per line, saved as .npy")
+
+def args_embed(s: argparse.ArgumentParser) -> None:
     s.add_argument("model", help="a checkpoint directory or hub name")
     s.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line")
     s.add_argument("--output", required=True, help="where to write the [lines, hidden] float32 .npy")
@@ -301,22 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--long", choices=["truncate", "error"], default="truncate", help="what to do with longer lines")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
-    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_embed)
 
-    s = sub.add_parser("rerank", help="score each line of a file against a query with a cross-encoder, best first (JSON lines)")
+
+def args_rerank(s: argparse.ArgumentParser) -> None:
     s.add_argument("model", help="a pair classifier: bertkit's (train pair) or a transformers cross-encoder (a bge reranker)")
     s.add_argument("--query", required=True, help="the text every line is scored against")
     s.add_argument("--input", required=True, help="UTF-8 text file, one passage per line")
     s.add_argument("--top-k", type=positive_int, default=None, help="print only the best k")
     s.add_argument("--raw-scores", action="store_true", help="log-odds (a one-logit reranker's logit) instead of probabilities")
     s.add_argument("--batch-size", type=positive_int, default=32)
-    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_rerank)
 
-    s = sub.add_parser("convert", help="convert a checkpoint (HF .bin/sharded, Google TF) to an HF safetensors dir")
+
+def args_convert(s: argparse.ArgumentParser) -> None:
     s.add_argument("src", help="checkpoint directory (or a TF checkpoint prefix)")
     s.add_argument("dst", help="new output directory")
     case = s.add_mutually_exclusive_group()
@@ -324,36 +330,40 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="tokenizer keeps case")
     s.set_defaults(run=cmd_convert, lowercase=None)
 
-    s = sub.add_parser("train", help="fine-tune a model: classify, pair, ner, or seq2seq (source -> target by generation)")
+
+def args_train(s: argparse.ArgumentParser) -> None:
     s.add_argument("task", choices=["classify", "pair", "ner", "seq2seq"])
     s.add_argument("--model", required=True, help="checkpoint directory or hub name, a preset (random init), or a config.json")
     s.add_argument("--out", required=True, help="new output directory (or the run's, with --resume)")
     add_train_flags(s)
     s.set_defaults(run=cmd_train)
 
-    s = sub.add_parser("evaluate", help="metrics of a fine-tuned model on labelled data, as JSON")
+
+def args_evaluate(s: argparse.ArgumentParser) -> None:
     s.add_argument("dir", help="a fine-tuned model directory (or a training run's --out)")
     s.add_argument("--data", required=True, help="bundled dataset, data directory, or a labelled file")
     s.add_argument("--split", default="test", choices=["train", "dev", "test"])
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
-    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_evaluate)
 
-    s = sub.add_parser("predict", help="labels with probabilities, or entities with their spans, as JSON lines")
+
+def args_predict(s: argparse.ArgumentParser) -> None:
     s.add_argument("dir", help="a fine-tuned model directory (or a training run's --out)")
     s.add_argument("texts", nargs="*", help="texts (a pair model takes them two at a time)")
     s.add_argument("--input", help="a file of texts in any format the task reads (labels ignored)")
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
-    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations (fast on CPUs with AVX512-BF16/AMX, and GPUs)")
+    s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_predict)
 
+
+def args_distill(s: argparse.ArgumentParser) -> None:
     from .train.finetune import TrainConfig
 
-    s = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student")
     s.add_argument("--teacher", required=True, help="a fine-tuned model directory (or a training run's --out)")
     s.add_argument("--student", required=True, help="a preset (random init) or a checkpoint directory")
     s.add_argument("--task", required=True, choices=["classify", "pair", "ner"])
@@ -362,18 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(s)
     s.set_defaults(run=cmd_distill)
 
-    s = sub.add_parser("pretrain", help="pretrain (or continue pretraining) with MLM, MLM+NSP, MLM+SOP or ELECTRA")
+
+def args_pretrain(s: argparse.ArgumentParser) -> None:
+    from .train.pretrain import PretrainConfig
+
     s.add_argument("--model", required=True, help="a preset or config.json (random init), or a checkpoint directory")
     s.add_argument("--out", required=True, help="new output directory (or the run's, with --resume)")
     budget = s.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-steps", type=positive_int, help="optimizer steps")
     budget.add_argument("--minutes", type=float, help="a wall-clock budget")
-    from .train.pretrain import PretrainConfig
-
     add_flags(s, PretrainConfig, PRETRAIN_FLAGS, types={k: positive_int for k in ("batch_size", "accum", "max_length", "save_every")})
     s.set_defaults(run=cmd_pretrain)
 
-    s = sub.add_parser("vocab", help="vocabularies")
+
+def args_vocab(s: argparse.ArgumentParser) -> None:
     v = s.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser("build", help="train a WordPiece vocabulary")
     v.add_argument("--corpus", nargs="+", required=True, help="zh-corpus and/or text files")
     v.add_argument("--size", type=positive_int, required=True, help="vocabulary size")
@@ -381,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cased", dest="lowercase", action="store_false", help="keep case (default: lower-case)")
     v.set_defaults(run=cmd_vocab_build)
 
-    s = sub.add_parser("corpus", help="pretraining corpora")
+
+def args_corpus(s: argparse.ArgumentParser) -> None:
     c = s.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser("prepare", help="tokenize into sharded token files")
     c.add_argument("--corpus", nargs="+", required=True, help="zh-corpus and/or text files")
     c.add_argument("--tokenizer", required=True, help="tokenizer directory")
@@ -390,19 +403,65 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shard-tokens", type=positive_int, default=1 << 24, help="tokens per shard")
     c.set_defaults(run=cmd_corpus_prepare)
 
-    s = sub.add_parser("data", help="the bundled datasets")
+
+def args_data(s: argparse.ArgumentParser) -> None:
     data = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     e = data.add_parser("export", help="write a bundled dataset's splits (or zh-corpus's text) as files")
     e.add_argument("name", help="reviews-zh, peoples-daily-ner or zh-corpus")
     e.add_argument("dir", help="new output directory")
     e.set_defaults(run=cmd_data_export)
 
-    from .serving.app import add_serve_parser
-    from .serving.export import add_export_parser
 
-    add_export_parser(sub)
-    add_serve_parser(sub)
+def args_export(s: argparse.ArgumentParser) -> None:
+    from .serving.export import export_arguments
+
+    export_arguments(s)
+
+
+def args_serve(s: argparse.ArgumentParser) -> None:
+    from .serving.app import serve_arguments
+
+    serve_arguments(s)
+
+
+# Each command: its one-line help and the function that adds its arguments (importing what it needs: torch for most).
+COMMANDS = {
+    "summary": ("modules, output shapes and parameter counts of a model or preset", args_summary),
+    "fill-mask": ("the most likely tokens for each [MASK] in a text", args_fill_mask),
+    "generate": ("the continuation of a text (GPT-2, a causal encoder) or its target (T5, BART, UniLM)", args_generate),
+    "embed": ("sentence vectors for a file of one sentence per line, saved as .npy", args_embed),
+    "rerank": ("score each line of a file against a query with a cross-encoder, best first (JSON lines)", args_rerank),
+    "convert": ("convert a checkpoint (HF .bin/sharded, Google TF) to an HF safetensors dir", args_convert),
+    "train": ("fine-tune a model: classify, pair, ner, or seq2seq (source -> target by generation)", args_train),
+    "evaluate": ("metrics of a fine-tuned model on labelled data, as JSON", args_evaluate),
+    "predict": ("labels with probabilities, or entities with their spans, as JSON lines", args_predict),
+    "distill": ("distil a fine-tuned teacher into a smaller student", args_distill),
+    "pretrain": ("pretrain (or continue pretraining) with MLM, MLM+NSP, MLM+SOP or ELECTRA", args_pretrain),
+    "vocab": ("vocabularies", args_vocab),
+    "corpus": ("pretraining corpora", args_corpus),
+    "data": ("the bundled datasets", args_data),
+    "export": ("export a model for another runtime (ONNX)", args_export),
+    "serve": ("an HTTP server with dynamic batching for a model directory", args_serve),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (with `command`: a name, or "" for none) one whose other commands are names and help lines
+    only: filling in a command's arguments imports its modules, and `bertkit --help` or `bertkit embed ...` should not
+    pay for all of them."""
+    p = argparse.ArgumentParser(prog="bertkit", description="The BERT family in plain PyTorch.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, fill) in COMMANDS.items():
+        s = sub.add_parser(name, help=help_text)
+        if command is None or command == name:
+            fill(s)
     return p
+
+
+def command_of(argv: list[str]) -> str:
+    """The command named in `argv` (its first word that is not an option), or "" (e.g. `bertkit --help`)."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def warn_slow_bf16(args) -> None:
@@ -430,9 +489,10 @@ def peer_lost(e: Exception) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
-        if getattr(args, "bf16", False):
+        if getattr(args, "bf16", False) or getattr(args, "precision", None) == "bf16":
             warn_slow_bf16(args)
         args.run(args)
     except BertkitError as e:

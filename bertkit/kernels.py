@@ -11,6 +11,12 @@ first matmul:
     prepack(model)          # every nn.Linear -> PackedLinear (fp32 or bf16, the weights' dtype)
     quantize_int8(model)    # every encoder layer's nn.Linear -> Int8Linear (see below)
     reference_kernels()     # a context in which both run plain F.linear: the parity reference
+    measured_paths(model)   # seconds of the model's matmuls per dtype and kernel, timed on this CPU (cached)
+
+Which kernel wins is the CPU's business, not its vendor's: oneDNN's prepacked fp32 gave 1.7-2.7x on an AMD EPYC but
+~1.07x on an Intel Xeon with AMX (FIELD-NOTES.md). So the loader times both on the model's own matmul shapes the first
+time it meets a CPU (its model name and flags, the torch version and thread count) and keeps the answer in
+$BERTKIT_CACHE (default ~/.cache/bertkit/kernels.json).
 
 Both keep the module's parameter names and values (`up.weight`, `up.bias`), so state_dict and
 save_pretrained see the model they saw before; the packed copy is an extra buffer, rebuilt if
@@ -31,11 +37,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
+import platform
+import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .io.files import write_atomic
 from .model import FeedForward
 
 PACK_BATCH = 128  # the batch-size hint oneDNN chooses its weight layout for (any batch runs on it)
@@ -101,9 +113,12 @@ def _int_mm_works() -> bool:
 FUSED_ACTS = (F.gelu,)  # the activation oneDNN applies inside the matmul (exact, erf GELU)
 
 
-def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, n: int, gelu: bool) -> torch.Tensor:
+def _onednn_call(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, n: int, gelu: bool) -> torch.Tensor:
     """x [..., K] times the prepacked [N, K] weight (+ bias, then exact GELU if asked) -> [..., N]."""
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+
+
+_onednn_linear = _onednn_call  # what a compiled graph calls: wrapped below as an op torch.compile sees as one
 
 
 ROW_STEP = 16  # eager calls pad an input's rows up to a bucket: oneDNN keeps a primitive (and its memory) per distinct
@@ -124,14 +139,15 @@ def _onednn_linear_rows(x, packed, bias, n: int, gelu: bool):
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     padded = padded_rows(rows) if rows else 0
     if padded == rows and x.dim() == 2:
-        return _onednn_linear(x, packed, bias, n, gelu)
+        return _onednn_call(x, packed, bias, n, gelu)
     flat = torch.nn.functional.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, padded - rows))
-    return _onednn_linear(flat, packed, bias, n, gelu)[:rows].view(*lead, n)
+    return _onednn_call(flat, packed, bias, n, gelu)[:rows].view(*lead, n)
 
 
-_onednn_linear_eager = _onednn_linear_rows  # called directly outside torch.compile: the op's wrapper costs ~7 us a call
+_onednn_linear_eager = _onednn_linear_rows  # eager calls oneDNN directly (_onednn_call): the custom op's wrapper costs ~7 us
+# a call, and its first call imports torch's compiler stack (~1 s of start-up)
 if hasattr(torch.library, "custom_op"):  # an opaque op to torch.compile (inductor cannot lower oneDNN's own call)
-    _onednn_linear = torch.library.custom_op("bertkit::onednn_linear", mutates_args=())(_onednn_linear)
+    _onednn_linear = torch.library.custom_op("bertkit::onednn_linear", mutates_args=())(_onednn_call)
 
     @_onednn_linear.register_fake
     def _(x, packed, bias, n, gelu):
@@ -307,3 +323,115 @@ def kernels_of(model: nn.Module) -> str:
         return "int8"
     packed = any(isinstance(m, PackedLinear) and onednn_dtype(m.weight.dtype) for m in model.modules())
     return "onednn" if packed else "torch"
+
+
+# ---- choosing kernels by measurement -------------------------------------------------------------------------------
+
+PATHS = ("fp32/torch", "fp32/onednn", "bf16/torch", "bf16/onednn")  # dtype/kernel of every linear layer
+TIMING_ROWS = (32, 1024)  # one short input and a batch's worth of tokens: the regimes whose best kernel can differ
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and the flags that decide its kernels, e.g. "AMD EPYC [avx2 avx512f avx512_bf16]"."""
+    name, flags = platform.processor() or platform.machine(), []
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = value.split()
+                    break
+    except OSError:
+        pass
+    return f"{name} [{' '.join(f for f in CPU_FLAGS if f in flags)}]"
+
+
+def cache_file() -> Path:
+    root = os.environ.get("BERTKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bertkit"
+    return Path(root) / "kernels.json"
+
+
+def linear_shapes(model: nn.Module) -> dict[tuple[int, int], int]:
+    """(out, in) features of the model's linear layers -> how many layers have that shape."""
+    shapes: dict[tuple[int, int], int] = {}
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, PackedLinear, Int8Linear)):
+            key = tuple(m.weight.shape)
+            shapes[key] = shapes.get(key, 0) + 1
+    return shapes
+
+
+def measured_paths(model: nn.Module, dtypes=(torch.float32, torch.bfloat16)) -> dict[str, float]:
+    """Seconds one pass of the model's linear layers takes on each path of PATHS this CPU runs (in `dtypes`): the
+    geometric mean over TIMING_ROWS. Timed once per CPU, torch version, thread count and set of shapes, then cached."""
+    shapes = linear_shapes(model)
+    key = " | ".join([cpu_name(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads",
+                      ",".join(f"{n}x{k}*{c}" for (n, k), c in sorted(shapes.items()))])
+    cache = _read_cache()
+    wanted = [p for p in PATHS if _runs(p) and DTYPES[p.split("/")[0]] in dtypes]
+    known = cache.get(key, {})
+    if all(p in known for p in wanted):
+        return {p: known[p] for p in wanted}
+    times = known | {p: _time_path(p, shapes) for p in wanted if p not in known}
+    cache[key] = times
+    _write_cache(cache)
+    return {p: times[p] for p in wanted}
+
+
+def fastest(times: dict[str, float], dtype: torch.dtype) -> str:
+    """The kernel ("onednn" or "torch") of the fastest measured path in `dtype`."""
+    name = {v: k for k, v in DTYPES.items()}[dtype]
+    mine = {p: t for p, t in times.items() if p.startswith(name + "/")}
+    return min(mine, key=mine.get).split("/")[1] if mine else "torch"
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _runs(path: str) -> bool:
+    dtype, kernel = path.split("/")
+    return kernel == "torch" or onednn_dtype(DTYPES[dtype])
+
+
+def _time_path(path: str, shapes: dict[tuple[int, int], int], repeats: int = 3) -> float:
+    dtype, kernel = DTYPES[path.split("/")[0]], path.split("/")[1]
+    g = torch.Generator().manual_seed(0)
+    per_rows = []
+    with torch.inference_mode():
+        for rows in TIMING_ROWS:
+            total = 0.0
+            for (n, k), count in shapes.items():
+                x, w, b = (torch.randn(*s, generator=g).to(dtype) for s in ((rows, k), (n, k), (n,)))
+                if kernel == "onednn":
+                    packed = torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH)
+                    call = functools.partial(_onednn_call, x, packed, b, n, False)
+                else:
+                    call = functools.partial(F.linear, x, w, b)
+                call()  # the first call builds oneDNN's primitive
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    call()
+                    best = min(best, time.perf_counter() - start)
+                total += count * best
+            per_rows.append(total)
+    return float(torch.tensor(per_rows).log().mean().exp())
+
+
+def _read_cache() -> dict:
+    try:
+        data = json.loads(cache_file().read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: measure again
+
+
+def _write_cache(cache: dict) -> None:
+    try:
+        cache_file().parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file(), lambda f: f.write(json.dumps(cache, indent=1).encode()))
+    except OSError:
+        pass  # a read-only home: measured again next time, nothing lost

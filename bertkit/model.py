@@ -41,6 +41,8 @@ The fast path, on by default where it gives the reference path's numbers (tests/
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import os
 from dataclasses import dataclass
@@ -161,7 +163,7 @@ class Attention(nn.Module):
         """Each bucket's sequences viewed padded [b, N, T_b, D] (padding slots repeat a real token and are
         masked as keys), attended in one call, and only the real rows kept: no loop over sequences."""
         if type(self).attend is Attention.attend and use_varlen(q, self.p_drop if self.training else 0.0):
-            return varlen_attn(q, k, v, packed.starts, packed.starts, packed.longest, packed.longest)
+            return varlen_kernel()(q, k, v, packed.starts, packed.starts, packed.longest, packed.longest)
         out = []
         for b in packed.buckets:
             qb, kb, vb = (t.index_select(0, b.gather).unflatten(0, (b.n, b.T)).transpose(1, 2) for t in (q, k, v))  # [b, N, T_b, D]
@@ -170,15 +172,20 @@ class Attention(nn.Module):
         return torch.cat(out)
 
 
-try:  # FlashAttention over packed sequences (CUDA only): one call for the whole batch
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # older torch
-    varlen_attn = None
-
-
 def use_varlen(q: torch.Tensor, p_drop: float) -> bool:
     """Whether the CUDA variable-length kernel can run this packed attention: CUDA, half precision, no dropout."""
-    return varlen_attn is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and p_drop == 0.0
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and p_drop == 0.0 and varlen_kernel() is not None
+
+
+@functools.cache
+def varlen_kernel():
+    """FlashAttention over packed sequences (CUDA only: one call for the whole batch), or None on an older torch.
+    Imported on first use: the module pulls in torch's compiler stack (~1 s), which no CPU run needs."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
 
 
 EXPLICIT_CHUNK = 2**19  # scores per chunk of explicit attention (2 MiB in fp32)
@@ -273,7 +280,7 @@ class Layer(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        own = PARTS.get(c.model_type)  # DeBERTa-v2/v3: the block is BERT's, its attention is not (deberta.py)
+        own = parts_of(c.model_type)  # DeBERTa-v2/v3: the block is BERT's, its attention is not (deberta.py)
         self.attn = own.attention(c) if own is not None and own.attention is not None else ATTENTIONS[c.position_embedding_type](c)
         self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.ffn = FeedForward(c)
@@ -484,7 +491,7 @@ MAX_BUCKETS = 8  # attention calls per layer of a packed batch, at most: it does
 @dataclass(frozen=True)
 class FamilyParts:
     """What a family member written in its own module gives the backbone; modern.py and deberta.py register theirs
-    (`register_family`) when bertkit is imported, so this module never imports them."""
+    (`register_family`) when imported, which `parts_of` does by name the first time a model of theirs is built."""
 
     layer: object = None  # (config, index) -> a block, instead of Layer
     attention: object = None  # (config) -> Layer's attention, instead of the position type's
@@ -495,8 +502,19 @@ class FamilyParts:
 PARTS: dict[str, FamilyParts] = {}
 
 
+FAMILY_MODULES = {"modernbert": "bertkit.modern", "deberta-v2": "bertkit.deberta"}  # who registers each member's parts
+
+
 def register_family(model_type: str, parts: FamilyParts) -> None:
     PARTS[model_type] = parts
+
+
+def parts_of(model_type: str) -> FamilyParts | None:
+    """The parts a member registers, its module imported by name on first use (FAMILY_MODULES), so neither
+    `import bertkit` nor a BERT pays for the others; None for the members written in this file."""
+    if model_type not in PARTS and model_type in FAMILY_MODULES:
+        importlib.import_module(FAMILY_MODULES[model_type])
+    return PARTS.get(model_type)
 
 
 class BertOutput:
@@ -532,7 +550,7 @@ class BertModel(PretrainedMixin, nn.Module):
         self.config = config
         self.embed = Embeddings(config)
         self.rotary = RotaryTable(config) if config.model_type == "roformer" else None
-        self.parts = PARTS.get(config.model_type, FamilyParts())  # ModernBERT's and DeBERTa's own modules (registered)
+        self.parts = parts_of(config.model_type) or FamilyParts()  # ModernBERT's and DeBERTa's own modules (registered)
         self.final_norm = None  # pre-norm stacks (ModernBERT) end with a norm
         for name, module in (self.parts.modules(config) if self.parts.modules else {}).items():
             setattr(self, name, module)  # e.g. ModernBERT's rope and final_norm, DeBERTa's relative table and its norm
@@ -650,13 +668,25 @@ def check_fits(config: BertConfig, add_pooler: bool = True) -> None:
     device or a GPU are not counted against the host's memory."""
     if torch.empty(()).device.type != "cpu":  # inside `with torch.device("meta")` (or cuda): nothing to check here
         return
+    free = available_memory()
+    if free is None or weight_bound(config) < free:
+        return  # fits by a wide margin: no need to count exactly (building on meta imports torch's compiler: ~1 s)
     with torch.device("meta"):
         need = 4 * sum(p.numel() for p in BertModel(config, add_pooler).parameters())
-    free = available_memory()
-    if free is not None and need > free:
+    if need > free:
         raise BertkitError(f"the {config.model_type} config with {config.num_hidden_layers} layers of {config.hidden_size} and a "
                            f"{config.vocab_size}-token vocabulary needs {need / 2**30:.1f} GiB for its fp32 weights alone, more than "
                            f"the {free / 2**30:.1f} GiB of memory this machine has free.")
+
+
+def weight_bound(c: BertConfig) -> int:
+    """Bytes that the fp32 weights of BertModel(c) never reach: twice a generous count of its tables and layers
+    (attention 4 H x H, an FFN of up to 3 H x F as ModernBERT's gated one, one layer more for pooler and extras)."""
+    H = c.hidden_size
+    inner = c.num_attention_heads * (c.head_dim or H // max(1, c.num_attention_heads))
+    rows = c.vocab_size + c.max_position_embeddings + c.type_vocab_size + (c.task_types or 0) + c.bigram_buckets
+    layer = 4 * H * max(H, inner) + 3 * H * c.intermediate_size + 16 * H
+    return 2 * 4 * (rows * max(c.embed_size, H) + (c.num_hidden_layers + 1) * layer + c.embed_size * H)
 
 
 def available_memory() -> int | None:

@@ -23,7 +23,7 @@ from .heads import BertForMaskedLM, BertForPreTraining, task_of
 from .io.files import check_new_dir, read_lines, write_atomic
 from .model import BertModel
 from .seq2seq import CausalLM, Seq2SeqLM
-from .serving.load import default_device, load_for_inference
+from .serving.load import default_device, load_for_inference, say_precision
 from .serving.predict import (
     encode_sentences,
     pooling_modes,
@@ -116,10 +116,10 @@ def check_text(text: str) -> None:
         raise BertkitError("the text is not valid UTF-8.") from None
 
 
-def fill_mask_command(model_name: str, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """`bertkit fill-mask`: check the text first, then load the model with its MLM head."""
+def fill_mask_command(model_name: str, text: str, top_k: int = 5, precision: str | None = None) -> list[list[tuple[str, float]]]:
+    """`bertkit fill-mask`: check the text first, then load the model with its MLM head (precision: auto by default)."""
     check_text(text)
-    model, tok = load_for_inference(model_name, kind="mlm")
+    model, tok = load_for_inference(model_name, kind="mlm", precision=precision)
     return fill_mask(model, tok, text, top_k)
 
 
@@ -199,6 +199,7 @@ def embed_file(
     kernels: str = "auto",
     prompt: str | None = None,
     prompt_name: str | None = None,
+    precision: str | None = None,
 ) -> int:
     """`bertkit embed`: one line in, one vector out, written to a .npy atomically. Returns the count.
 
@@ -206,7 +207,7 @@ def embed_file(
     modules; a plain checkpoint: mean, unnormalised); a pooling mode (or several, comma-separated) overrides it.
     prompt: a prefix put before every line; prompt_name: one of the model's named prompts (else its default prompt).
     backend "onnx": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime.
-    bf16: bfloat16 weights and activations (torch backend). int8, kernels: see load.load_for_inference.
+    precision (or the older bf16 / int8 switches), kernels: see load.load_for_inference (default: auto).
     """
     texts = read_lines(input_path)
     if not output_path.endswith(".npy"):
@@ -218,7 +219,7 @@ def embed_file(
         raise BertkitError(f"{output_path} is a directory; give a .npy file name.")
     if pooling is not None:
         pooling_modes(pooling)  # a bad mode is refused before the model loads
-    model, tok = load_for_inference(model_name, backend, bf16, kind="encoder", int8=int8, kernels=kernels)
+    model, tok = load_for_inference(model_name, backend, bf16, kind="encoder", int8=int8, kernels=kernels, precision=precision)
     declared = sentence_pooling(model.source_dir)
     limit = sentence_max_length(model.source_dir, tok, model.config)
     if max_length is not None and max_length > model.config.max_position_embeddings:
@@ -229,6 +230,7 @@ def embed_file(
     vectors = encode_sentences(model, tok, texts, pooling or declared.modes, declared.normalize if normalize is None else normalize,
                                batch_size, max_length, progress, prompt=prefix, include_prompt=declared.include_prompt)
     write_atomic(output_path, lambda f: np.save(f, vectors))
+    say_precision(model)
     return len(texts)
 
 
@@ -236,7 +238,8 @@ def embed_file(
 
 
 def rerank_file(model_name: str, query: str, input_path: str, raw_scores: bool = False, top_k: int | None = None,
-                batch_size: int = 32, bf16: bool = False, int8: bool = False, kernels: str = "auto") -> list[dict]:
+                batch_size: int = 32, bf16: bool = False, int8: bool = False, kernels: str = "auto",
+                precision: str | None = None) -> list[dict]:
     """`bertkit rerank`: score each line of input_path against query with a cross-encoder (a pair classifier: one of
     bertkit's, or a transformers sequence classifier such as a bge reranker), best first.
 
@@ -247,7 +250,7 @@ def rerank_file(model_name: str, query: str, input_path: str, raw_scores: bool =
     if top_k is not None and top_k < 1:
         raise BertkitError(f"--top-k must be at least 1, not {top_k}.")
     texts = read_lines(input_path)
-    model, tok = load_for_inference(model_name, "torch", bf16, kind="task", int8=int8, kernels=kernels)
+    model, tok = load_for_inference(model_name, "torch", bf16, kind="task", int8=int8, kernels=kernels, precision=precision)
     if task_of(model.config)["task"] != "pair":
         what = "words" if task_of(model.config)["task"] == "ner" else "single texts"
         raise BertkitError(f"{model_name} classifies {what}; "
@@ -258,6 +261,7 @@ def rerank_file(model_name: str, query: str, input_path: str, raw_scores: bool =
         print(f"note: {cut} of {len(texts)} (query, line) pairs exceed {task_of(model.config)['max_length']} tokens and were "
               "truncated.", file=sys.stderr)
     out = [{"index": i, "score": relevance(r, raw_scores), "text": t} for i, (t, r) in enumerate(zip(texts, rows))]
+    say_precision(model)
     return sorted(out, key=lambda d: -d["score"])[:top_k]
 
 

@@ -23,7 +23,7 @@ def test_speed_tiny_runs_and_agrees(tmp_path):
     out = tmp_path / "speed.md"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # one thread: on a busy machine torch's two-thread parallel regions can take 100x longer (no timing is checked)
-    engines = "transformers,bertkit-torch,bertkit,bertkit-int8,bertkit-onnx,ort-fused,openvino,ct2,ct2-int8"
+    engines = "transformers,bertkit-torch,bertkit,bertkit-fp32,bertkit-int8,bertkit-onnx,ort-fused,openvino,openvino-default,ct2,ct2-int8"
     command = ["benchmarks/speed.py", "--tiny", "--threads", "1", "--write-docs", "--out", str(out), "--engines", engines]
     run = subprocess.run([sys.executable, *command],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -70,6 +70,9 @@ def test_speed_tiny_runs_and_agrees(tmp_path):
             least = 0.999 if name in peers_module.FP32 else 0.99
             assert c["min_cosine"] >= least, (case, name, c)
     assert "## Engines, each in its own process: tiny" in run.stdout and "## Targets against the engines" in run.stdout
+    assert "the default path (`bertkit`) vs the fastest fp32 peer" in run.stdout  # the speed issue's targets, per case
+    assert "Share of the measured matmul peak" in run.stdout and "vendor" in res["machine"]  # the CPU named
+    assert race["notes"]["bertkit"].split(" ")[0] in ("fp32", "bf16")  # what the default chose, in the report
 
 
 def test_gpu_check_runs_on_the_cpu(tmp_path):

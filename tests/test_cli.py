@@ -69,7 +69,7 @@ def test_help_lists_every_command():
 
 
 def test_fill_mask_matches_transformers(capsys, mlm_dir):
-    rc, out, _ = run(capsys, "fill-mask", mlm_dir, "the cat [MASK] on the [MASK] .", "--top-k", "3")
+    rc, out, _ = run(capsys, "fill-mask", mlm_dir, "the cat [MASK] on the [MASK] .", "--top-k", "3", "--precision", "fp32")
     assert rc == 0
     ref = transformers.BertForMaskedLM.from_pretrained(mlm_dir).eval()
     tok = transformers.AutoTokenizer.from_pretrained(mlm_dir)

@@ -244,7 +244,7 @@ def test_variable_length_kernel_gets_the_packed_bounds(monkeypatch):
                           for a, b in zip(bounds, bounds[1:])])
 
     calls = []
-    monkeypatch.setattr(core, "varlen_attn", lambda *a: calls.append(1) or reference_varlen(*a))
+    monkeypatch.setattr(core, "varlen_kernel", lambda: lambda *a: calls.append(1) or reference_varlen(*a))
     monkeypatch.setattr(core, "use_varlen", lambda q, p: True)
     model = tiny_bert()
     ids, mask = padded_batch(12, 30)
@@ -263,10 +263,13 @@ def test_variable_length_kernel_gets_the_packed_bounds(monkeypatch):
 def test_varlen_needs_cuda_half_precision_and_no_dropout():
     import bertkit.model as core
 
+    core.varlen_kernel.cache_clear()
     assert not core.use_varlen(torch.zeros(2, 2, 2, dtype=torch.bfloat16), 0.0)  # the CPU
-    if torch.cuda.is_available() and core.varlen_attn is not None:
+    if torch.cuda.is_available() and core.varlen_kernel() is not None:
         assert core.use_varlen(torch.zeros(2, 2, 2, dtype=torch.bfloat16, device="cuda"), 0.0)
         assert not core.use_varlen(torch.zeros(2, 2, 2, device="cuda"), 0.0)
+    elif not torch.cuda.is_available():
+        assert core.varlen_kernel.cache_info().currsize == 0  # a CPU run never imports the CUDA kernel's module
 
 
 def test_torch_compile_fullgraph_equals_eager():

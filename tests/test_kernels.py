@@ -5,6 +5,7 @@ drops a path that disagrees."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def test_int8_minilm_keeps_the_pooled_vectors(minilm_dir):
 
 @needs_onednn
 def test_load_picks_the_fast_kernels_and_drops_ones_that_disagree(minilm_dir, monkeypatch, capsys):
-    model, _ = load.load_for_inference(minilm_dir, kind="encoder")
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder", kernels="onednn", precision="fp32")
     assert kernels_of(model) == "onednn"
     assert kernels_of(load.load_for_inference(minilm_dir, kind="encoder", kernels="torch")[0]) == "torch"
     if kernels.int8_matmul():
@@ -146,23 +147,24 @@ def test_load_picks_the_fast_kernels_and_drops_ones_that_disagree(minilm_dir, mo
         assert kernels_of(model) == "torch" and "int8 kernels disagree" in capsys.readouterr().err
         assert not any(isinstance(m, (Int8Linear, PackedLinear)) for m in model.modules())
     monkeypatch.setattr(load, "FP32_BOUND", -1.0)
-    model, _ = load.load_for_inference(minilm_dir, kind="encoder")
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder", kernels="onednn", precision="fp32")
     assert kernels_of(model) == "torch" and "onednn kernels disagree" in capsys.readouterr().err
     assert model.layers[0].ffn.act is torch.nn.functional.gelu  # the fused GELU is back in place
 
 
-@pytest.mark.parametrize("flags, needs", [([], None), (["--kernels", "torch"], None), (["--int8"], "int8")])
+@pytest.mark.parametrize("flags, needs", [([], "auto"), (["--precision", "fp32"], None), (["--precision", "fp32", "--kernels", "onednn"], None),
+                                          (["--int8"], "int8")])
 def test_embed_paths_agree(minilm_dir, tmp_path, flags, needs):
     if needs == "int8" and not kernels.int8_matmul():
         pytest.skip("torch._int_mm does not run on this CPU")
     src = tmp_path / "in.txt"
     src.write_text("A man is playing a guitar.\nThe weather is lovely today.\n一个男人在弹吉他。\n", encoding="utf-8")
     args = ["embed", str(minilm_dir), "--input", str(src), "--quiet"]
-    assert main([*args, "--output", str(tmp_path / "ref.npy"), "--kernels", "torch"]) == 0
+    assert main([*args, "--output", str(tmp_path / "ref.npy"), "--kernels", "torch", "--precision", "fp32"]) == 0
     assert main([*args, "--output", str(tmp_path / "x.npy"), *flags]) == 0
     a, b = np.load(tmp_path / "ref.npy"), np.load(tmp_path / "x.npy")
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cos.min() >= (0.99 if needs == "int8" else 1 - 1e-6), cos
+    assert cos.min() >= {"int8": 0.99, "auto": load.AUTO_BF16_BOUND}.get(needs, 1 - 1e-6), cos
 
 
 def test_impossible_kernel_choices_are_refused(minilm_dir, tmp_path, capsys):
@@ -180,7 +182,9 @@ def test_serve_backend_reports_its_kernels(minilm_dir, tmp_path):
     from bertkit.errors import BertkitError
     from bertkit.serving.backend import backend_factory
 
-    assert backend_factory(minilm_dir, "torch")().describe()["kernels"] == ("onednn" if kernels.onednn_linear() else "torch")
+    described = backend_factory(minilm_dir, "torch", kernels="onednn")().describe()
+    assert described["kernels"] == ("onednn" if kernels.onednn_linear() else "torch")
+    assert described["precision"] in ("fp32", "bf16") and described["precision_note"].startswith(described["precision"])
     assert backend_factory(minilm_dir, "torch", kernels="torch")().describe()["kernels"] == "torch"
     if kernels.int8_matmul():
         backend = backend_factory(minilm_dir, "torch", int8=True)()
@@ -245,3 +249,90 @@ def test_long_inputs_are_padded_to_a_few_shapes_and_still_equal_torch():
             assert got.shape == (rows, 40) and torch.allclose(got, lin(x), atol=1e-5), rows
         x = torch.randn(3, 7, 24, generator=g)  # a padded batch: its 21 rows take the 32-row bucket too
         assert torch.allclose(packed(x), lin(x), atol=1e-5)
+
+
+# ---- precision and kernels chosen on the machine at hand -------------------------------------------------------------
+
+FAKE_TIMES = {"fp32/torch": 4.0, "fp32/onednn": 2.0, "bf16/torch": 1.5, "bf16/onednn": 1.0}
+
+
+def fake_times(**changes):
+    times = FAKE_TIMES | changes
+    return lambda model, dtypes=(torch.float32, torch.bfloat16): {p: t for p, t in times.items()
+                                                                 if kernels.DTYPES[p.split("/")[0]] in dtypes}
+
+
+def test_auto_precision_takes_bf16_only_with_hardware_a_measured_gain_and_a_passing_check(minilm_dir, monkeypatch):
+    monkeypatch.setattr(load, "measured_paths", fake_times())
+    monkeypatch.setattr(load, "bf16_is_fast", lambda device=None: True)  # as on a CPU with AVX512-BF16 or AMX
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder")
+    assert model.precision == "bf16" and next(model.parameters()).dtype == torch.bfloat16
+    assert "least pooled cosine to fp32 0.9999" in model.precision_note  # MiniLM on the check sentences: 0.99993+
+    monkeypatch.setattr(load, "AUTO_BF16_BOUND", 1.01)  # no bf16 model can pass: fp32, and the note says why
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder")
+    assert model.precision == "fp32" and next(model.parameters()).dtype == torch.float32 and "under 1.01" in model.precision_note
+    monkeypatch.setattr(load, "measured_paths", fake_times(**{"bf16/torch": 9.0, "bf16/onednn": 8.0}))
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder")
+    assert model.precision == "fp32" and "measured no faster" in model.precision_note
+    monkeypatch.setattr(load, "bf16_is_fast", lambda device=None: False)
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder")
+    assert model.precision == "fp32" and "no bf16 hardware" in model.precision_note
+
+
+@needs_onednn
+def test_auto_kernels_follow_the_measurement(minilm_dir, monkeypatch):
+    monkeypatch.setattr(load, "measured_paths", fake_times())
+    assert kernels_of(load.load_for_inference(minilm_dir, kind="encoder", precision="fp32")[0]) == "onednn"
+    monkeypatch.setattr(load, "measured_paths", fake_times(**{"fp32/torch": 1.0}))  # as on an Intel Xeon with AMX
+    model, _ = load.load_for_inference(minilm_dir, kind="encoder", precision="fp32")
+    assert kernels_of(model) == "torch" and "torch's own kernels (measured here: 2.00x as fast as oneDNN" in model.precision_note
+    assert kernels_of(load.load_for_inference(minilm_dir, kind="encoder", precision="fp32", kernels="onednn")[0]) == "onednn"
+
+
+def test_measured_paths_are_timed_once_per_cpu_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    timed = []
+    monkeypatch.setattr(kernels, "_time_path", lambda path, shapes: timed.append(path) or 1.0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 8), torch.nn.Linear(8, 16))
+    assert kernels.linear_shapes(model) == {(16, 8): 2, (8, 16): 1}
+    first = kernels.measured_paths(model, (torch.float32,))
+    assert set(first) == {p for p in kernels.PATHS if p.startswith("fp32") and kernels._runs(p)} and timed
+    count = len(timed)
+    assert kernels.measured_paths(model, (torch.float32,)) == first and len(timed) == count  # from the cache file
+    kernels.measured_paths(model, (torch.float32, torch.bfloat16))  # only the bf16 paths are new
+    assert all(p.startswith("bf16") for p in timed[count:]) and len(timed) > count
+    key = next(iter(json.loads(kernels.cache_file().read_text())))
+    assert kernels.cpu_name() in key and torch.__version__ in key
+    kernels.cache_file().write_text("{not json")  # a damaged cache is measured again, not an error
+    assert kernels.measured_paths(model, (torch.float32,)) == first
+
+
+def test_real_timings_name_a_kernel_per_dtype(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path))
+    model = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 24))
+    times = kernels.measured_paths(model, (torch.float32,))
+    assert all(t > 0 for t in times.values()) and kernels.fastest(times, torch.float32) in ("onednn", "torch")
+    assert kernels.fastest({}, torch.bfloat16) == "torch"
+
+
+def test_cpu_name_reads_the_model_and_the_flags_that_matter(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu avx2 avx512f amx_bf16 "
+                    "amx_tile sse\n", encoding="utf-8")
+    assert kernels.cpu_name(str(info)) == "Intel(R) Xeon(R) Platinum 8488C [avx2 avx512f amx_bf16 amx_tile]"
+    assert load.bf16_is_fast("cpu", str(info))
+
+
+@pytest.mark.parametrize("precision, bf16, int8, expect", [
+    (None, False, False, "auto"), (None, True, False, "bf16"), (None, False, True, "int8"), ("fp32", False, False, "fp32"),
+    ("bf16", True, False, "bf16"), ("int8", False, True, "int8"),
+    ("fp32", True, False, "contradicts"), ("bf16", False, True, "contradicts"), (None, True, True, "choose one"),
+    ("fp16", False, False, "must be one of")])
+def test_precision_flags_resolve_or_are_refused(precision, bf16, int8, expect):
+    from bertkit.errors import BertkitError
+
+    if expect in load.PRECISIONS:
+        assert load.resolve_precision(precision, bf16, int8) == expect
+    else:
+        with pytest.raises(BertkitError, match=expect):
+            load.resolve_precision(precision, bf16, int8)

@@ -60,7 +60,8 @@ def wait_for(ok, what: str, timeout: float = 60) -> None:
 
 
 def config(path, **kw) -> ServeConfig:
-    return ServeConfig(str(path), port=0, log_level="warning", **kw)
+    """fp32 unless a test asks otherwise: these tests compare answers with the fp32 functions within 1e-5."""
+    return ServeConfig(str(path), port=0, log_level="warning", **({"precision": "fp32"} | kw))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_classify_equals_predict_texts(classifier):
         assert post(with_model, "classify", {"pairs": [["a", "b"]]}).status_code == 422  # not a pair model
     finally:
         with_model.stop()
-    model, tok = load_finetuned(classifier)
+    model, tok = load_finetuned(classifier, precision="fp32")
     want = predict_texts(model, tok, texts)
     assert [r["text"] for r in rows] == texts and [r["label"] for r in rows] == [w["label"] for w in want]
     assert [r["truncated"] for r in rows] == [w["truncated"] for w in want] == [False, False, False, True]
@@ -163,7 +164,7 @@ def test_pair_and_ner_equal_predict_texts(tmp_path, reviews_dir):
             rows = post(r, endpoint, body).json()["results"]
         finally:
             r.stop()
-        model, tok = load_finetuned(out)
+        model, tok = load_finetuned(out, precision="fp32")
         want = predict_texts(model, tok, body.get("pairs") or body["texts"])
         if task == "ner":
             assert rows == want
@@ -209,7 +210,7 @@ def test_onnx_backend_equals_predict_texts(tmp_path, classifier):
         rows = post(r, "classify", {"texts": texts}).json()["results"]
     finally:
         r.stop()
-    want = predict_texts(*load_finetuned(classifier), texts)
+    want = predict_texts(*load_finetuned(classifier, precision="fp32"), texts)
     assert [x["label"] for x in rows] == [w["label"] for w in want] and [x["truncated"] for x in rows] == [False, False, True]
     assert all(abs(x["probability"] - w["probability"]) < 1e-4 for x, w in zip(rows, want))
 

@@ -132,7 +132,7 @@ def test_rerank_and_predict_on_a_pair_classifier(pair_model):
         bad = httpx.post(r.url + "/predict", json={"inputs": "a single text"})
     finally:
         r.stop()
-    model, tok = load_finetuned(pair_model)
+    model, tok = load_finetuned(pair_model, precision="fp32")
     want = predict_texts(model, tok, [["不错", t] for t in texts])
     last = list(want[0]["probabilities"])[-1]
     scores = sorted(((w["probabilities"][last], i) for i, w in enumerate(want)), reverse=True)

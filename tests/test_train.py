@@ -219,7 +219,7 @@ def test_evaluate_and_predict_commands(tmp_path, small, capsys):
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(small / "test.tsv")]) == 0
     metrics = json.loads(capsys.readouterr().out)
     test = read_task_file(small / "test.tsv", "classify")
-    rows = predict_texts(*bertkit.serving.load.load_finetuned(tmp_path / "run"), [e.text for e in test])
+    rows = predict_texts(*bertkit.serving.load.load_finetuned(tmp_path / "run", precision="fp32"), [e.text for e in test])
     want = classification_report([e.label for e in test], [r["label"] for r in rows])
     assert metrics["examples"] == 100 and metrics["accuracy"] == want["accuracy"] and metrics["macro_f1"] == want["macro"]["f1"]
     assert main(["predict", str(tmp_path / "run" / "model"), "很好", "好" * 500]) == 0
@@ -233,7 +233,7 @@ def test_bert_classifier_loads_in_transformers(tmp_path, small):
     import transformers
 
     train(tiny(tmp_path / "run", small, max_steps=3, eval_every=3))
-    ours, tok = bertkit.serving.load.load_finetuned(tmp_path / "run")
+    ours, tok = bertkit.serving.load.load_finetuned(tmp_path / "run", precision="fp32")
     ref = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
     batch = tok(["很好用", "太差了，再也不买"])
     with torch.no_grad():
@@ -247,7 +247,7 @@ def test_mean_pooled_classifier(tmp_path, small, capsys):
     """--pooling mean: the classifier reads the mean of the real tokens' states (no pooler is built), recorded in
     config.json, so that the reloaded model, predict and a padded batch all compute the same."""
     train(tiny(tmp_path / "run", small, max_steps=3, eval_every=3, pooling="mean"))
-    ours, tok = bertkit.serving.load.load_finetuned(tmp_path / "run")
+    ours, tok = bertkit.serving.load.load_finetuned(tmp_path / "run", precision="fp32")
     assert ours.bert.pooler is None and ours.config.extra["bertkit"]["pooling"] == "mean"
     batch = tok(["很好用", "太差了，再也不买"])
     with torch.no_grad():

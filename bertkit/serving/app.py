@@ -65,7 +65,8 @@ class ServeConfig:
     backend: str = "torch"  # torch | onnx
     bf16: bool = False  # bf16 weights and activations (torch backend)
     int8: bool = False  # int8 linear layers on the CPU (torch backend)
-    kernels: str = "auto"  # auto: oneDNN prepacked on the CPU; torch: torch's own matmuls
+    kernels: str = "auto"  # auto: the kernel measured fastest on this CPU; onednn or torch: that one
+    precision: str | None = None  # auto (None): bf16 where it is fast and checked exact enough, else fp32; or fp32, bf16, int8
     max_batch: int = 32  # texts per forward; 1 = batching off
     max_batch_tokens: int = 512  # real tokens per batch: throughput is flat from 128 to 4096 here, 512 the smallest within 5% of the best (benchmarks/batch_tokens.py)
     max_wait_ms: float = 5.0  # how long the oldest request may wait for others to join its batch
@@ -442,7 +443,7 @@ def make_server(cfg: ServeConfig, load=None):
     if cfg.max_wait_ms < 0:
         raise BertkitError(f"--max-wait-ms must be 0 or more, not {cfg.max_wait_ms}.")
     if load is None:
-        load = backend_factory(cfg.path, cfg.backend, cfg.bf16, cfg.threads, cfg.int8, cfg.kernels)  # what cannot work fails here, before listening
+        load = backend_factory(cfg.path, cfg.backend, cfg.bf16, cfg.threads, cfg.int8, cfg.kernels, cfg.precision)  # what cannot work fails here, before listening
     app = build_app(load, cfg)
     sock = listen(cfg.host, cfg.port)
     config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False, lifespan="on",
@@ -466,7 +467,11 @@ def serve(cfg: ServeConfig) -> None:
 def add_serve_parser(subparsers) -> None:
     """Register `bertkit serve` on the CLI's subparsers."""
 
-    s = subparsers.add_parser("serve", help="an HTTP server with dynamic batching for a model directory")
+    serve_arguments(subparsers.add_parser("serve", help="an HTTP server with dynamic batching for a model directory"))
+
+
+def serve_arguments(s) -> None:
+    """The arguments of `bertkit serve` on its parser `s`."""
     s.add_argument("dir", help="a model directory (fine-tuned, MLM or any encoder) or a training run's --out")
     add_flags(s, ServeConfig, SERVE_FLAGS, types={k: positive_int for k in ("max_batch", "max_batch_tokens", "max_queue", "max_texts", "max_body", "threads")})
     s.set_defaults(run=cmd_serve)
@@ -478,7 +483,10 @@ SERVE_FLAGS = {
     "backend": ("what runs the model", ["torch", "onnx"]),
     "bf16": "bf16 weights and activations (faster on CPUs with AMX or AVX512-BF16)",
     "int8": "int8 linear layers on the CPU (per-channel weights, per-token activations; checked against fp32 on load)",
-    "kernels": ("auto: oneDNN on prepacked weights on the CPU (checked on load); torch: torch's own", ["auto", "torch"]),
+    "kernels": ("auto: the kernel measured fastest on this CPU (oneDNN prepacked or torch's own; checked on load); or force one",
+                ["auto", "onednn", "torch"]),
+    "precision": ("auto (default): bf16 where the device has bf16 hardware, it measures faster and the model's pooled vectors keep "
+                  "cosine >= 0.9999 to fp32 on check sentences, else fp32", ["auto", "fp32", "bf16", "int8"]),
     "max_batch": "texts per forward (1: batching off)", "max_wait_ms": "how long a request may wait for others to batch with",
     "max_batch_tokens": "real tokens per batch (the next batch fills up to it while the current one runs)",
     "max_queue": "waiting requests per endpoint before 503", "max_texts": "inputs per request before 413",

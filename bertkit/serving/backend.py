@@ -18,7 +18,7 @@ import torch
 from ..errors import BertkitError
 from ..heads import TASKS, BertForMaskedLM, hf_task, task_of
 from ..kernels import kernels_of
-from .load import check_model, load_for_inference
+from .load import check_model, load_for_inference, resolve_precision
 from .predict import encode_sentences, predict_texts, prompt_length, sentence_max_length, sentence_pooling
 
 ENDPOINTS = ("embed", "fill-mask", "classify", "ner")
@@ -62,6 +62,9 @@ class ModelBackend:
         self.encoder = getattr(model, "bert", model)  # the backbone, for embed
         self.device = next(model.parameters()).device
         self.kernels = "onnxruntime" if kind == "onnx" else kernels_of(model)
+        self.precision = getattr(model, "precision", "bf16" if bf16 else "fp32")  # what load_for_inference chose
+        self.precision_note = getattr(model, "precision_note", f"{self.precision}, onnxruntime")
+        self.bf16 = self.precision == "bf16"
         # the pooling a sentence-transformers directory declares (normalising stays each request's option)
         sentence = sentence_pooling(getattr(model, "source_dir", None))
         self.pooling, self.include_prompt = sentence.modes, sentence.include_prompt
@@ -70,7 +73,7 @@ class ModelBackend:
     def describe(self) -> dict:
 
         return {"model": self.source, "task": self.task, "backend": self.kind, "bf16": self.bf16, "kernels": self.kernels,
-                "device": str(self.device),
+                "precision": self.precision, "precision_note": self.precision_note, "device": str(self.device),
                 "threads": torch.get_num_threads(), "max_length": self.max_length, "endpoints": list(self.endpoints),
                 "pooling": ",".join(self.pooling)}
 
@@ -117,9 +120,10 @@ class ModelBackend:
         return rows
 
 
-def load_torch(path, bf16: bool = False, threads: int | None = None, int8: bool = False, kernels: str = "auto") -> ModelBackend:
+def load_torch(path, bf16: bool = False, threads: int | None = None, int8: bool = False, kernels: str = "auto",
+               precision: str | None = None) -> ModelBackend:
     """The checkpoint's own task: bertkit's task entry in config.json, else an MLM head, else an encoder."""
-    model, tok = load_for_inference(path, "torch", bf16, threads=threads, int8=int8, kernels=kernels)
+    model, tok = load_for_inference(path, "torch", bf16, threads=threads, int8=int8, kernels=kernels, precision=precision)
     d = model.source_dir
     if "bertkit" in model.config.extra or hf_task(model.config) is not None:  # a task bertkit trained, or a transformers classifier
         task, max_length = task_of(model.config)["task"], task_of(model.config)["max_length"]
@@ -137,22 +141,22 @@ def load_onnx(path, bf16: bool = False, threads: int | None = None) -> ModelBack
 
 
 def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int | None = None, int8: bool = False,
-                    kernels: str = "auto"):
+                    kernels: str = "auto", precision: str | None = None):
     """A function that loads the backend (called in a thread once the server listens); what cannot
     work (a missing extra, bf16 on ONNX, no .onnx file) fails here, before the port opens."""
     if kind == "torch":
         check_model(path)
-        if int8 and bf16:
-            raise BertkitError("choose one of --int8 and --bf16.")
-        return lambda: load_torch(path, bf16, threads, int8, kernels)
+        resolve_precision(precision, bf16, int8)  # a contradiction is refused before the port opens
+        return lambda: load_torch(path, bf16, threads, int8, kernels, precision)
     if kind != "onnx":
         raise BertkitError(f"--backend must be torch or onnx, not {kind!r}.")
     from .onnx import onnx_file
 
     if importlib.util.find_spec("onnxruntime") is None:
         raise BertkitError("--backend onnx needs onnxruntime: pip install 'bertkit[onnx]'.")
-    if bf16 or int8:
-        raise BertkitError(f"--{'bf16' if bf16 else 'int8'} applies to --backend torch; an ONNX graph runs in the precision it was exported in.")
+    if bf16 or int8 or precision in ("bf16", "int8"):
+        flag = "--bf16" if bf16 else "--int8" if int8 else f"--precision {precision}"
+        raise BertkitError(f"{flag} applies to --backend torch; an ONNX graph runs in the precision it was exported in.")
     onnx_file(path)
     return lambda: load_onnx(path, threads=threads)
 

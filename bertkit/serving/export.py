@@ -89,12 +89,12 @@ def load_for_export(model_dir, task: str | None) -> tuple[nn.Module, str, Path]:
     own = info.get("task") if isinstance(info, dict) and info.get("task") != "seq2seq" else None  # seq2seq: its encoder exports
     task = task or own or "embed"
     if task in ("embed", "encoder"):
-        bert, _ = load_for_inference(model_dir, device="cpu", kind="encoder", tokenizer=False, kernels="torch")
+        bert, _ = load_for_inference(model_dir, device="cpu", kind="encoder", tokenizer=False, kernels="torch", precision="fp32")
         return EncoderGraph(bert, pooled=task == "embed").eval(), task, bert.source_dir
     if own != task:
         what = f"was fine-tuned for {own}" if own else "is not a model bertkit fine-tuned"
         raise BertkitError(f"{check_model(model_dir)} {what}; it cannot be exported as a {task} model.")
-    model, _ = load_for_inference(model_dir, device="cpu", kind="task", tokenizer=False, kernels="torch")
+    model, _ = load_for_inference(model_dir, device="cpu", kind="task", tokenizer=False, kernels="torch", precision="fp32")
     return model, task, model.source_dir
 
 
@@ -370,7 +370,11 @@ def cmd_export_onnx(a) -> None:
 
 def add_export_parser(subparsers) -> None:
     """`bertkit export onnx MODEL --out FILE [--task ...] [--bf16 | --int8]`."""
-    s = subparsers.add_parser("export", help="export a model for another runtime (ONNX)")
+    export_arguments(subparsers.add_parser("export", help="export a model for another runtime (ONNX)"))
+
+
+def export_arguments(s) -> None:
+    """The arguments of `bertkit export` on its parser `s`."""
     formats = s.add_subparsers(dest="format", required=True, metavar="FORMAT")
     e = formats.add_parser("onnx", help="an ONNX graph with dynamic batch and length, checked against PyTorch")
     e.add_argument("model", help="a checkpoint directory, a fine-tuned model directory, or a hub name")

@@ -1,18 +1,22 @@
-"""One way to load a model for inference: `load_for_inference(path, backend, bf16, device, int8=, kernels=)`.
+"""One way to load a model for inference: `load_for_inference(path, backend, device=, precision=, kernels=)`.
 
 What predict, evaluate, embed, fill-mask, export and serve all call. `path` is a checkpoint
 directory, a hub name, or a training run's --out directory (io.hub finds its model/). The torch
-backend builds the class the checkpoint holds (or the one asked for: `kind`), puts it on the
-fastest device and casts it to bf16 once (the CRF stays fp32); on the CPU it then runs its linear
-layers through oneDNN on weights prepacked once (kernels.prepack: 1.7-2.7x faster fp32 than torch's
-own matmuls on an AMD EPYC), or in int8 (`int8=True`, kernels.quantize_int8). Either is checked on
-its first call against the plain kernels (`check_kernels`) and dropped, with a warning, if it
-disagrees; denormal floats are then flushed to zero for the process. The onnx backend runs an
-export of `bertkit export onnx` through onnxruntime, called like the torch model.
+backend builds the class the checkpoint holds (or the one asked for: `kind`) on the fastest device,
+then picks its precision: by default ("auto") bf16 where the device multiplies bf16 in hardware,
+the CPU at hand measures it faster, and the model's own pooled vectors of a few real sentences keep
+cosine >= 0.9999 to fp32's; else fp32 (`--precision fp32|bf16|int8` overrides it; --bf16 and --int8
+still work). On the CPU each linear layer then runs the kernel measured fastest for its dtype on this
+CPU (kernels.measured_paths, cached: oneDNN's prepacked matmuls won 1.2-2.7x on AMD EPYCs, ~1.07x on
+an Intel Xeon with AMX), or int8 (kernels.quantize_int8); the fast kernels are checked on their first
+call against the plain ones (`check_kernels`) and dropped, with a warning, if they disagree; denormal
+floats are then flushed to zero for the process. `model.precision_note` says what was chosen and why.
+The onnx backend runs an export of `bertkit export onnx` through onnxruntime, called like the torch model.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -23,12 +27,13 @@ from ..config import BertConfig
 from ..errors import BertkitError
 from ..heads import MODEL_CLASSES, TASKS, BertForMaskedLM, hf_task, task_of
 from ..io.hub import locate
-from ..kernels import Int8Linear, PackedLinear, kernels_of, prepack, quantize_int8, reference_kernels
+from ..kernels import (Int8Linear, PackedLinear, fastest, kernels_of, measured_paths, prepack, quantize_int8, random_batch,
+                       reference_kernels)
 from ..model import BertModel, mean_pool
 from ..tokenizer import Tokenizer
 
 KINDS = ("task", "mlm", "encoder")  # what a caller needs: a model bertkit fine-tuned, an MLM head, the backbone
-KERNELS = ("auto", "torch")  # auto: oneDNN prepacked (or int8) on the CPU where it passes its check; torch: plain
+KERNELS = ("auto", "onednn", "torch")  # auto: the one measured fastest on this CPU (checked on load); or force one
 FP32_BOUND = 1e-4  # oneDNN vs torch's matmuls in fp32: max |difference| of last_hidden_state (measured 5e-6 on MiniLM)
 INT8_BOUND = 0.99  # int8 vs fp32: least cosine of the check batch's pooled vectors (0.996 on MiniLM, real text)
 
@@ -68,24 +73,54 @@ def kind_of(config: BertConfig, names) -> str:
     return "mlm" if any(k.startswith("mlm.") for k in names) else "encoder"
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # auto: bf16 where the hardware has it, it measures faster, and it passes
+AUTO_BF16_BOUND = 0.9999  # auto keeps bf16 when every check sentence's pooled vector keeps this cosine to fp32's
+CHECK_TEXTS = (  # real sentences for the precision check: English and Chinese, short and long, as users send them
+    "The cat sat on the mat.", "How do I reset my password?", "Paris is the capital and largest city of France.",
+    "Stock markets fell sharply on Monday after the central bank raised interest rates for the third time this year.",
+    "今天天气很好，我们去公园散步吧。", "这家酒店的服务态度非常差，房间也不干净，再也不会来了。", "北京是中华人民共和国的首都。",
+    "新华社北京一月一日电国家主席江泽民发表了题为迈向充满希望的新世纪的新年讲话。",
+)
+
+
+def resolve_precision(precision: str | None, bf16: bool = False, int8: bool = False) -> str:
+    """One of PRECISIONS from --precision and the older --bf16 / --int8 switches (which still work); None: auto."""
+    if bf16 and int8:
+        raise BertkitError("choose one of --int8 and --bf16.")
+    legacy = "bf16" if bf16 else "int8" if int8 else None
+    if precision is None:
+        return legacy or "auto"
+    if precision not in PRECISIONS:
+        raise BertkitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    if legacy and legacy != precision:
+        raise BertkitError(f"--{legacy} contradicts --precision {precision}; give one of them.")
+    return precision
+
+
 def load_for_inference(path, backend: str = "torch", bf16: bool = False, device=None, kind: str | None = None,
-                       threads: int | None = None, tokenizer: bool = True, int8: bool = False, kernels: str = "auto"):
+                       threads: int | None = None, tokenizer: bool = True, int8: bool = False, kernels: str = "auto",
+                       precision: str | None = None):
     """(model, tokenizer) in eval mode. kind None: what the checkpoint holds (see kind_of); threads: torch's
     intra-op threads, or onnxruntime's (on a shared machine fewer spin less: OpenMP waits busily);
-    tokenizer False: the model only (export, of a checkpoint that may have none), the tokenizer None;
-    int8: int8 linear layers (CPU); kernels "torch": torch's plain matmuls (the reference), not oneDNN's."""
+    tokenizer False: the model only (export, of a checkpoint that may have none), the tokenizer None.
+
+    precision (None: auto, or what --bf16 / --int8 say): "fp32"; "bf16" (weights cast once); "int8" (int8 linear layers,
+    CPU); "auto": bf16 where the device multiplies it in hardware (a bf16 GPU; AVX512-BF16 or AMX), it measures faster
+    on the CPU at hand, and the model's own pooled vectors of CHECK_TEXTS keep cosine >= AUTO_BF16_BOUND to fp32's;
+    else fp32. kernels: "auto" runs each linear layer on the kernel measured fastest on this CPU for its dtype (oneDNN
+    prepacked or torch's own, kernels.measured_paths), "onednn" or "torch" force one. What was chosen and why is
+    `model.precision` and `model.precision_note`."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     if kernels not in KERNELS:
         raise BertkitError(f"--kernels must be one of {', '.join(KERNELS)}, not {kernels!r}.")
-    if int8 and bf16:
-        raise BertkitError("choose one of --int8 and --bf16.")
-    if int8 and kernels == "torch":
+    want = resolve_precision(precision, bf16, int8)
+    if want == "int8" and kernels == "torch":
         raise BertkitError("--int8 runs bertkit's int8 kernels; it cannot be combined with --kernels torch.")
     if backend == "onnx":
-        if int8:
+        if want == "int8":
             raise BertkitError("--int8 applies to the torch backend; quantise an ONNX graph at export (`bertkit export onnx --int8`).")
-        return _load_onnx(path, bf16, kind, threads)
+        return _load_onnx(path, want == "bf16", kind, threads)
     if backend != "torch":
         raise BertkitError(f"--backend must be torch or onnx, not {backend!r}.")
     if threads:
@@ -99,21 +134,99 @@ def load_for_inference(path, backend: str = "torch", bf16: bool = False, device=
     else:
         model = BertModel.from_converted(d, config, conv, new_heads=True, verbose=False)
     model = model.to(device or default_device()).eval()
-    if bf16:  # cast once: autocast would re-cast every weight at every call (slower, and RSS kept growing)
-        model.to(torch.bfloat16)
-        if getattr(model, "crf", None) is not None:
-            model.crf.float()  # Viterbi on float emissions (predictions cast them)
-    if next(model.parameters()).device.type == "cpu" and kernels == "auto":
-        if int8 and not quantize_int8(model):
+    tok = Tokenizer.from_pretrained(d) if tokenizer else None
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if want == "int8" and not on_cpu:
+        raise BertkitError(f"--int8 runs on the CPU; this model is on {next(model.parameters()).device}.")
+    times = measured_paths(model, _dtypes(want, model)) if on_cpu and kernels == "auto" and want != "int8" else {}
+    why = ""
+    if want == "auto":
+        model, want, why = _choose_precision(model, tok, times)
+    elif want == "bf16":
+        _cast(model, torch.bfloat16)
+    if on_cpu and kernels != "torch":
+        if want == "int8" and not quantize_int8(model):
             raise BertkitError("--int8 needs torch._int_mm on the CPU, which this torch lacks (torch >= 2.2).")
-        prepack(model)  # every linear layer int8 left (all of them without --int8)
+        dtype = torch.bfloat16 if want == "bf16" else torch.float32
+        if want == "int8" or kernels == "onednn" or fastest(times, dtype) == "onednn":
+            prepack(model)  # every linear layer int8 left (all of them without --int8)
         # Denormal floats flushed to zero in this process, as ONNX Runtime and OpenVINO do in their threads: GELU's far
         # negative tail makes them, and arithmetic on them is slow (int8 MiniLM 32 x 128 on real text: 350 -> 205 ms).
         torch.set_flush_denormal(True)
         check_kernels(model)
-    elif int8:
-        raise BertkitError(f"--int8 runs on the CPU; this model is on {next(model.parameters()).device}.")
-    return model, Tokenizer.from_pretrained(d) if tokenizer else None
+    model.precision = want
+    model.precision_note = _note(model, want, why, times)
+    return model, tok
+
+
+def _dtypes(want: str, model) -> tuple:
+    """The dtypes worth timing: fp32 always, bf16 where asked or where auto may choose it."""
+    bf16 = want == "bf16" or want == "auto" and bf16_is_fast(next(model.parameters()).device)
+    return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+
+
+def _cast(model, dtype) -> None:
+    """Cast once (autocast would re-cast every weight at every call: slower, and RSS kept growing); the CRF stays fp32."""
+    model.to(dtype)
+    if getattr(model, "crf", None) is not None:
+        model.crf.float()  # Viterbi on float emissions (predictions cast them)
+
+
+def _choose_precision(model, tok, times: dict):
+    """auto: (model, "bf16" or "fp32", why). bf16 needs hardware for it, a measured gain on the CPU, and the check."""
+    device = next(model.parameters()).device
+    if not bf16_is_fast(device):
+        return model, "fp32", "no bf16 hardware here"
+    if times:
+        fp32, bf16 = (min(t for p, t in times.items() if p.startswith(name)) for name in ("fp32/", "bf16/"))
+        if bf16 >= fp32:
+            return model, "fp32", f"bf16 measured no faster here ({bf16 * 1e3:.1f} against {fp32 * 1e3:.1f} ms of matmuls)"
+    batch = check_batch(model, tok, device)
+    ref = _pooled(model, batch)
+    trial = copy.deepcopy(model)
+    _cast(trial, torch.bfloat16)
+    cosine = float(torch.nn.functional.cosine_similarity(_pooled(trial, batch), ref, dim=-1).min())
+    what = f"least pooled cosine to fp32 {cosine:.5f} on {len(batch['input_ids'])} check sentences"
+    if cosine < AUTO_BF16_BOUND:
+        return model, "fp32", f"bf16 {what}, under {AUTO_BF16_BOUND}"
+    return trial, "bf16", what
+
+
+def check_batch(model, tok, device) -> dict:
+    """CHECK_TEXTS through the model's tokenizer (random ids where it has none), on `device`."""
+    if tok is None:
+        return {k: v.to(device) for k, v in random_batch(model).items()}
+    c = getattr(model, "bert", model).config
+    enc = tok(list(CHECK_TEXTS), max_length=min(64, c.max_length))
+    return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+
+
+def _pooled(model, batch) -> torch.Tensor:
+    with torch.inference_mode():
+        h = getattr(model, "bert", model)(batch["input_ids"], batch["attention_mask"]).last_hidden_state.float()
+    return mean_pool(h, batch["attention_mask"])
+
+
+def _note(model, precision: str, why: str, times: dict) -> str:
+    """One line saying what runs and why, e.g. "bf16 (auto: least pooled cosine ...), oneDNN kernels"."""
+    kind = kernels_of(model) if next(model.parameters()).device.type == "cpu" else str(next(model.parameters()).device)
+    line = f"{precision}" + (f" (auto: {why})" if why else "") + f", {KERNEL_NAMES.get(kind, kind)} kernels"
+    dtype = "bf16" if precision == "bf16" else "fp32"
+    paths = {p.split("/")[1]: t for p, t in times.items() if p.startswith(dtype + "/")}
+    if kind in ("onednn", "torch") and len(paths) == 2:
+        other = "torch" if kind == "onednn" else "onednn"
+        line += f" (measured here: {paths[other] / paths[kind]:.2f}x as fast as {KERNEL_NAMES[other]})"
+    return line
+
+
+KERNEL_NAMES = {"onednn": "oneDNN prepacked", "torch": "torch's own", "int8": "int8"}
+
+
+def say_precision(model) -> None:
+    """The commands' last line on stderr: what precision and kernels ran (an ONNX runner says nothing)."""
+    note = getattr(model, "precision_note", None)
+    if note:
+        print(f"note: ran {note}.", file=sys.stderr)
 
 
 def check_kernels(model, seed: int = 0) -> str:
@@ -173,9 +286,9 @@ def _load_onnx(path, bf16: bool, kind: str | None, threads: int | None):
     return load_onnx(path, tasks, threads)
 
 
-def load_finetuned(path, backend: str = "torch", bf16: bool = False):
+def load_finetuned(path, backend: str = "torch", bf16: bool = False, precision: str | None = None):
     """(model, tokenizer) of a model bertkit fine-tuned (a model directory or a run's --out)."""
-    return load_for_inference(path, backend, bf16, kind="task")
+    return load_for_inference(path, backend, bf16, kind="task", precision=precision)
 
 
 def check_model(path) -> Path:

@@ -22,7 +22,7 @@ from ..heads import labels_of, task_of
 from ..io.files import read_json
 from ..model import BertModel
 from ..tokenizer import Tokenizer
-from .load import load_for_inference
+from .load import load_for_inference, say_precision
 
 MERGES = ("edge", "mean")  # how the windows of a long sentence are merged (see predict_features)
 
@@ -161,11 +161,11 @@ def _spans(words: list[str], tags: list[str], kind: str) -> list[dict]:
 
 
 def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64, backend: str = "torch",
-                     bf16: bool = False, int8: bool = False, kernels: str = "auto") -> dict:
+                     bf16: bool = False, int8: bool = False, kernels: str = "auto", precision: str | None = None) -> dict:
     from pathlib import Path
 
 
-    model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels)
+    model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels, precision=precision)
     task = task_of(model.config)["task"]
     if data in BUNDLED or Path(data).is_dir():
         splits = load_dataset(data, task)
@@ -176,14 +176,17 @@ def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64,
         examples = read_task_file(data, task)
     if (examples[0].tags if task == "ner" else examples[0].label) is None:
         raise BertkitError(f"{data} has no labels to evaluate against.")
-    return evaluate_examples(model, tokenizer, examples, batch_size)
+    scores = evaluate_examples(model, tokenizer, examples, batch_size)
+    say_precision(model)
+    return scores
 
 
 def predict_command(path, texts: list[str], input_file: str | None = None, batch_size: int = 64,
-                    backend: str = "torch", bf16: bool = False, int8: bool = False, kernels: str = "auto") -> list[dict]:
+                    backend: str = "torch", bf16: bool = False, int8: bool = False, kernels: str = "auto",
+                    precision: str | None = None) -> list[dict]:
     """Predictions for texts given on the command line (pairs as two texts each) or in a file."""
 
-    model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels)
+    model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels, precision=precision)
     task = task_of(model.config)["task"]
     if input_file:
         examples = read_task_file(input_file, task)
@@ -201,7 +204,9 @@ def predict_command(path, texts: list[str], input_file: str | None = None, batch
             inputs = list(texts)
     if not inputs:
         raise BertkitError("nothing to predict: give texts or --input FILE.")
-    return predict_texts(model, tokenizer, inputs, batch_size)
+    rows = predict_texts(model, tokenizer, inputs, batch_size)
+    say_precision(model)
+    return rows
 
 
 # sentence-transformers' pooling modes, in the order its legacy config keys list them (a concatenation follows the config's order)

@@ -243,7 +243,7 @@ def _texts(examples, task: str) -> list[str]:
 def load_teacher(cfg: TrainConfig, data_labels: list[str]):
     """The fine-tuned teacher, its tokenizer (the student reads the same ids) and its label order."""
     from ..heads import task_of
-    teacher, tok = load_finetuned(cfg.teacher)
+    teacher, tok = load_finetuned(cfg.teacher, precision="fp32")  # soft targets in full precision (--bf16 autocasts)
     if task_of(teacher.config)["task"] != cfg.task:
         raise BertkitError(f"the teacher {cfg.teacher} was fine-tuned for {task_of(teacher.config)['task']}, not {cfg.task}.")
     labels = labels_of(teacher.config)
