@@ -349,9 +349,10 @@ def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     return f"{name} [{' '.join(f for f in CPU_FLAGS if f in flags)}]"
 
 
-def cache_file() -> Path:
+def cache_file(name: str = "kernels.json") -> Path:
+    """Where bertkit keeps what it measured on this machine: $BERTKIT_CACHE, else ~/.cache/bertkit ($XDG_CACHE_HOME)."""
     root = os.environ.get("BERTKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bertkit"
-    return Path(root) / "kernels.json"
+    return Path(root) / name
 
 
 def linear_shapes(model: nn.Module) -> dict[tuple[int, int], int]:
@@ -370,14 +371,14 @@ def measured_paths(model: nn.Module, dtypes=(torch.float32, torch.bfloat16)) -> 
     shapes = linear_shapes(model)
     key = " | ".join([cpu_name(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads",
                       ",".join(f"{n}x{k}*{c}" for (n, k), c in sorted(shapes.items()))])
-    cache = _read_cache()
+    cache = read_cache()
     wanted = [p for p in PATHS if _runs(p) and DTYPES[p.split("/")[0]] in dtypes]
     known = cache.get(key, {})
     if all(p in known for p in wanted):
         return {p: known[p] for p in wanted}
     times = known | {p: _time_path(p, shapes) for p in wanted if p not in known}
     cache[key] = times
-    _write_cache(cache)
+    write_cache(cache)
     return {p: times[p] for p in wanted}
 
 
@@ -421,17 +422,17 @@ def _time_path(path: str, shapes: dict[tuple[int, int], int], repeats: int = 3) 
     return float(torch.tensor(per_rows).log().mean().exp())
 
 
-def _read_cache() -> dict:
+def read_cache(name: str = "kernels.json") -> dict:
     try:
-        data = json.loads(cache_file().read_text(encoding="utf-8"))
+        data = json.loads(cache_file(name).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}  # none yet, or unreadable: measure again
 
 
-def _write_cache(cache: dict) -> None:
+def write_cache(cache: dict, name: str = "kernels.json") -> None:
     try:
-        cache_file().parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache_file(), lambda f: f.write(json.dumps(cache, indent=1).encode()))
+        cache_file(name).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file(name), lambda f: f.write(json.dumps(cache, indent=1).encode()))
     except OSError:
         pass  # a read-only home: measured again next time, nothing lost

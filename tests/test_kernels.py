@@ -262,12 +262,16 @@ def fake_times(**changes):
                                                                  if kernels.DTYPES[p.split("/")[0]] in dtypes}
 
 
-def test_auto_precision_takes_bf16_only_with_hardware_a_measured_gain_and_a_passing_check(minilm_dir, monkeypatch):
+def test_auto_precision_takes_bf16_only_with_hardware_a_measured_gain_and_a_passing_check(minilm_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path))  # an empty cache: the first load checks, the second reads it
     monkeypatch.setattr(load, "measured_paths", fake_times())
     monkeypatch.setattr(load, "bf16_is_fast", lambda device=None: True)  # as on a CPU with AVX512-BF16 or AMX
     model, _ = load.load_for_inference(minilm_dir, kind="encoder")
     assert model.precision == "bf16" and next(model.parameters()).dtype == torch.bfloat16
     assert "least pooled cosine to fp32 0.9999" in model.precision_note  # MiniLM on the check sentences: 0.99993+
+    again, _ = load.load_for_inference(minilm_dir, kind="encoder")  # the same weights: the check's answer is cached
+    assert again.precision == "bf16" and "(cached)" in again.precision_note and "(cached)" not in model.precision_note
+    assert next(again.parameters()).dtype == torch.bfloat16
     monkeypatch.setattr(load, "AUTO_BF16_BOUND", 1.01)  # no bf16 model can pass: fp32, and the note says why
     model, _ = load.load_for_inference(minilm_dir, kind="encoder")
     assert model.precision == "fp32" and next(model.parameters()).dtype == torch.float32 and "under 1.01" in model.precision_note

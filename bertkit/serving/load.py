@@ -27,8 +27,8 @@ from ..config import BertConfig
 from ..errors import BertkitError
 from ..heads import MODEL_CLASSES, TASKS, BertForMaskedLM, hf_task, task_of
 from ..io.hub import locate
-from ..kernels import (Int8Linear, PackedLinear, fastest, kernels_of, measured_paths, prepack, quantize_int8, random_batch,
-                       reference_kernels)
+from ..kernels import (Int8Linear, PackedLinear, cpu_name, fastest, kernels_of, measured_paths, prepack, quantize_int8,
+                       random_batch, read_cache, reference_kernels, write_cache)
 from ..model import BertModel, mean_pool
 from ..tokenizer import Tokenizer
 
@@ -181,15 +181,41 @@ def _choose_precision(model, tok, times: dict):
         fp32, bf16 = (min(t for p, t in times.items() if p.startswith(name)) for name in ("fp32/", "bf16/"))
         if bf16 >= fp32:
             return model, "fp32", f"bf16 measured no faster here ({bf16 * 1e3:.1f} against {fp32 * 1e3:.1f} ms of matmuls)"
-    batch = check_batch(model, tok, device)
-    ref = _pooled(model, batch)
-    trial = copy.deepcopy(model)
-    _cast(trial, torch.bfloat16)
-    cosine = float(torch.nn.functional.cosine_similarity(_pooled(trial, batch), ref, dim=-1).min())
-    what = f"least pooled cosine to fp32 {cosine:.5f} on {len(batch['input_ids'])} check sentences"
-    if cosine < AUTO_BF16_BOUND:
+    key = _check_key(model, tok, device)
+    checked = read_cache(CHECKS).get(key) if key else None
+    if checked is None:
+        batch = check_batch(model, tok, device)
+        ref = _pooled(model, batch)
+        trial = copy.deepcopy(model)
+        _cast(trial, torch.bfloat16)
+        checked = {"cosine": float(torch.nn.functional.cosine_similarity(_pooled(trial, batch), ref, dim=-1).min()),
+                   "sentences": len(batch["input_ids"])}
+        if key:
+            write_cache(read_cache(CHECKS) | {key: checked}, CHECKS)
+    else:
+        trial = None  # checked before on these very weights: cast without a copy
+    what = f"least pooled cosine to fp32 {checked['cosine']:.5f} on {checked['sentences']} check sentences"
+    if checked["cosine"] < AUTO_BF16_BOUND:
         return model, "fp32", f"bf16 {what}, under {AUTO_BF16_BOUND}"
-    return trial, "bf16", what
+    if trial is None:
+        _cast(model, torch.bfloat16)
+    return trial or model, "bf16", what + (" (cached)" if trial is None else "")
+
+
+CHECKS = "precision.json"  # the auto check's cosines, per weights file and machine (kernels.cache_file)
+
+
+def _check_key(model, tok, device) -> str | None:
+    """What the check's answer depends on: the weights (their files' paths, sizes and times), the class, the
+    tokenizer's presence, the device or CPU and torch. None where the weights came from no file."""
+    d = getattr(model, "source_dir", None)
+    files = sorted(p for p in Path(d).glob("*") if p.suffix in (".safetensors", ".bin") or p.name.endswith("config.json")) if d else []
+    if not files:
+        return None
+    stamp = ",".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    where = cpu_name() if device.type == "cpu" else str(torch.cuda.get_device_name(device) if device.type == "cuda" else device)
+    return " | ".join([str(Path(d).resolve()), stamp, type(model).__name__, f"tokenizer {tok is not None}", where,
+                       f"torch {torch.__version__}", f"bound {AUTO_BF16_BOUND}"])
 
 
 def check_batch(model, tok, device) -> dict:
