@@ -301,14 +301,43 @@ def _replace(model: nn.Module, make, skip=(), named: bool = False) -> int:
         if any(part in skip for part in name.split(".")):
             continue
         if isinstance(module, FeedForward) and module.act in FUSED_ACTS and type(module.up) is nn.Linear and not named:
-            module.up, module.act = make(module.up, module.act), _identity  # the GELU moves into the matmul
+            module.up, module.act = _keep_hooks(module.up, make(module.up, module.act)), _identity  # GELU into the matmul
             count += 1
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is nn.Linear and not any(part in skip for part in full.split(".")):
-                setattr(module, child_name, make(child, None, full) if named else make(child, None))
+                setattr(module, child_name, _keep_hooks(child, make(child, None, full) if named else make(child, None)))
                 count += 1
     return count
+
+
+def _keep_hooks(old: nn.Module, new: nn.Module) -> nn.Module:
+    """The replacement keeps the layer's forward pre-hooks (bf16_matmuls' input cast)."""
+    new._forward_pre_hooks.update(old._forward_pre_hooks)
+    return new
+
+
+# ---- bf16 matmuls in an fp32 model ------------------------------------------------------------------------------
+
+
+def bf16_matmuls(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Cast the encoder layers' linear weights to `dtype`, each layer casting its input on the way in (a forward
+    pre-hook): the matmuls, ~75% of the time, run in bf16 while embeddings, residual sums, LayerNorms, softmax and
+    heads stay fp32. On the real MiniLM weights and 400 real texts the least pooled cosine to fp32 is 0.99993 this way
+    against 0.99985 with the whole model cast (a one-word text: 0.99996 against 0.99986), for ~5% more time: the
+    hidden states between layers keep fp32's 24 bits. Returns how many layers."""
+    count = 0
+    for name, m in model.named_modules():
+        if "layers" in name.split(".") and isinstance(m, (nn.Linear, PackedLinear)):
+            m.to(dtype)
+            m.register_forward_pre_hook(_cast_input)
+            count += 1
+    return count
+
+
+def _cast_input(module, args):
+    x = args[0]
+    return (x.to(module.weight.dtype), *args[1:]) if x.dtype != module.weight.dtype else None
 
 
 def _identity(x):

@@ -267,11 +267,11 @@ def test_auto_precision_takes_bf16_only_with_hardware_a_measured_gain_and_a_pass
     monkeypatch.setattr(load, "measured_paths", fake_times())
     monkeypatch.setattr(load, "bf16_is_fast", lambda device=None: True)  # as on a CPU with AVX512-BF16 or AMX
     model, _ = load.load_for_inference(minilm_dir, kind="encoder")
-    assert model.precision == "bf16" and next(model.parameters()).dtype == torch.bfloat16
-    assert "least pooled cosine to fp32 0.9999" in model.precision_note  # MiniLM on the check sentences: 0.99993+
+    assert model.precision == "bf16" and model.layers[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert "least pooled cosine to fp32 0.9999" in model.precision_note  # MiniLM on the check sentences: 0.99998
     again, _ = load.load_for_inference(minilm_dir, kind="encoder")  # the same weights: the check's answer is cached
     assert again.precision == "bf16" and "(cached)" in again.precision_note and "(cached)" not in model.precision_note
-    assert next(again.parameters()).dtype == torch.bfloat16
+    assert again.layers[0].attn.qkv.weight.dtype == torch.bfloat16
     monkeypatch.setattr(load, "AUTO_BF16_BOUND", 1.01)  # no bf16 model can pass: fp32, and the note says why
     model, _ = load.load_for_inference(minilm_dir, kind="encoder")
     assert model.precision == "fp32" and next(model.parameters()).dtype == torch.float32 and "under 1.01" in model.precision_note
@@ -340,3 +340,49 @@ def test_precision_flags_resolve_or_are_refused(precision, bf16, int8, expect):
     else:
         with pytest.raises(BertkitError, match=expect):
             load.resolve_precision(precision, bf16, int8)
+
+
+def test_bf16_matmuls_keep_fp32_between_them_and_beat_the_whole_cast(minilm_dir):
+    """auto's bf16 on a plain-attention family: the layers' matmuls in bf16, the residual stream, norms and heads in
+    fp32; closer to fp32 than casting the whole model (a one-word text included), on both kernels."""
+    from bertkit.model import mean_pool
+
+    ref, tok = load.load_for_inference(minilm_dir, kind="encoder", precision="fp32", kernels="torch")
+    whole, _ = load.load_for_inference(minilm_dir, kind="encoder", precision="bf16", kernels="torch")
+    batch = tok(["ok", "A man is playing a guitar on the street corner.", "这家酒店的服务态度非常差。"])
+    def cosine(model):
+        with torch.inference_mode():
+            h = model(batch["input_ids"], batch["attention_mask"]).last_hidden_state
+        assert h.dtype == (torch.float32 if model is not whole else torch.bfloat16)
+        return float(torch.nn.functional.cosine_similarity(mean_pool(h.float(), batch["attention_mask"]), want).min())
+
+    with torch.inference_mode():
+        want = mean_pool(ref(batch["input_ids"], batch["attention_mask"]).last_hidden_state, batch["attention_mask"])
+    for kernel in ("torch", "onednn"):
+        mixed = copy.deepcopy(ref)
+        assert kernels.bf16_matmuls(mixed) == 6 * 4  # qkv, o, up, down in each of the 6 layers
+        if kernel == "onednn" and kernels.onednn_dtype(torch.bfloat16):
+            prepack(mixed)  # the input cast survives the replacement
+            assert isinstance(mixed.layers[0].attn.qkv, PackedLinear)
+        assert mixed.embed.word.weight.dtype == mixed.layers[0].attn_norm.weight.dtype == torch.float32
+        assert mixed.layers[0].ffn.down.weight.dtype == torch.bfloat16
+        assert cosine(mixed) >= 0.9999 and cosine(mixed) > cosine(whole)
+    load.unpack(mixed)  # back to nn.Linear: still casting its input
+    assert cosine(mixed) >= 0.9999
+
+
+def test_auto_casts_families_with_their_own_position_compute_whole(monkeypatch, tmp_path):
+    """RoFormer's rotary terms meet the queries in the hidden states' dtype: auto casts such a model whole."""
+    from test_family import roformer
+    from conftest import save_hf
+
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(load, "measured_paths", fake_times())
+    monkeypatch.setattr(load, "bf16_is_fast", lambda device=None: True)
+    monkeypatch.setattr(load, "AUTO_BF16_BOUND", 0.99)  # a random tiny model: the mode is what is checked here
+    import transformers
+
+    d = save_hf(transformers.RoFormerModel(roformer()).eval(), tmp_path / "roformer", "safetensors")
+    model, _ = load.load_for_inference(d, kind="encoder", tokenizer=False)
+    assert model.precision == "bf16" and "bf16 throughout" in model.precision_note
+    assert next(model.parameters()).dtype == torch.bfloat16

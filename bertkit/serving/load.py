@@ -27,7 +27,7 @@ from ..config import BertConfig
 from ..errors import BertkitError
 from ..heads import MODEL_CLASSES, TASKS, BertForMaskedLM, hf_task, task_of
 from ..io.hub import locate
-from ..kernels import (Int8Linear, PackedLinear, cpu_name, fastest, kernels_of, measured_paths, prepack, quantize_int8,
+from ..kernels import (Int8Linear, PackedLinear, bf16_matmuls, cpu_name, fastest, kernels_of, measured_paths, prepack, quantize_int8,
                        random_batch, read_cache, reference_kernels, write_cache)
 from ..model import BertModel, mean_pool
 from ..tokenizer import Tokenizer
@@ -187,19 +187,37 @@ def _choose_precision(model, tok, times: dict):
         batch = check_batch(model, tok, device)
         ref = _pooled(model, batch)
         trial = copy.deepcopy(model)
-        _cast(trial, torch.bfloat16)
-        checked = {"cosine": float(torch.nn.functional.cosine_similarity(_pooled(trial, batch), ref, dim=-1).min()),
-                   "sentences": len(batch["input_ids"])}
+        mode = _to_bf16(trial)
+        try:
+            cosine = float(torch.nn.functional.cosine_similarity(_pooled(trial, batch), ref, dim=-1).min())
+        except RuntimeError as e:  # a family whose compute does not take bf16 this way: fp32, and say why
+            return model, "fp32", f"bf16 failed on the check batch ({str(e).splitlines()[0]})"
+        checked = {"cosine": cosine, "sentences": len(batch["input_ids"]), "mode": mode}
         if key:
             write_cache(read_cache(CHECKS) | {key: checked}, CHECKS)
     else:
         trial = None  # checked before on these very weights: cast without a copy
-    what = f"least pooled cosine to fp32 {checked['cosine']:.5f} on {checked['sentences']} check sentences"
+    what = (f"{checked['mode']}; least pooled cosine to fp32 {checked['cosine']:.5f} on {checked['sentences']} check "
+            "sentences")
     if checked["cosine"] < AUTO_BF16_BOUND:
-        return model, "fp32", f"bf16 {what}, under {AUTO_BF16_BOUND}"
+        return model, "fp32", f"{what}, under {AUTO_BF16_BOUND}"
     if trial is None:
-        _cast(model, torch.bfloat16)
-    return trial or model, "bf16", what + (" (cached)" if trial is None else "")
+        _to_bf16(model)
+        return model, "bf16", what + " (cached)"
+    return trial, "bf16", what
+
+
+MATMULS_ONLY = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "ernie", "albert")  # plain attention: no
+# position term computed in the hidden states' dtype that would meet bf16 queries (RoFormer, NEZHA, ModernBERT, DeBERTa)
+
+
+def _to_bf16(model) -> str:
+    """auto's bf16: the matmuls only (kernels.bf16_matmuls) where the family's attention is BERT's, else the whole
+    model cast. Returns which, in words."""
+    if getattr(model, "bert", model).config.model_type in MATMULS_ONLY and bf16_matmuls(model):
+        return "bf16 matmuls, fp32 between them"
+    _cast(model, torch.bfloat16)
+    return "bf16 throughout"
 
 
 CHECKS = "precision.json"  # the auto check's cosines, per weights file and machine (kernels.cache_file)
@@ -215,7 +233,7 @@ def _check_key(model, tok, device) -> str | None:
     stamp = ",".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     where = cpu_name() if device.type == "cpu" else str(torch.cuda.get_device_name(device) if device.type == "cuda" else device)
     return " | ".join([str(Path(d).resolve()), stamp, type(model).__name__, f"tokenizer {tok is not None}", where,
-                       f"torch {torch.__version__}", f"bound {AUTO_BF16_BOUND}"])
+                       f"torch {torch.__version__}", f"bound {AUTO_BF16_BOUND}", "bf16 matmuls in fp32 where plain"])
 
 
 def check_batch(model, tok, device) -> dict:
@@ -278,7 +296,8 @@ def check_kernels(model, seed: int = 0) -> str:
         agree = float(torch.nn.functional.cosine_similarity(mean_pool(fast, mask), mean_pool(ref, mask), dim=-1).min())
         ok, what = agree >= INT8_BOUND, f"pooled cosine {agree:.4f} (needs >= {INT8_BOUND})"
     else:
-        bound = FP32_BOUND if fast.dtype == next(model.parameters()).dtype == torch.float32 else 0.1 * float(ref.abs().max())
+        fp32 = all(p.dtype == torch.float32 for p in model.parameters())  # (bf16 matmuls in an fp32 model: bf16's bound)
+        bound = FP32_BOUND if fp32 else 0.1 * float(ref.abs().max())
         agree = float((fast - ref)[real].abs().max())
         ok, what = agree <= bound, f"max difference {agree:.1e} (bound {bound:.1e})"
     if ok:
@@ -296,6 +315,7 @@ def unpack(model) -> None:
             if isinstance(child, (PackedLinear, Int8Linear)):
                 lin = torch.nn.Linear(1, 1, bias=child.bias is not None)
                 lin.weight, lin.bias = child.weight, child.bias
+                lin._forward_pre_hooks.update(child._forward_pre_hooks)  # bf16_matmuls' input cast
                 setattr(module, name, lin)
                 if isinstance(child, PackedLinear) and child.act is not None:
                     module.act = child.act
