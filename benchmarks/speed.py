@@ -709,7 +709,7 @@ def markdown(res: dict) -> str:
     v = res["versions"]
     lines = [
         "# Speed: bertkit beside transformers, ONNX Runtime, OpenVINO and CTranslate2", "",
-        f"Command: `{res['command']}`", "",
+        f"Command: `{res['command']}`" + (f" (run on {res['date']})" if res.get("date") else ""), "",
         f"Machine: {res['machine']}, {os.cpu_count()} CPUs, {res['threads']} thread(s) for every path; load average "
         f"{res['load'][0]:.1f} before and {res['load'][1]:.1f} after the run. "
         + ", ".join(f"{k} {x}" for k, x in v.items()) + ".", "",
@@ -849,7 +849,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(a.threads)
     a.onnx = not a.skip_onnx and onnx_available()
-    res = dict(command=shlex.join(["python", "benchmarks/speed.py", *argv]), machine=machine(), threads=a.threads,
+    res = dict(command=shlex.join(["python", "benchmarks/speed.py", *argv]), date=time.strftime("%Y-%m-%d"), machine=machine(), threads=a.threads,
                versions=versions(), repeats=a.repeats, budget=a.budget, peak_size=256 if a.tiny else 2048, peak_repeats=max(a.repeats, 5))
     load_before = load_average()
     if load_before > 0.5 * (os.cpu_count() or 1):
