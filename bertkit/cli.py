@@ -304,7 +304,8 @@ def args_embed(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-length", type=positive_int, default=None, help="token limit (default: the model's)")
     s.add_argument("--long", choices=["truncate", "error"], default="truncate", help="what to do with longer lines")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
+    s.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="onnx, openvino: run an export (`bertkit export onnx`) in onnxruntime or OpenVINO")
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_embed)
@@ -344,7 +345,8 @@ def args_evaluate(s: argparse.ArgumentParser) -> None:
     s.add_argument("--data", required=True, help="bundled dataset, data directory, or a labelled file")
     s.add_argument("--split", default="test", choices=["train", "dev", "test"])
     s.add_argument("--batch-size", type=positive_int, default=64)
-    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
+    s.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="onnx, openvino: run an export (`bertkit export onnx`) in onnxruntime or OpenVINO")
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_evaluate)
@@ -355,7 +357,8 @@ def args_predict(s: argparse.ArgumentParser) -> None:
     s.add_argument("texts", nargs="*", help="texts (a pair model takes them two at a time)")
     s.add_argument("--input", help="a file of texts in any format the task reads (labels ignored)")
     s.add_argument("--batch-size", type=positive_int, default=64)
-    s.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run an export (`bertkit export onnx`)")
+    s.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="onnx, openvino: run an export (`bertkit export onnx`) in onnxruntime or OpenVINO")
     s.add_argument("--bf16", action="store_true", help="bfloat16 weights and activations: --precision bf16")
     add_kernel_flags(s)
     s.set_defaults(run=cmd_predict)

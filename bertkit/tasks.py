@@ -206,7 +206,8 @@ def embed_file(
     pooling, normalize: None follows the model's sentence-transformers configuration (its 1_Pooling and Normalize
     modules; a plain checkpoint: mean, unnormalised); a pooling mode (or several, comma-separated) overrides it.
     prompt: a prefix put before every line; prompt_name: one of the model's named prompts (else its default prompt).
-    backend "onnx": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime.
+    backend "onnx" / "openvino": model_name is an embed/encoder export (`bertkit export onnx`), run by onnxruntime or
+    OpenVINO (which picks its own precision: bf16 where the CPU has bf16 hardware).
     precision (or the older bf16 / int8 switches), kernels: see load.load_for_inference (default: auto).
     """
     texts = read_lines(input_path)

@@ -244,3 +244,31 @@ def test_fused_export_and_length_buckets(minilm_dir, minilm_onnx, tmp_path):
                 assert np.abs(a[mask == 1] - b[mask == 1]).max() <= 1e-4 and not a[mask == 0].any()
             else:
                 assert np.abs(a - b).max() <= 1e-4
+
+
+def test_openvino_backend_runs_the_export(minilm_dir, minilm_onnx, classifier, tmp_path, capsys):
+    """--backend openvino: the same export in OpenVINO (its own precision: bf16 where the CPU has it), behind the same
+    calls: embed vectors within cosine 0.999 of torch fp32's, the classifier's labels equal, the choice said."""
+    pytest.importorskip("openvino")
+    from bertkit.cli import main
+    from bertkit.serving.backend import backend_factory
+    from bertkit.serving.onnx import OnnxRunner
+
+    src = tmp_path / "in.txt"
+    src.write_text("A man is playing a guitar.\nok\n一个男人在弹吉他。\n" + "a longer sentence that goes on " * 20 + "\n", encoding="utf-8")
+    for backend, model in (("openvino", minilm_onnx.path.parent), ("torch", minilm_dir)):
+        extra = ["--precision", "fp32"] if backend == "torch" else []
+        assert main(["embed", str(model), "--input", str(src), "--output", str(tmp_path / f"{backend}.npy"), "--quiet",
+                     "--backend", backend, *extra]) == 0
+    assert "graph in OpenVINO, which runs it in" in capsys.readouterr().err
+    a, b = np.load(tmp_path / "openvino.npy"), np.load(tmp_path / "torch.npy")
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() >= 0.999
+    (tmp_path / "cls").mkdir()
+    cls = export_onnx(classifier, tmp_path / "cls" / "cls.onnx")
+    texts = ["这本书很好看", "质量太差了,不推荐购买。", "还行"]
+    runner = OnnxRunner(cls.path, engine="openvino")
+    model, tok = load_finetuned(classifier, precision="fp32")
+    assert [r["label"] for r in predict_texts(runner, tok, texts)] == [r["label"] for r in predict_texts(model, tok, texts)]
+    assert backend_factory(cls.path, "openvino")().describe()["kernels"] == "openvino"
+    with pytest.raises(BertkitError, match="applies to --backend torch"):
+        backend_factory(cls.path, "openvino", bf16=True)

@@ -480,7 +480,7 @@ def serve_arguments(s) -> None:
 # ServeConfig fields as flags (`dir` is the positional path).
 SERVE_FLAGS = {
     "host": "address to listen on (0.0.0.0: all interfaces)", "port": "port (0: any free one, printed)",
-    "backend": ("what runs the model", ["torch", "onnx"]),
+    "backend": ("what runs the model (onnx, openvino: an export of `bertkit export onnx`)", ["torch", "onnx", "openvino"]),
     "bf16": "bf16 weights and activations (faster on CPUs with AMX or AVX512-BF16)",
     "int8": "int8 linear layers on the CPU (per-channel weights, per-token activations; checked against fp32 on load)",
     "kernels": ("auto: the kernel measured fastest on this CPU (oneDNN prepacked or torch's own; checked on load); or force one",

@@ -61,7 +61,7 @@ class ModelBackend:
         self.source, self.endpoints, self.pairs = str(source), ENDPOINTS_OF[task], task == "pair"
         self.encoder = getattr(model, "bert", model)  # the backbone, for embed
         self.device = next(model.parameters()).device
-        self.kernels = "onnxruntime" if kind == "onnx" else kernels_of(model)
+        self.kernels = {"onnx": "onnxruntime", "openvino": "openvino"}.get(kind) or kernels_of(model)
         self.precision = getattr(model, "precision", "bf16" if bf16 else "fp32")  # what load_for_inference chose
         self.precision_note = getattr(model, "precision_note", f"{self.precision}, onnxruntime")
         self.bf16 = self.precision == "bf16"
@@ -132,12 +132,12 @@ def load_torch(path, bf16: bool = False, threads: int | None = None, int8: bool 
     return ModelBackend(model, tok, task, max_length, d, "torch", bf16)
 
 
-def load_onnx(path, bf16: bool = False, threads: int | None = None) -> ModelBackend:
-    """An export of `bertkit export onnx` (the .onnx file or its directory) in onnxruntime."""
-    runner, tok = load_for_inference(path, "onnx", bf16, threads=threads)
+def load_onnx(path, bf16: bool = False, threads: int | None = None, kind: str = "onnx") -> ModelBackend:
+    """An export of `bertkit export onnx` (the .onnx file or its directory) in onnxruntime (kind "onnx") or OpenVINO."""
+    runner, tok = load_for_inference(path, kind, bf16, threads=threads)
     if runner.task in TASKS:
-        return ModelBackend(runner, tok, runner.task, task_of(runner.config)["max_length"], runner.path, "onnx")
-    return ModelBackend(runner, tok, "encoder", sentence_max_length(runner.source_dir, tok, runner.config), runner.path, "onnx")
+        return ModelBackend(runner, tok, runner.task, task_of(runner.config)["max_length"], runner.path, kind)
+    return ModelBackend(runner, tok, "encoder", sentence_max_length(runner.source_dir, tok, runner.config), runner.path, kind)
 
 
 def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int | None = None, int8: bool = False,
@@ -148,17 +148,18 @@ def backend_factory(path, kind: str = "torch", bf16: bool = False, threads: int 
         check_model(path)
         resolve_precision(precision, bf16, int8)  # a contradiction is refused before the port opens
         return lambda: load_torch(path, bf16, threads, int8, kernels, precision)
-    if kind != "onnx":
-        raise BertkitError(f"--backend must be torch or onnx, not {kind!r}.")
+    if kind not in ("onnx", "openvino"):
+        raise BertkitError(f"--backend must be torch, onnx or openvino, not {kind!r}.")
     from .onnx import onnx_file
 
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise BertkitError("--backend onnx needs onnxruntime: pip install 'bertkit[onnx]'.")
+    engine = "onnxruntime" if kind == "onnx" else "openvino"
+    if importlib.util.find_spec(engine) is None:
+        raise BertkitError(f"--backend {kind} needs {engine}: pip install 'bertkit[{kind}]'.")
     if bf16 or int8 or precision in ("bf16", "int8"):
         flag = "--bf16" if bf16 else "--int8" if int8 else f"--precision {precision}"
         raise BertkitError(f"{flag} applies to --backend torch; an ONNX graph runs in the precision it was exported in.")
     onnx_file(path)
-    return lambda: load_onnx(path, threads=threads)
+    return lambda: load_onnx(path, threads=threads, kind=kind)
 
 
 def prompted(item) -> str:

@@ -117,12 +117,13 @@ def load_for_inference(path, backend: str = "torch", bf16: bool = False, device=
     want = resolve_precision(precision, bf16, int8)
     if want == "int8" and kernels == "torch":
         raise BertkitError("--int8 runs bertkit's int8 kernels; it cannot be combined with --kernels torch.")
-    if backend == "onnx":
-        if want == "int8":
-            raise BertkitError("--int8 applies to the torch backend; quantise an ONNX graph at export (`bertkit export onnx --int8`).")
-        return _load_onnx(path, want == "bf16", kind, threads)
+    if backend in ("onnx", "openvino"):
+        if want in ("int8", "bf16"):
+            raise BertkitError(f"--{want} applies to the torch backend; an exported graph runs in the precision it was "
+                               "exported in (`bertkit export onnx --int8`), and OpenVINO picks its own.")
+        return _load_onnx(path, kind, threads, "openvino" if backend == "openvino" else "onnxruntime")
     if backend != "torch":
-        raise BertkitError(f"--backend must be torch or onnx, not {backend!r}.")
+        raise BertkitError(f"--backend must be torch, onnx or openvino, not {backend!r}.")
     if threads:
         torch.set_num_threads(threads)
     d, config, conv = read_pretrained(path)
@@ -321,15 +322,13 @@ def unpack(model) -> None:
                     module.act = child.act
 
 
-def _load_onnx(path, bf16: bool, kind: str | None, threads: int | None):
+def _load_onnx(path, kind: str | None, threads: int | None, engine: str):
     from .onnx import load_onnx
 
-    if bf16:
-        raise BertkitError("--bf16 applies to the torch backend; an ONNX graph keeps the precision it was exported in.")
     tasks = {"task": TASKS, "encoder": ("embed", "encoder"), None: ("embed", "encoder", *TASKS)}.get(kind)
     if tasks is None:
         raise BertkitError("an ONNX export has no MLM head; fill-mask needs --backend torch.")
-    return load_onnx(path, tasks, threads)
+    return load_onnx(path, tasks, threads, engine)
 
 
 def load_finetuned(path, backend: str = "torch", bf16: bool = False, precision: str | None = None):

@@ -1,5 +1,9 @@
-"""onnxruntime as bertkit's second backend (`--backend onnx`): an export of `bertkit export onnx` run
-through the same calls as the torch model it came from.
+"""onnxruntime as bertkit's second backend (`--backend onnx`), OpenVINO as its third (`--backend openvino`): an export
+of `bertkit export onnx` run through the same calls as the torch model it came from.
+
+OpenVINO reads the same graph (onnxruntime's fused ops included) and picks its own precision: bf16 on a CPU with
+AVX512-BF16 or AMX, where its matmuls reached 64-76% of the measured bf16 peak against 31-68% for bertkit's eager
+path (docs/results/speed-amd-epyc-avx512-bf16.md). bertkit's length buckets run in front of either engine.
 
 `OnnxRunner` is called like that model (same inputs, a BertOutput or a logits tensor back), so
 serving.predict's functions run it unchanged; a CRF tagger's Viterbi runs in Python on the emissions
@@ -9,6 +13,7 @@ serving.predict's functions run it unchanged; a CRF tagger's Viterbi runs in Pyt
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -73,26 +78,20 @@ class OnnxRunner:
     Inputs and outputs are torch tensors on the CPU; `run` takes and gives numpy arrays.
     """
 
-    def __init__(self, path, task: str | None = None, threads: int | None = None, providers: list[str] | None = None):
-        _, ort = _require_onnx()
+    def __init__(self, path, task: str | None = None, threads: int | None = None, providers: list[str] | None = None,
+                 engine: str = "onnxruntime"):
         self.path = onnx_file(path)
         self.source_dir = self.path.parent  # where the tokenizer is, as for a torch model
         self.config = BertConfig.from_json_file(self.source_dir / "config.json")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as e:  # onnxruntime's own exception types
-            reason = str(e).strip().splitlines()[0]
-            raise BertkitError(f"{self.path} is not a graph onnxruntime can run ({reason}).") from RuntimeError(reason)
+        self.engine = engine  # onnxruntime | openvino
+        self.session = OpenVinoSession(self.path, threads) if engine == "openvino" else _ort_session(self.path, threads, providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.task = task or meta.get("bertkit_task")
         if self.task not in EXPORT_TASKS:
             raise BertkitError(f"{self.path} was not exported by bertkit (no bertkit_task in its metadata).")
         self.precision = meta.get("bertkit_precision", "fp32")
+        self.precision_note = (f"a {self.precision} graph in OpenVINO, which runs it in {self.session.precision} on this CPU"
+                               if engine == "openvino" else f"a {self.precision} graph in onnxruntime")
         self.inputs = {i.name for i in self.session.get_inputs()}  # an unused input (DistilBERT's types) is pruned
         self.buckets = BUCKETS
         self.crf = self._crf() if self.task == "ner" else None
@@ -170,14 +169,61 @@ class OnnxRunner:
         yield torch.empty(0)
 
 
-def load_onnx(path, tasks: tuple[str, ...] = EXPORT_TASKS, threads: int | None = None) -> tuple[OnnxRunner, object]:
+def _ort_session(path: Path, threads: int | None, providers: list[str] | None):
+    _, ort = _require_onnx()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    if providers is None:
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # onnxruntime's own exception types
+        reason = str(e).strip().splitlines()[0]
+        raise BertkitError(f"{path} is not a graph onnxruntime can run ({reason}).") from RuntimeError(reason)
+
+
+class OpenVinoSession:
+    """An OpenVINO model compiled for the CPU behind the three calls OnnxRunner makes of onnxruntime's session (run,
+    get_inputs, get_modelmeta). OpenVINO chooses the precision (`precision`: bf16 where the CPU has bf16 hardware)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnx
+            import openvino as ov
+        except ImportError as e:
+            raise BertkitError(f"--backend openvino needs the openvino extra ({e.name} is not installed): "
+                               "pip install 'bertkit[openvino]'.") from None
+        config = {"PERFORMANCE_HINT": "LATENCY"} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+        try:
+            self.model = ov.Core().compile_model(str(path), "CPU", config)
+        except RuntimeError as e:
+            raise BertkitError(f"{path} is not a graph OpenVINO can run ({str(e).strip().splitlines()[0]}).") from None
+        self.request = self.model.create_infer_request()
+        self.meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        self.precision = self.model.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
+
+    def run(self, names: list[str], feeds: dict) -> list[np.ndarray]:
+        out = self.request.infer(feeds)
+        return [np.array(out[self.model.output(n)]) for n in names]  # copies: the request reuses its buffers
+
+    def get_inputs(self):
+        return [SimpleNamespace(name=i.get_any_name()) for i in self.model.inputs]
+
+    def get_modelmeta(self):
+        return SimpleNamespace(custom_metadata_map=self.meta)
+
+
+def load_onnx(path, tasks: tuple[str, ...] = EXPORT_TASKS, threads: int | None = None,
+              engine: str = "onnxruntime") -> tuple[OnnxRunner, object]:
     """(runner, tokenizer) for an exported model (the .onnx file or its directory) whose task is one of `tasks`.
 
-    The `--backend onnx` hook: embed_file and predict_command take this pair in place of the torch model's.
+    The `--backend onnx` and `--backend openvino` hook: embed_file and predict_command take this pair in place of
+    the torch model's.
     """
     from ..tokenizer import Tokenizer
 
-    runner = OnnxRunner(path, threads=threads)
+    runner = OnnxRunner(path, threads=threads, engine=engine)
     if runner.task not in tasks:
         need = "an embed or encoder export" if "embed" in tasks else "a fine-tuned model exported with its own task"
         raise BertkitError(f"{runner.path} was exported for {runner.task}; this needs {need}.")
