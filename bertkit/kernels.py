@@ -374,7 +374,7 @@ def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
                     flags = value.split()
                     break
     except OSError:
-        pass
+        pass  # no /proc/cpuinfo (not Linux): the platform's name, no flags
     return f"{name} [{' '.join(f for f in CPU_FLAGS if f in flags)}]"
 
 

@@ -7,7 +7,7 @@ then picks its precision: by default ("auto") bf16 where the device multiplies b
 the CPU at hand measures it faster, and the model's own pooled vectors of a few real sentences keep
 cosine >= 0.9999 to fp32's; else fp32 (`--precision fp32|bf16|int8` overrides it; --bf16 and --int8
 still work). On the CPU each linear layer then runs the kernel measured fastest for its dtype on this
-CPU (kernels.measured_paths, cached: oneDNN's prepacked matmuls won 1.2-2.7x on AMD EPYCs, ~1.07x on
+CPU (kernels.measured_paths, cached: oneDNN's prepacked fp32 matmuls won 1.3-2.7x on AMD EPYCs, ~1.07x on
 an Intel Xeon with AMX), or int8 (kernels.quantize_int8); the fast kernels are checked on their first
 call against the plain ones (`check_kernels`) and dropped, with a warning, if they disagree; denormal
 floats are then flushed to zero for the process. `model.precision_note` says what was chosen and why.

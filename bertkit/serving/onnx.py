@@ -2,7 +2,7 @@
 of `bertkit export onnx` run through the same calls as the torch model it came from.
 
 OpenVINO reads the same graph (onnxruntime's fused ops included) and picks its own precision: bf16 on a CPU with
-AVX512-BF16 or AMX, where its matmuls reached 64-76% of the measured bf16 peak against 31-68% for bertkit's eager
+AVX512-BF16 or AMX, where it reached 64-91% of the measured bf16 matmul peak against 31-75% for bertkit's eager
 path (docs/results/speed-amd-epyc-avx512-bf16.md). bertkit's length buckets run in front of either engine.
 
 `OnnxRunner` is called like that model (same inputs, a BertOutput or a logits tensor back), so
