@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: setup test test-slow demo clean
+.PHONY: setup test test-fast test-slow demo clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,11 @@ setup: $(STAMP)
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The edit loop's tier (under 2 minutes on 2 cores): parity of every member, strict loading, the loop, the CLI's
+# refusals; tests marked heavy (trainings, torchrun, live servers, benchmark scripts) run in `make test` only.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m 'not slow and not heavy'
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow

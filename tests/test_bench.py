@@ -15,6 +15,8 @@ import pytest
 
 from bertkit import BertModel
 
+pytestmark = pytest.mark.heavy  # every benchmark script end to end: not in make test-fast
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

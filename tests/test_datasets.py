@@ -82,6 +82,7 @@ def test_peoples_daily_hand_checked_sentences(ner):
     assert spans(found["（新华社记者兰红光摄）"]) == [("ORG", "新华社"), ("PER", "兰红光")]
 
 
+@pytest.mark.heavy
 def test_export_round_trip_and_refusals(tmp_path, reviews, ner):
     for name, splits, first in (("reviews-zh", reviews, "text\tlabel\n"), ("peoples-daily-ner", ner, None)):
         out = export_dataset(name, tmp_path / name)

@@ -68,6 +68,7 @@ def theirs(d: Path, **kw) -> np.ndarray:
     ("mean_sqrt_len_tokens", False, False),
     (("cls", "mean", "max"), True, False),
 ])
+@pytest.mark.heavy
 def test_pooling_config_as_sentence_transformers(tmp_path, modes, include_prompt, normalize):
     d = build(tmp_path, modes, include_prompt, normalize)
     np.testing.assert_allclose(ours(tmp_path, d, "--prompt-name", "query"), theirs(d, prompt_name="query"), atol=2e-5)

@@ -78,6 +78,7 @@ def tagger(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.heavy
 def test_minilm_parity(minilm, minilm_onnx):
     """Sentence vectors through onnxruntime equal bertkit's within 1e-4; the export wrote its sidecars."""
     model, tok = minilm
@@ -112,6 +113,7 @@ def test_dynamic_axes(minilm, minilm_onnx, batch, length):
     assert np.abs(h - ref)[real].max() <= 1e-4
 
 
+@pytest.mark.heavy
 def test_int8_keeps_minilm(minilm_onnx, minilm_int8):
     """Per-channel int8 weights: sentence vectors at cosine >= 0.99 (mean) to fp32, and a smaller file."""
     fp32 = onnx_embed(minilm_onnx.path, SENTENCES)
@@ -148,6 +150,7 @@ def test_crf_tagger_parity(tagger, tmp_path):
                                 dict(model_type="electra", embedding_size=16), dict(model_type="distilbert", type_vocab_size=0),
                                 dict(model_type="roformer"), dict(model_type="nezha"), dict(attention_mode="causal"),
                                 dict(attention_mode="unilm")], ids=lambda kw: kw.get("model_type", kw.get("attention_mode")))
+@pytest.mark.heavy
 def test_family_exports(kw, tmp_path):
     """Every family member's switches trace (export_onnx checks parity itself, at two shapes)."""
     model = randomise(BertModel(tiny_config(**kw))).eval()
@@ -203,6 +206,7 @@ def test_cli_parser(classifier, tmp_path, capsys):
         p.parse_args(["export", "onnx", str(classifier), "--out", "x.onnx", "--int8", "--bf16"])
 
 
+@pytest.mark.heavy
 def test_benchmark_runs_tiny(classifier, tmp_path):
     """benchmarks/onnx_int8.py end to end on tiny settings (no timing assertions)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -217,6 +221,7 @@ def test_benchmark_runs_tiny(classifier, tmp_path):
     assert "cosine" in text and "accuracy" in text and "onnx_int8.py" in text
 
 
+@pytest.mark.heavy
 def test_fused_export_and_length_buckets(minilm_dir, minilm_onnx, tmp_path):
     """The export carries onnxruntime's fusions (and a --no-fuse export none); a padded batch run as length
     buckets equals the same batch run whole, zeros at padding included."""
@@ -246,6 +251,7 @@ def test_fused_export_and_length_buckets(minilm_dir, minilm_onnx, tmp_path):
                 assert np.abs(a - b).max() <= 1e-4
 
 
+@pytest.mark.heavy
 def test_openvino_backend_runs_the_export(minilm_dir, minilm_onnx, classifier, tmp_path, capsys):
     """--backend openvino: the same export in OpenVINO (its own precision: bf16 where the CPU has it), behind the same
     calls: embed vectors within cosine 0.999 of torch fp32's, the classifier's labels equal, the choice said."""

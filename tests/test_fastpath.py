@@ -272,6 +272,7 @@ def test_varlen_needs_cuda_half_precision_and_no_dropout():
         assert core.varlen_kernel.cache_info().currsize == 0  # a CPU run never imports the CUDA kernel's module
 
 
+@pytest.mark.heavy
 def test_torch_compile_fullgraph_equals_eager():
     """torch.compile(fullgraph=True) traces a padded batch (no data-dependent branch in the mask) and
     gives eager's outputs within 1e-5; causal masks too."""
@@ -284,6 +285,7 @@ def test_torch_compile_fullgraph_equals_eager():
         assert (real(compiled, mask) - real(eager, mask)).abs().max() <= TOL, mode
 
 
+@pytest.mark.heavy
 def test_dynamo_onnx_export_equals_eager(tmp_path):
     """The dynamo ONNX exporter (torch.export) takes the model with its padded-batch mask; onnxruntime runs
     the graph to eager's outputs within 1e-5."""

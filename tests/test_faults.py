@@ -20,6 +20,8 @@ from test_train import _cli_args, assert_same_weights, tiny, weights
 from bertkit import BertkitError
 from bertkit.train.finetune import train
 
+pytestmark = pytest.mark.heavy  # torchrun, SIGKILL, a full tmpfs: not in make test-fast
+
 BIN = Path(sys.executable).parent
 reviews, small, small_tok = test_train.reviews, test_train.small, test_train.small_tok  # the fixtures, shared
 

@@ -36,6 +36,7 @@ def test_greedy_equals_a_hand_loop(mode):
     assert generate(model, prompt, max_new_tokens=5) == seq[3:]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", ["causal", "unilm"])
 def test_beam_wide_enough_equals_brute_force(mode):
     """With as many beams as sequences, beam search finds the most probable 3-token continuation."""

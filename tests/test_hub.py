@@ -193,6 +193,7 @@ def test_unknown_hub_model_and_offline(hub, monkeypatch):
     assert hub.seen == []  # offline: nothing is sent
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("how", ["not in the repository", "listed but 404"])
 def test_a_missing_shard_is_an_error_until_it_appears(hub, tmp_path, monkeypatch, how):
     theirs = hub.publish("org/tiny", "main", "sharded")
@@ -214,6 +215,7 @@ def test_a_missing_shard_is_an_error_until_it_appears(hub, tmp_path, monkeypatch
     assert_weights(bertkit.BertModel.from_pretrained("org/tiny"), theirs)
 
 
+@pytest.mark.heavy
 def test_a_download_cut_mid_file_is_never_used(hub, tmp_path, monkeypatch):
     theirs = hub.publish("org/single", "main", "safetensors")
     hub.cut["model.safetensors"] = False

@@ -116,6 +116,7 @@ def test_int8_linear_is_close_and_keeps_few_token_calls():
         assert q(x).shape == (2, 5, 48)
 
 
+@pytest.mark.heavy
 @needs_int8
 def test_int8_minilm_keeps_the_pooled_vectors(minilm_dir):
     """The issue's bar on the real weights: the least cosine of mean-pooled vectors to fp32 >= 0.99, on
@@ -135,6 +136,7 @@ def test_int8_minilm_keeps_the_pooled_vectors(minilm_dir):
     assert float(torch.nn.functional.cosine_similarity(a, b).min()) >= 0.99
 
 
+@pytest.mark.heavy
 @needs_onednn
 def test_load_picks_the_fast_kernels_and_drops_ones_that_disagree(minilm_dir, monkeypatch, capsys):
     model, _ = load.load_for_inference(minilm_dir, kind="encoder", kernels="onednn", precision="fp32")
@@ -154,6 +156,7 @@ def test_load_picks_the_fast_kernels_and_drops_ones_that_disagree(minilm_dir, mo
 
 @pytest.mark.parametrize("flags, needs", [([], "auto"), (["--precision", "fp32"], None), (["--precision", "fp32", "--kernels", "onednn"], None),
                                           (["--int8"], "int8")])
+@pytest.mark.heavy
 def test_embed_paths_agree(minilm_dir, tmp_path, flags, needs):
     if needs == "int8" and not kernels.int8_matmul():
         pytest.skip("torch._int_mm does not run on this CPU")
@@ -197,6 +200,7 @@ def test_serve_backend_reports_its_kernels(minilm_dir, tmp_path):
         backend_factory(tmp_path / "x.onnx", "onnx", int8=True)
 
 
+@pytest.mark.heavy
 @needs_onednn
 def test_compiled_prepacked_model_equals_plain_kernels():
     """torch.compile of a prepacked model (the oneDNN call as an opaque custom op) equals torch's kernels."""
@@ -215,6 +219,7 @@ def test_compiled_prepacked_model_equals_plain_kernels():
     assert (real(got, mask) - real(ref, mask)).abs().max() <= TOL
 
 
+@pytest.mark.heavy
 def test_int8_benchmark_runs_tiny(minilm_dir, tmp_path):
     """benchmarks/int8_accuracy.py on a few sentences (no classifier): it runs and its table holds the bound."""
     import sys
@@ -262,6 +267,7 @@ def fake_times(**changes):
                                                                  if kernels.DTYPES[p.split("/")[0]] in dtypes}
 
 
+@pytest.mark.heavy
 def test_auto_precision_takes_bf16_only_with_hardware_a_measured_gain_and_a_passing_check(minilm_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path))  # an empty cache: the first load checks, the second reads it
     monkeypatch.setattr(load, "measured_paths", fake_times())

@@ -108,6 +108,7 @@ def test_schedule_hands_each_example_out_once_per_epoch():
     assert sorted(i for s in range(7) for m in own[1].micro_batches(s) for i in m) == sorted(own[1]._cache[0][:28])
 
 
+@pytest.mark.heavy
 def test_two_processes_give_ner_the_weights_of_one(tmp_path):
     """NER's loss is a mean over words, which differ per example and per process: torchrun with 2 processes
     and 2 accumulation steps gives the weights of one process with none."""

@@ -47,6 +47,7 @@ def config_file(tmp_path: Path, kind: str, **change) -> str:
     return str(path)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind", CONFIGS)
 def test_reviews_zh_fine_tuning_on_each_type(tmp_path, reviews, kind, capsys):
     reviews, majority = reviews
@@ -72,6 +73,7 @@ def ner(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.heavy
 def test_modernbert_ner_with_crf_over_windows_and_a_distilled_student(tmp_path, ner, capsys):
     """The tagger's windows (48 tokens, stride 16) meet ModernBERT's 16-token local window; a 2-layer student is initialised
     from the 4-layer teacher (its first block has no attention norm) and distilled through the CRF marginals."""
@@ -101,6 +103,7 @@ def corpus(tmp_path_factory):
     return Corpus(prepare(d / "corpus.txt", tok, d / "prepared", shard_tokens=5000, wwm=True))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind,objective", [("modernbert", "mlm"), ("deberta-v2", "mlm"), ("deberta-v2", "electra")])
 def test_pretraining_the_new_encoders(tmp_path, corpus, kind, objective, capsys):
     """MLM pretraining of a small ModernBERT and DeBERTa-v3, and DeBERTa-v3 as an ELECTRA discriminator (as v3 was

@@ -17,6 +17,8 @@ import test_pretrain
 import test_train
 from test_train import assert_same_weights, weights
 
+pytestmark = pytest.mark.heavy  # torchrun across two network namespaces: not in make test-fast
+
 BIN = Path(sys.executable).parent
 reviews, small, small_tok = test_train.reviews, test_train.small, test_train.small_tok  # the fixtures, shared
 zh_docs, small_corpus, prepared = test_pretrain.zh_docs, test_pretrain.small_corpus, test_pretrain.prepared

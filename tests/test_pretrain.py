@@ -50,6 +50,7 @@ def prepared(tmp_path_factory, small_corpus) -> Corpus:
     return Corpus(prepare(text, bertkit.Tokenizer.from_pretrained(tok), out, shard_tokens=5000, wwm=True))
 
 
+@pytest.mark.heavy
 def test_zh_corpus_never_holds_dev_or_test_text(zh_docs):
     from bertkit.data.datasets import load_dataset
 
@@ -234,6 +235,7 @@ def test_electra_labels_mark_exactly_the_replaced_tokens():
     assert replaced.sum() > 0 and replaced[picked].float().mean() < 1  # the generator sometimes guesses right
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("objective,wwm", [("mlm", False), ("mlm", True), ("mlm+nsp", False), ("mlm+sop", False), ("electra", False)])
 def test_short_pretraining_lowers_the_loss(tmp_path, prepared, objective, wwm):
     result = pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "run"), corpus=str(prepared.dir), objective=objective,
@@ -268,6 +270,7 @@ def test_electra_pretraining_of_a_rotary_model_saves_and_reloads(tmp_path, prepa
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.heavy
 def test_pretrained_model_fills_masks_and_fine_tunes(tmp_path, prepared):
     pretrain(PretrainConfig(model="bert-tiny", out=str(tmp_path / "pt"), corpus=str(prepared.dir), max_steps=5, batch_size=8,
                             max_length=64, quiet=True))
@@ -280,6 +283,7 @@ def test_pretrained_model_fills_masks_and_fine_tunes(tmp_path, prepared):
     assert 0 <= r["test"]["accuracy"] <= 1
 
 
+@pytest.mark.heavy
 def test_torchrun_pretraining_gives_each_rank_its_own_shards(tmp_path, prepared, small_corpus):
     """2 processes (gloo): each reads half the shards, the run trains and saves one model; unprepared text is refused."""
     import re
@@ -329,6 +333,7 @@ def test_pretrain_resumes_exactly(tmp_path, prepared, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.heavy
 def test_distillation_lowers_the_kl_to_the_teacher(tmp_path):
     from bertkit.data.datasets import load_dataset, write_table
     from bertkit.train import TrainConfig, train
@@ -453,6 +458,7 @@ def test_bad_pretrain_input(tmp_path, small_corpus, prepared, capsys, minilm_dir
     assert not list(tmp_path.glob(".[abc].*"))
 
 
+@pytest.mark.heavy
 def test_continued_pretraining_reports_a_new_mlm_head(tmp_path, minilm_dir, capsys):
     docs = [["the battery lasts all day", "charge it overnight"], ["a quiet keyboard", "the screen is bright"]] * 30
     write_corpus(docs, tmp_path / "en.txt")
@@ -498,6 +504,7 @@ def test_span_corruption_statistics_on_a_fixed_seed():
         assert b["labels"][r][(b["labels"][r] != -100)].tolist()[-1] == 1  # the target ends with the end token
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("objective,model", [("clm", "gpt2-tiny"), ("clm", "bert-tiny"), ("span", "t5-tiny")])
 def test_clm_and_span_pretraining_lower_the_loss(tmp_path, prepared, objective, model):
     """A decoder and an encoder (as GPT) with the causal LM, a T5 with span corruption, on the prepared corpus."""

@@ -49,6 +49,7 @@ def rerank(tmp_path: Path, d: Path, capsys, *flags) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind", ["xlm-roberta", "bert"])
 def test_cross_encoder_scores_as_sentence_transformers(tmp_path, kind, capsys):
     d = cross_encoder(tmp_path, kind)
@@ -93,6 +94,7 @@ def test_rerank_bad_input(tmp_path, capsys):
         rerank_file(str(d), "q", str(tmp_path / "p.txt"), top_k=0)
 
 
+@pytest.mark.heavy
 def test_served_cross_encoder_answers_tei_rerank(tmp_path, capsys):
     pytest.importorskip("fastapi")
     import httpx
@@ -112,6 +114,7 @@ def test_served_cross_encoder_answers_tei_rerank(tmp_path, capsys):
     assert "classifier" in info["model_type"]
 
 
+@pytest.mark.heavy
 def test_rerank_refuses_a_single_text_classifier(tmp_path, capsys):
     from bertkit.train import TrainConfig, train
 

@@ -250,6 +250,7 @@ def common_token(ours, prompts, **kw):
     return candidates[0]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 def test_generation_is_token_identical_to_transformers(pair, strategy):
     kind, ref, _, ours = pair

@@ -118,6 +118,7 @@ TEXTS = ["A man is eating food.", "Someone is playing the guitar loudly in the s
 # ---- each endpoint equals the Python API ---------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_embed_equals_encode_sentences(minilm, minilm_dir):
     model, tok = BertModel.from_pretrained(minilm_dir, new_heads=True, verbose=False), Tokenizer.from_pretrained(minilm_dir)
     rows = post(minilm, "embed", {"texts": TEXTS}).json()["results"]
@@ -129,6 +130,7 @@ def test_embed_equals_encode_sentences(minilm, minilm_dir):
     assert np.abs(np.array([r["embedding"] for r in unit]) - encode_sentences(model, tok, TEXTS, normalize=True, max_length=256)).max() < 1e-5
 
 
+@pytest.mark.heavy
 def test_classify_equals_predict_texts(classifier):
     texts = ["质量很好，物流也快", "屏幕有坏点，很失望", "一般", "非常满意" * 40]  # the last is over max_length 32
     with_model = Running(config(classifier, max_batch=3))  # 4 texts: two forwards
@@ -146,6 +148,7 @@ def test_classify_equals_predict_texts(classifier):
         assert all(abs(r["probabilities"][k] - w["probabilities"][k]) < 1e-5 for k in w["probabilities"])
 
 
+@pytest.mark.heavy
 def test_pair_and_ner_equal_predict_texts(tmp_path, reviews_dir):
     reviews = load_dataset("reviews-zh")["train"][:120]
     with (tmp_path / "pairs.jsonl").open("w", encoding="utf-8") as f:
@@ -218,6 +221,7 @@ def test_onnx_backend_equals_predict_texts(tmp_path, classifier):
 # ---- batching: no mix-ups, and batches do form ------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_64_concurrent_requests_each_get_their_own_result(minilm, minilm_dir):
     texts = [[f"request {i} asks about topic number {i * 7 % 13} and colour {c}" for c in ("red", "blue")[: 1 + i % 2]] for i in range(64)]
     flat = [t for ts in texts for t in ts]
@@ -406,6 +410,7 @@ def test_command_line(tmp_path, capsys):
     busy.close()
 
 
+@pytest.mark.heavy
 def test_token_budget_batches_never_exceed_it_and_each_request_gets_its_answer(minilm_dir):
     """--max-batch-tokens 64 under 64 concurrent clients: no batch holds more tokens than the budget (one request
     alone may: it is never split), and every request gets its own rows."""
@@ -446,6 +451,7 @@ class FailingBackend(GatedBackend):
         return [{"text": t, "embedding": np.array([len(t), 1.0], dtype=np.float32), "truncated": False} for t in items]
 
 
+@pytest.mark.heavy
 def test_a_failing_batch_costs_only_the_request_the_model_cannot_run():
     """The batch is rerun one request at a time: the bad one gets a 500 with one sentence in each API's error shape,
     its batch-mates and later requests their answers, /readyz stays true, /metrics counts the failures."""

@@ -39,6 +39,7 @@ def cosines(a, b) -> np.ndarray:
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
+@pytest.mark.heavy
 def test_the_openai_sdk_gets_bertkits_and_sentence_transformers_vectors(minilm_server, minilm_dir):
     openai = pytest.importorskip("openai")
     st = pytest.importorskip("sentence_transformers")
@@ -120,6 +121,7 @@ def pair_model(tmp_path_factory):
     return quick_train(d / "run", task="pair", train=str(d / "pairs.jsonl"), dev=str(d / "pairs.jsonl"))
 
 
+@pytest.mark.heavy
 def test_rerank_and_predict_on_a_pair_classifier(pair_model):
     from bertkit.serving.load import load_finetuned
 
@@ -199,12 +201,14 @@ def run_schemathesis(url: str, tmp_path, *args: str) -> str:
     return int(re.search(r"Tested: (\d+)", out.stdout).group(1))
 
 
+@pytest.mark.heavy
 def test_schemathesis_finds_nothing_against_an_encoder(minilm_server, tmp_path):
     """Bodies generated from the document, valid and invalid: no 5xx, every answer's status, type and body as documented,
     valid bodies accepted, invalid ones refused."""
     assert run_schemathesis(minilm_server.url, tmp_path) >= 10  # operations tested
 
 
+@pytest.mark.heavy
 def test_schemathesis_finds_nothing_against_a_pair_classifier_behind_a_key(pair_model, tmp_path):
     r = Running(config(pair_model, api_key="k3y"), wait_ready=False)
     try:

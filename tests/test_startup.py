@@ -38,6 +38,7 @@ def test_a_command_fills_in_only_its_own_arguments():
     assert set(full._subparsers._group_actions[0].choices) == set(COMMANDS)
 
 
+@pytest.mark.heavy
 def test_cpu_inference_does_not_import_the_compiler_stack(minilm_dir):
     for precision in ("fp32", "auto"):
         held = modules_after(f"import torch\nfrom bertkit.serving.load import load_for_inference\n"

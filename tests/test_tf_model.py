@@ -87,6 +87,7 @@ def google_name(hf_key: str) -> tuple[str, bool] | None:
     return None
 
 
+@pytest.mark.heavy
 def test_fresh_checkpoint_written_by_tensorflow(tmp_path):
     tf = pytest.importorskip("tensorflow")
     ref = randomise(transformers.BertForPreTraining(tiny_hf_config()), seed=5)

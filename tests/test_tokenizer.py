@@ -104,6 +104,7 @@ def chinese_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.heavy
 def test_trained_chinese_vocab_keeps_cjk_characters_whole(chinese_dir):
     tok = Tokenizer.from_pretrained(chinese_dir)
     assert tok.tokenize("中国人民") == ["中", "国", "人", "民"]
@@ -153,6 +154,7 @@ def test_learn_wordpiece_merges_the_most_frequent_pair_first_and_breaks_ties_by_
     assert learn_wordpiece(words, 100, 4, ["[PAD]"]) == [*pieces, "ab", "abc", "abd"]  # no pair seen 4 times is merged
 
 
+@pytest.mark.heavy
 def test_a_vocabulary_is_a_function_of_the_corpus_and_the_settings(tmp_path):
     """`bertkit vocab build` twice on zh-corpus: identical files (the tokenizers trainer gave 7,619-7,622 tokens, five
     different files, in five runs); the order of the texts does not matter either."""

@@ -107,6 +107,7 @@ def saved(request, tmp_path_factory) -> tuple[str, Path]:
     return request.param, d
 
 
+@pytest.mark.heavy
 def test_ids_offsets_and_masks_match_transformers(saved):
     kind, d = saved
     ours, ref = Tokenizer.from_pretrained(d), tf.AutoTokenizer.from_pretrained(str(d))
@@ -122,6 +123,7 @@ def test_ids_offsets_and_masks_match_transformers(saved):
             assert torch.equal(a[k], b[k]), (kind, k, max_length)
 
 
+@pytest.mark.heavy
 def test_decoding_matches_transformers(saved):
     kind, d = saved
     ours, ref = Tokenizer.from_pretrained(d), tf.AutoTokenizer.from_pretrained(str(d))

@@ -78,6 +78,7 @@ def assert_same_weights(a: dict, b: dict, tol: float = 0.0) -> None:
     assert worst <= tol, f"max weight difference {worst}"
 
 
+@pytest.mark.heavy
 def test_reviews_zh_learns(tmp_path, reviews):
     """A real run on the bundled reviews: the loss falls and dev accuracy beats the majority class."""
     result = train(TrainConfig(task="classify", model="bert-tiny", data="reviews-zh", out=str(tmp_path / "run"),
@@ -96,6 +97,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.heavy
 def test_resume_is_exact(tmp_path, small, small_tok, monkeypatch):
     """Interrupted at step 7 (last checkpoint: step 4) and resumed, the run ends with the same weights,
     EMA and all, as the uninterrupted one."""
@@ -128,6 +130,7 @@ def _cli_args(out: Path, data: Path, steps: int, tok: str) -> list[str]:
             "--eval-every", "10", "--ema", "0.99", "--quiet"]
 
 
+@pytest.mark.heavy
 def test_sigkill_mid_run_resumes_to_the_same_weights(tmp_path, small, small_tok):
     steps = 40
     full = _run_cli(_cli_args(tmp_path / "full", small, steps, small_tok))
@@ -152,6 +155,7 @@ def test_sigkill_mid_run_resumes_to_the_same_weights(tmp_path, small, small_tok)
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, steps + 1))  # one clean log
 
 
+@pytest.mark.heavy
 def test_two_processes_equal_one(tmp_path, small, small_tok):
     """torchrun with 2 processes (gloo) and the same global batch: the same weights as 1 process."""
     common = ["train", "classify", "--model", "bert-tiny", "--data", str(small), "--max-steps", "8", "--batch-size", "16",
@@ -168,6 +172,7 @@ def test_two_processes_equal_one(tmp_path, small, small_tok):
     dict(bf16=True), dict(adv="pgd"), dict(rdrop=1.0), dict(loss="focal", class_weights="inverse"),
     dict(loss="smooth", schedule="cosine", accum=2),
 ], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.heavy
 def test_tricks_run(tmp_path, small, small_tok, plain_run, kw):
     """Each trick runs and changes what the plain run does: its weights, and where the trick is in the loss,
     the first step's loss (same initial weights, same first batch); bf16 stays near fp32's loss."""
@@ -191,6 +196,7 @@ def plain_run(tmp_path_factory, small, small_tok):
     return rows, weights(out)
 
 
+@pytest.mark.heavy
 def test_ner_with_crf_and_predict(tmp_path, small_ner, capsys):
     result = train(tiny(tmp_path / "ner", small_ner, task="ner", crf=True, max_steps=30, eval_every=30, max_length=64, repair_bio=True))
     model, tok = bertkit.serving.load.load_finetuned(tmp_path / "ner")
@@ -214,6 +220,7 @@ def test_ner_with_crf_and_predict(tmp_path, small_ner, capsys):
         assert row["text"][ent["start"]:ent["end"]] == ent["text"] and ent["type"] in ("PER", "LOC", "ORG")
 
 
+@pytest.mark.heavy
 def test_evaluate_and_predict_commands(tmp_path, small, capsys):
     train(tiny(tmp_path / "run", small))
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(small / "test.tsv")]) == 0
@@ -243,6 +250,7 @@ def test_bert_classifier_loads_in_transformers(tmp_path, small):
     assert ref.config.id2label == {0: "0", 1: "1"}
 
 
+@pytest.mark.heavy
 def test_mean_pooled_classifier(tmp_path, small, capsys):
     """--pooling mean: the classifier reads the mean of the real tokens' states (no pooler is built), recorded in
     config.json, so that the reloaded model, predict and a padded batch all compute the same."""
@@ -333,6 +341,7 @@ def test_predict_bad_input(tmp_path, small, capsys):
     assert "label '7' is not one the model knows" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_pair_task_jsonl(tmp_path, reviews, capsys):
     """Sentence pairs in LCQMC's JSON lines: label 1 when both reviews share a sentiment."""
     rows = reviews["train"][:300]

@@ -83,6 +83,7 @@ TINY = {
 }
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("shape", list(TINY))
 def test_three_shapes_learn_a_toy_task_and_generate(shape, tmp_path, capsys):
     config = tmp_path / f"{shape}.json"
