@@ -2,7 +2,7 @@
 same student size, one setting changed per variant, each fine-tuned once (students vary little by seed).
 
     .venv/bin/python benchmarks/distill_ablation.py --teacher WORK/ft/ner-wwm-s1 --task ner \\
-        --out docs/results-distill-ablation.md                                   # ~4 min per variant here
+        --out docs/results/distill-ablation.md                                   # ~4 min per variant here
     .venv/bin/python benchmarks/distill_ablation.py --teacher DIR --task classify --variants A B --out /tmp/x.md
 
 --teacher is a fine-tuned model directory (or a training run's --out), e.g. the seed-1 teacher of

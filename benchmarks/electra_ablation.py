@@ -99,7 +99,7 @@ def run_all() -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="pretraining lr of the variants that do not set their own")
     p.add_argument("--finetune-epochs", type=int, default=1, help="reviews-zh fine-tuning epochs per variant (0: none)")
     p.add_argument("--work", default="/tmp/bertkit-electra-ablation")
-    p.add_argument("--out", default="docs/results-electra-ablation.md")
+    p.add_argument("--out", default="docs/results/electra-ablation.md")
     a = p.parse_args()
     if a.steps < 20:
         p.error(f"--steps {a.steps}: give at least 20 (the log averages its last 10%).")

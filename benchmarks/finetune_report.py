@@ -4,7 +4,7 @@ reviews-zh and peoples-daily-ner, over several seeds, beside a TF-IDF baseline o
     .venv/bin/python benchmarks/finetune_report.py            # bert-mini, 2 epochs, seeds 1 2 3
     .venv/bin/python benchmarks/finetune_report.py --quick    # one seed, a few hundred steps (a smoke run)
 
-Writes the table (markdown) to --out (default docs/results-finetune.md) and the raw numbers beside
+Writes the table (markdown) to --out (default docs/results/finetune.md) and the raw numbers beside
 it as JSON. Needs scikit-learn for the baseline (it comes with the test extras).
 """
 
@@ -65,7 +65,7 @@ def main() -> None:
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.add_argument("--quick", action="store_true", help="one seed, 300 steps")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default="docs/results-finetune.md")
+    p.add_argument("--out", default="docs/results/finetune.md")
     a = p.parse_args()
     if a.quick:
         a.seeds, a.max_steps = a.seeds[:1], 300

@@ -2,7 +2,7 @@
 768, 12 heads, 50,257 tokens), with bertkit's cache, without it (the whole prefix re-read each step), and with
 transformers' generate (its cache) beside them, in one process, one after another.
 
-    .venv/bin/python benchmarks/generate_cache.py --out docs/results-generate.md
+    .venv/bin/python benchmarks/generate_cache.py --out docs/results/generate.md
     .venv/bin/python benchmarks/generate_cache.py --tiny --out /tmp/gen.md      # a 2-layer model, seconds (the test)
 
 Every path must write the same tokens (checked); the table reports seconds and the ratio to the uncached path.
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--prompt", type=int, default=16, help="prompt tokens")
     p.add_argument("--tiny", action="store_true", help="a 2-layer model of 64 (a quick check)")
-    p.add_argument("--out", default="docs/results-generate.md")
+    p.add_argument("--out", default="docs/results/generate.md")
     a = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 entities as text (`PER:江泽民；LOC:北京`), scored with the token taggers' entity F1 beside a CRF tagger of the same
 small size (windows over long sentences), each system a whole `bertkit train` process, one after another.
 
-    .venv/bin/python benchmarks/generative_ner.py --seeds 1 --out docs/results-seq2seq.md
+    .venv/bin/python benchmarks/generative_ner.py --seeds 1 --out docs/results/seq2seq.md
     .venv/bin/python benchmarks/generative_ner.py --seeds 1 --steps 10 --out /tmp/gner.md   # a quick look (minutes)
 
 Every system sees the same training sentences once (--epochs), batch 32, lr 1e-3, no pretraining; the table gives
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=0, help="optimizer steps instead of --epochs (a quick look)")
     p.add_argument("--only", nargs="*", default=None, help="run only the systems whose name starts with one of these")
     p.add_argument("--work", default="/tmp/generative-ner")
-    p.add_argument("--out", default="docs/results-seq2seq.md")
+    p.add_argument("--out", default="docs/results/seq2seq.md")
     a = p.parse_args(argv)
     rows = []
     for name, args in systems(a).items():

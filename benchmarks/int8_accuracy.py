@@ -1,7 +1,7 @@
 """Does bertkit's int8 path (`--int8`) keep the answers? A classifier's reviews-zh accuracy and MiniLM's sentence
 vectors, int8 against fp32, beside ONNX Runtime's int8 export of the same models.
 
-    .venv/bin/python benchmarks/int8_accuracy.py --classifier runs/rev-minilm/model --out docs/results-int8.md
+    .venv/bin/python benchmarks/int8_accuracy.py --classifier runs/rev-minilm/model --out docs/results/int8.md
     .venv/bin/python benchmarks/int8_accuracy.py --sentences 40 --limit 50 --out /tmp/int8.md     # a quick look
 
 Sentence vectors: all-MiniLM-L6-v2 (the real weights) on English sentences (the first docstring paragraphs of
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classifier", help="a reviews-zh classifier directory (`bertkit train classify --data reviews-zh`)")
     p.add_argument("--sentences", type=int, default=500, help="sentences of each kind for the vectors")
     p.add_argument("--limit", type=int, default=None, help="score only the first N test texts")
-    p.add_argument("--out", default="docs/results-int8.md")
+    p.add_argument("--out", default="docs/results/int8.md")
     a = p.parse_args(argv)
     command = "python benchmarks/int8_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     a.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -27,7 +27,7 @@ from bertkit.train import TrainConfig, train
 
 
 def main() -> None:
-    a = run_args(__doc__, "docs/results-long-reviews.md").parse_args()
+    a = run_args(__doc__, "docs/results/long-reviews.md").parse_args()
     test = load_dataset("reviews-zh")["test"]
     rows: dict[str, dict[str, list]] = {}
     for seed in a.seeds:

@@ -8,7 +8,7 @@ Runtime fp32 and ONNX Runtime int8, measured side by side in one run (alternatin
 The embedder defaults to the bundled all-MiniLM-L6-v2; its sentences are English: the first
 paragraph of the docstrings in Python's standard library (hermetic, real prose). The classifier
 (a model directory `bertkit train classify --data reviews-zh` wrote) is scored on the reviews-zh
-test split. Writes the table (markdown) to --out (default docs/results-onnx.md), the raw numbers
+test split. Writes the table (markdown) to --out (default docs/results/onnx.md), the raw numbers
 beside it as JSON. Every backend runs on the same threads (torch's count).
 """
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="score only the first N test texts")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="threads for torch and onnxruntime (default: torch's)")
-    p.add_argument("--out", default="docs/results-onnx.md")
+    p.add_argument("--out", default="docs/results/onnx.md")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)

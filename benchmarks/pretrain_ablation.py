@@ -160,7 +160,7 @@ def run_all() -> None:
     p.add_argument("--probe-models", nargs="*", default=[], metavar="LABEL=DIR",
                    help="also probe these pretrained models (e.g. the 60-minute ones of benchmarks/pretrain_report.py)")
     p.add_argument("--work", default="/tmp/bertkit-pretrain-ablation")
-    p.add_argument("--out", default="docs/results-pretrain-ablation.md")
+    p.add_argument("--out", default="docs/results/pretrain-ablation.md")
     a = p.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

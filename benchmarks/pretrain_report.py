@@ -8,7 +8,7 @@ baseline.
         --ner-seeds 1 --ner-train-limit 4000 --student-seeds 1 --distill-tasks classify   # a reduced run
 
 Full protocol (the defaults): roformer-tiny-zh (bert-tiny's size with rotary positions, init std 0.05, no
-dropout: docs/results-pretrain-ablation.md says why), bf16 where the hardware makes it fast, an 8000-token WordPiece vocabulary built on zh-corpus (shared
+dropout: docs/results/pretrain-ablation.md says why), bf16 where the hardware makes it fast, an 8000-token WordPiece vocabulary built on zh-corpus (shared
 by every row, random init included), 60 minutes of pretraining per objective, fine-tuning 3 epochs
 (NER: 5) at max length 128 (NER: sliding windows) with a 65536-row token-bigram table added and FGM adversarial training,
 seeds 1 2 3 on both tasks, the student (half the teacher's layers, initialised
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_report import tfidf_baseline  # noqa: E402  (the same baseline as docs/results-finetune.md)
+from finetune_report import tfidf_baseline  # noqa: E402  (the same baseline as docs/results/finetune.md)
 
 from bertkit.config import BertConfig
 from bertkit.data.corpus import Corpus, build_vocab, prepare
@@ -348,7 +348,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
     notes = res.get("notes", {})
     if windowed(res):
         L += ["- NER windows: sentences longer than the window are read as overlapping windows in training, evaluation and prediction, "
-              "so every test entity is seen (docs/results-windows-ner.md); the CRF baseline's 94.3 test F1 is quoted from "
+              "so every test entity is seen (docs/results/windows-ner.md); the CRF baseline's 94.3 test F1 is quoted from "
               "../shared/FIELD-NOTES.md (sklearn-crfsuite on character-window features), not measured by this script."]
     elif "ner_entities_within" in notes:
         n = notes["ner_entities_within"]
@@ -363,7 +363,7 @@ def render(res: dict, parser: argparse.ArgumentParser, out: Path, finished: bool
                and not (k == "ner_epochs" and defaults[k] is None and a.ner_epochs == a.epochs)]
     L += ["## Differences from the full protocol (the defaults of this script)", ""]
     if changed:
-        L += ["- `--no-random`: the random-init row is not run (see docs/results-recipe-ablation.md for random init)" if k == "random" else
+        L += ["- `--no-random`: the random-init row is not run (see docs/results/recipe-ablation.md for random init)" if k == "random" else
               f"- `--{k.replace('_', '-')}`: {getattr(a, k)} instead of {defaults[k] if defaults[k] is not None else 'the default (' + _default_note(k) + ')'}" for k in changed]
     else:
         L += ["- none: this is the full protocol."]
@@ -496,7 +496,7 @@ def _default_note(k: str) -> str:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="roformer-tiny-zh",
-                   help="preset or config.json for every row (the student has half its layers); see docs/results-pretrain-ablation.md")
+                   help="preset or config.json for every row (the student has half its layers); see docs/results/pretrain-ablation.md")
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--minutes", type=float, default=60.0, help="pretraining budget per objective")
     p.add_argument("--budget", choices=["calibrate", "library"], default="calibrate",
@@ -514,23 +514,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     p.add_argument("--distill-tasks", nargs="*", choices=["classify", "ner"], default=["classify", "ner"])
     p.add_argument("--epochs", type=int, default=3,
-                   help="fine-tuning epochs, reviews-zh (the best dev epoch kept; docs/results-recipe-ablation-reviews.md)")
+                   help="fine-tuning epochs, reviews-zh (the best dev epoch kept; docs/results/recipe-ablation-reviews.md)")
     p.add_argument("--ner-epochs", type=int, default=5,
-                   help="peoples-daily-ner fine-tuning epochs (docs/results-recipe-ablation.md; 0: --epochs)")
+                   help="peoples-daily-ner fine-tuning epochs (docs/results/recipe-ablation.md; 0: --epochs)")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (all rows)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--adv", choices=["fgm", "pgd", "none"], default="fgm",
-                   help="adversarial training on the word embeddings for --adv-tasks (docs/results-recipe-pretrained-bigrams-reviews.md)")
+                   help="adversarial training on the word embeddings for --adv-tasks (docs/results/recipe-pretrained-bigrams-reviews.md)")
     p.add_argument("--adv-tasks", choices=["classify", "ner"], nargs="+", default=["classify", "ner"],
-                   help="the tasks --adv applies to (NER: docs/results-pretrain-60min-kept-ner-nofgm.md)")
+                   help="the tasks --adv applies to (NER: docs/results/pretrain-60min-kept-ner-nofgm.md)")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="reviews-zh: classify the [CLS] state or the mean of the tokens")
     p.add_argument("--bigram-buckets", type=int, default=65536,
-                   help="fine-tuning: add a hashed token-bigram table of this many rows (0: none; docs/results-recipe-pretrained.md)")
+                   help="fine-tuning: add a hashed token-bigram table of this many rows (0: none; docs/results/recipe-pretrained.md)")
     p.add_argument("--no-random", dest="random", action="store_false", help="skip the random-init row (its runs are reported as not run)")
     p.add_argument("--train-limit", type=int, default=None, help="reviews-zh training examples (default: all)")
     p.add_argument("--ner-train-limit", type=int, default=None, help="peoples-daily-ner training examples (default: all)")
     p.add_argument("--temperature", type=float, default=2.0)
-    # Student defaults: the best distillation setting on dev in docs/results-distill-ablation.md (variant M).
+    # Student defaults: the best distillation setting on dev in docs/results/distill-ablation.md (variant M).
     p.add_argument("--alpha", type=float, default=0.5, help="students: weight of the soft targets (1 - alpha on the labels)")
     p.add_argument("--student-init", choices=["spread", "bottom"], default="bottom",
                    help="the teacher layers a student starts from: evenly spaced ending at the top, or the bottom ones (DistilBERT)")
@@ -539,7 +539,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.set_defaults(bf16=None)
     p.add_argument("--work", default="/tmp/bertkit-pretrain-report", help="checkpoints and intermediate files")
-    p.add_argument("--out", default="docs/results-pretrain.md")
+    p.add_argument("--out", default="docs/results/pretrain.md")
     p.add_argument("--resume", action="store_true", help="continue a run from its JSON and work directory")
     p.add_argument("--render-only", action="store_true", help="rewrite the markdown from the JSON beside --out, run nothing")
     return p

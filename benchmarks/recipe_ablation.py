@@ -6,7 +6,7 @@ init) or a pretrained checkpoint (e.g. one of benchmarks/pretrain_report.py's, w
     .venv/bin/python benchmarks/recipe_ablation.py                     # roformer-tiny-zh from random init, 1 seed
     .venv/bin/python benchmarks/recipe_ablation.py --seeds 1 2 3 --runs base epochs3 epochs3-crf100
     .venv/bin/python benchmarks/recipe_ablation.py --max-steps 30 --out /tmp/r.md     # a smoke run
-    .venv/bin/python benchmarks/recipe_ablation.py --task classify --runs base epochs3 epochs5 --out docs/results-recipe-ablation-reviews.md
+    .venv/bin/python benchmarks/recipe_ablation.py --task classify --runs base epochs3 epochs5 --out docs/results/recipe-ablation-reviews.md
 
 Every run fine-tunes the same config on peoples-daily-ner with sliding windows (--stride 32 at --max-length 128, the
 default), a CRF, the BIO tags repaired, and is scored on dev after every epoch; the best dev checkpoint is scored on test
@@ -79,7 +79,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--max-steps", type=int, default=None, help="cap every run (a smoke test)")
-    p.add_argument("--out", default="docs/results-recipe-ablation.md")
+    p.add_argument("--out", default="docs/results/recipe-ablation.md")
     p.add_argument("--keep", action="store_true", help="keep the rows of --out's JSON for runs and seeds this invocation does not make")
     p.add_argument("--render", action="store_true", help="train nothing: write --out again from its JSON (with the same --task)")
     a = p.parse_args()

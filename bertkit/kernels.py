@@ -3,7 +3,7 @@
 Why. torch runs `nn.Linear` in fp32 through MKL, which on AMD CPUs takes a slow code path: on an
 AMD EPYC with AVX-512 it reached 225 GFLOP/s where oneDNN, which torch also ships, reached 470 with
 plain weights and 510-540 with weights reordered once into its blocked layout
-(benchmarks/speed.py measures the models; docs/results-speed.md). The engines a user would pick
+(benchmarks/speed.py measures the models; docs/results/ per CPU kind). The engines a user would pick
 instead (ONNX Runtime, OpenVINO, CTranslate2) all use such kernels. So for inference on the CPU
 bertkit reorders each weight once at load and calls oneDNN, with the FFN's GELU fused into its
 first matmul:
@@ -27,7 +27,7 @@ call, the products in int32 by torch._int_mm (VNNI/AMX where the CPU has them), 
 with the ~2% of input channels that carry outliers kept in fp32. Least pooled cosine to fp32 on
 all-MiniLM-L6-v2 and real text: per-token scales alone 0.969 (a one-off probe), with the fp32
 outlier channels 0.998-0.999, where the int8 ONNX export (onnxruntime's dynamic quantisation,
-per-tensor activation scales) keeps 0.972-0.982 (docs/results-int8.md; tests/test_kernels.py holds
+per-tensor activation scales) keeps 0.972-0.982 (docs/results/int8.md; tests/test_kernels.py holds
 bertkit's path to >= 0.99).
 
 Shapes: x [..., K] -> [..., N]; weights [N, K] as nn.Linear stores them.

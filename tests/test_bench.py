@@ -186,7 +186,7 @@ def test_pretrain_report_records_windows_for_every_ner_run():
     assert run_settings(a, "ner")["windows"] is True and run_settings(a, "ner")["adv"] == "fgm"
     assert run_settings(a, "ner", student=True)["windows"] is True and run_settings(a, "ner", student=True)["adv"] is None
     assert "windows" not in run_settings(a, "classify") and run_settings(a, "classify")["adv"] == "fgm"
-    plain = vars(make_parser().parse_args([]))  # the defaults: FGM on both tasks (docs/results-pretrain-60min-kept-ner-nofgm.md)
+    plain = vars(make_parser().parse_args([]))  # the defaults: FGM on both tasks (docs/results/pretrain-60min-kept-ner-nofgm.md)
     assert run_settings(plain, "ner")["windows"] is True and run_settings(plain, "ner")["adv"] == "fgm"
     no_ner = vars(make_parser().parse_args(["--adv-tasks", "classify"]))
     assert run_settings(no_ner, "ner")["windows"] is True and run_settings(no_ner, "ner")["adv"] is None

@@ -18,7 +18,7 @@ padded batches of different shapes (so a size baked into the graph shows up), an
 output must agree within 1e-4 (padding positions of last_hidden_state excluded: their values
 mean nothing). `int8` then quantises the weight MatMuls with onnxruntime's dynamic
 quantisation, per output channel: per-tensor scales cost all-MiniLM-L6-v2 a mean sentence
-cosine of 0.965 to fp32, per-channel keeps it at 0.993 (docs/results-onnx.md). `bf16` is
+cosine of 0.965 to fp32, per-channel keeps it at 0.993 (docs/results/onnx.md). `bf16` is
 refused while onnxruntime's CPU provider has no bfloat16 MatMul (probed, not assumed).
 
 The graph comes from the TorchScript exporter (`dynamo=False`), whose graphs the parity checks and

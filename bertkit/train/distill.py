@@ -9,7 +9,7 @@ distributions are not the softmax of the emissions but the CRF's per-word margin
 forward-backward over emissions and transitions (all divided by T): what the teacher actually believes
 once its transitions are counted, matched by the student's own CRF (posterior distillation, Wang et al.
 2020, "Structure-Level Knowledge Distillation For Multilingual Sequence Labeling"). The measured
-comparison is docs/results-distill-ablation.md.
+comparison is docs/results/distill-ablation.md.
 
 Per example (classify, pair) or per word (ner); summed, so the trainer makes it the mean of the global
 batch. The student reads the teacher's tokenizer and labels. `init_student` copies the teacher's

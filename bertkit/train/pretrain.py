@@ -323,11 +323,11 @@ def generator_config(c: BertConfig, fraction: float) -> BertConfig:
 def small_model_note(c: BertConfig) -> str | None:
     """A note for a narrow model pretrained from scratch with BERT's init (std 0.02, set for 768-wide layers) and
     learned positions: its attention tends to stay uniform, so it never learns to use context
-    (docs/results-pretrain-ablation.md)."""
+    (docs/results/pretrain-ablation.md)."""
     if c.hidden_size <= 256 and c.initializer_range <= 0.02 and c.position_embedding_type == "absolute":
         return (f"note: a {c.hidden_size}-wide model with init std {c.initializer_range} and learned positions often never learns to "
                 "use context when pretrained from scratch; the roformer-tiny-zh preset (rotary positions, std 0.05) does "
-                "(docs/results-pretrain-ablation.md).")
+                "(docs/results/pretrain-ablation.md).")
     return None
 
 

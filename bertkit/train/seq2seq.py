@@ -67,7 +67,7 @@ class Seq2SeqConfig:
     max_steps: int | None = None
     batch_size: int = 32
     accum: int = 1
-    lr: float = 5e-5  # fine-tuning's; a model from scratch wants more (docs/results-seq2seq.md: 1e-3)
+    lr: float = 5e-5  # fine-tuning's; a model from scratch wants more (docs/results/seq2seq.md: 1e-3)
     weight_decay: float = 0.01
     warmup: float = 0.1
     schedule: str = "linear"
