@@ -239,7 +239,9 @@ def torch_model(engine: str, model_dir: Path):
         return transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32).eval()
     import torch
 
-    from bertkit.serving.load import load_for_inference
+    from bertkit.serving.load import init_inference, load_for_inference
+
+    init_inference()  # what the commands set for the process (denormals flushed), as `bertkit embed` runs
 
     from bertkit.tokenizer import Tokenizer
 

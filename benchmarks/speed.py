@@ -233,7 +233,9 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
     """Every compared path, all reading the same checkpoint directory."""
     import transformers
 
-    from bertkit.serving.load import load_for_inference
+    from bertkit.serving.load import init_inference, load_for_inference
+
+    init_inference()  # what the commands set for the process (denormals flushed), as `bertkit embed` runs
 
     plain = BertModel.from_pretrained(model_dir, verbose=False).eval()  # torch's kernels: the reference path's
     bk, _ = load_for_inference(model_dir, kind="encoder", tokenizer=False, device="cpu", precision="fp32")  # fp32, kernels auto

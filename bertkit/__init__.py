@@ -27,10 +27,12 @@ _PUBLIC = {
     "ElectraForPreTraining": "bertkit.heads", "BertModel": "bertkit.model", "BertOutput": "bertkit.model",
     "mean_pool": "bertkit.model", "CausalLM": "bertkit.seq2seq", "Seq2SeqLM": "bertkit.seq2seq",
     "Tokenizer": "bertkit.tokenizer", "train_wordpiece": "bertkit.tokenizer", "load_for_inference": "bertkit.serving.load",
+    "init_inference": "bertkit.serving.load",
 }
 
 __all__ = [
     "PRESETS",
+    "init_inference",
     "BertConfig",
     "BertForMaskedLM",
     "BertForPreTraining",

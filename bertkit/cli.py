@@ -491,12 +491,19 @@ def peer_lost(e: Exception) -> bool:
     return several and isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_LOST)  # torch's DistBackendError is one
 
 
+INFERENCE_COMMANDS = ("fill-mask", "embed", "rerank", "evaluate", "predict", "serve")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(command_of(argv)).parse_args(argv)
     try:
         if getattr(args, "bf16", False) or getattr(args, "precision", None) == "bf16":
             warn_slow_bf16(args)
+        if args.command in INFERENCE_COMMANDS:
+            from .serving.load import init_inference
+
+            init_inference()  # the process's settings (denormals), set here rather than by loading a model
         args.run(args)
     except BertkitError as e:
         if args.debug:

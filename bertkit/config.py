@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import families
 from .errors import BertkitError
 from .io.files import read_json
 
@@ -23,87 +24,16 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "si
 
 ATTENTION_MODES = ("bidirectional", "causal", "unilm")
 
-# The shapes beyond the encoder (bertkit/seq2seq.py): a decoder alone (GPT-2) and encoder-decoders.
-DECODERS = ("gpt2",)
-ENCODER_DECODERS = ("t5", "mt5", "umt5", "bart", "mbart")
-T5_TYPES = ("t5", "mt5", "umt5")  # RMSNorm, no biases, bucketed relative position bias, unscaled scores
-
-# model_type -> how its positions enter the model. The key tables live in weights.py.
-#   absolute: a learnt table added to the embeddings (BERT, RoBERTa, ALBERT, ELECTRA, DistilBERT)
-#   rotary:   q and k rotated by position in every layer (RoFormer, Su et al. 2021)
-#   relative: fixed sinusoids of clipped relative distances inside attention (NEZHA, Wei et al. 2019)
-#   bucketed: a learnt bias per head and log-bucketed distance added to the scores (T5, Raffel et al. 2020)
-#   disentangled: relative position embeddings projected into content-to-position and position-to-content scores
-#       (DeBERTa-v2/v3, He et al. 2020: deberta.py), with or without an absolute table (position_biased_input)
-#   (ModernBERT's rotary positions have no table in its checkpoints and rotate halves, not pairs: modern.py)
-FAMILY_POSITIONS = dict(
-    bert="absolute", roberta="absolute", albert="absolute", electra="absolute", distilbert="absolute",
-    ernie="absolute", **{"xlm-roberta": "absolute", "deberta-v2": "disentangled"}, modernbert="rotary",
-    roformer="rotary", nezha="relative", gpt2="absolute", bart="absolute", mbart="absolute", t5="bucketed", mt5="bucketed",
-    umt5="bucketed",
-)
-MODEL_TYPES = tuple(sorted(FAMILY_POSITIONS))  # model_type values whose checkpoints bertkit reads
-POSITION_TYPES = ("absolute", "rotary", "relative", "bucketed", "disentangled")
-NO_POOLER = ("electra", "distilbert", "roformer", "modernbert", "deberta-v2", *DECODERS, *ENCODER_DECODERS)  # their transformers base models have no pooler
-# DistilBERT's config.json names -> ours (it also has no segment embedding).
-DISTILBERT_NAMES = dict(
-    dim="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads", hidden_dim="intermediate_size",
-    activation="hidden_act", dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob",
-)
-# The decoders' config.json names -> ours; each family's defaults where its config may leave a field out.
-GPT2_NAMES = dict(
-    n_embd="hidden_size", n_layer="num_hidden_layers", n_head="num_attention_heads", n_inner="intermediate_size",
-    activation_function="hidden_act", resid_pdrop="hidden_dropout_prob", attn_pdrop="attention_probs_dropout_prob",
-    n_positions="max_position_embeddings", layer_norm_epsilon="layer_norm_eps",
-)
-T5_NAMES = dict(
-    d_model="hidden_size", num_layers="num_hidden_layers", num_heads="num_attention_heads", d_ff="intermediate_size",
-    d_kv="head_dim", dropout_rate="hidden_dropout_prob", layer_norm_epsilon="layer_norm_eps", n_positions="max_position_embeddings",
-)
-BART_NAMES = dict(
-    d_model="hidden_size", encoder_layers="num_hidden_layers", decoder_layers="num_decoder_layers",
-    encoder_attention_heads="num_attention_heads", encoder_ffn_dim="intermediate_size", activation_function="hidden_act",
-    dropout="hidden_dropout_prob", attention_dropout="attention_probs_dropout_prob", init_std="initializer_range",
-)
-# ModernBERT: its dropout and norm names; its own position_embedding_type ("sans_pos") is kept aside for the round trip.
-MODERNBERT_NAMES = dict(
-    hidden_activation="hidden_act", norm_eps="layer_norm_eps", mlp_dropout="hidden_dropout_prob",
-    attention_dropout="attention_probs_dropout_prob", position_embedding_type="modernbert_position_embedding_type",
-)
-NAMES = dict(**{"deberta-v2": {}}, modernbert=MODERNBERT_NAMES, distilbert=DISTILBERT_NAMES, gpt2=GPT2_NAMES, t5=T5_NAMES, mt5=T5_NAMES, umt5=T5_NAMES, bart=BART_NAMES, mbart=BART_NAMES)
-_T5 = dict(type_vocab_size=0, layer_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, hidden_act="relu",
-           hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, intermediate_size=2048, head_dim=64)
-_BART = dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-             max_position_embeddings=1024, intermediate_size=4096, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0)
-FAMILY_DEFAULTS = dict(
-    distilbert=dict(type_vocab_size=0),
-    **{"deberta-v2": dict(vocab_size=128100, hidden_size=1536, num_hidden_layers=24, num_attention_heads=24, intermediate_size=6144,
-                          type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0)},
-    modernbert=dict(type_vocab_size=0, vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22,
-                    num_attention_heads=12, hidden_act="gelu", max_position_embeddings=8192, layer_norm_eps=1e-5, pad_token_id=50283,
-                    bos_token_id=50281, eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-    gpt2=dict(type_vocab_size=0, layer_norm_eps=1e-5, pad_token_id=None, bos_token_id=50256, eos_token_id=50256,
-              hidden_act="gelu_new", attention_mode="causal", max_position_embeddings=1024, vocab_size=50257),
-    t5=_T5, mt5=_T5 | dict(vocab_size=250112, tie_word_embeddings=False, hidden_act="gelu_new", gated_ffn=True, intermediate_size=1024),
-    umt5=_T5 | dict(vocab_size=250112, tie_word_embeddings=False, hidden_act="gelu_new", gated_ffn=True, intermediate_size=1024),
-    bart=_BART, mbart=_BART | dict(scale_embedding=False, decoder_start_token_id=None),  # mBART starts with the language code
-)
-# Fields of ours a family's config.json does not have (written back only where they differ from these values).
-NOT_IN = dict(
-    **{"deberta-v2": dict(position_embedding_type=None)},
-    modernbert=dict(type_vocab_size=0, position_embedding_type=None),
-    gpt2=dict(type_vocab_size=0, attention_mode="causal", position_embedding_type="absolute", pad_token_id=None),
-    t5=dict(type_vocab_size=0, position_embedding_type="bucketed", hidden_act=None, gated_ffn=None, initializer_range=None,
-            attention_probs_dropout_prob=None),
-    bart=dict(type_vocab_size=0, position_embedding_type="absolute", layer_norm_eps=None),
-)
-NOT_IN["mt5"], NOT_IN["umt5"], NOT_IN["mbart"] = NOT_IN["t5"], NOT_IN["t5"], NOT_IN["bart"]
+# The members (bertkit/families/, one record each) name their positions, pooler, config.json names and defaults;
+# these are the views of that table the code below and seq2seq.py read.
+MODEL_TYPES = families.MODEL_TYPES  # model_type values whose checkpoints bertkit reads
+POSITION_TYPES = families.POSITION_TYPES
+DECODERS = families.of_shape("decoder")  # GPT-2: a decoder alone (bertkit/seq2seq.py)
+ENCODER_DECODERS = families.of_shape("encoder-decoder")
+T5_TYPES = ("t5", "mt5", "umt5")  # RMSNorm, no biases, bucketed relative position bias, unscaled scores (seq2seq.py's switch)
+# Our decoder-shape fields: written back where the member's config.json has the field (Member.fields), or where set.
 DECODER_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
                   "gated_ffn", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
-_T5_FIELDS = ("num_decoder_layers", "head_dim", "relative_attention_num_buckets", "relative_attention_max_distance",
-              "eos_token_id", "decoder_start_token_id")
-_BART_FIELDS = ("num_decoder_layers", "scale_embedding", "bos_token_id", "eos_token_id", "decoder_start_token_id")
-FAMILY_FIELDS = dict(modernbert=("bos_token_id", "eos_token_id"), gpt2=("bos_token_id", "eos_token_id"), t5=_T5_FIELDS, mt5=_T5_FIELDS, umt5=_T5_FIELDS, bart=_BART_FIELDS, mbart=_BART_FIELDS)
 
 # Fields checked on construction: whole numbers with their minimum, and non-negative reals.
 WHOLE_NUMBERS = dict(
@@ -256,7 +186,7 @@ class BertConfig:
     model_type: str = "bert"  # which family member; decides key tables and switches
     # Switches for family members. BERT leaves them at these defaults.
     embedding_size: int | None = None  # E != H: factorised embeddings with a projection (ALBERT, ELECTRA)
-    position_embedding_type: str | None = None  # absolute | rotary | relative; None: the family's (FAMILY_POSITIONS)
+    position_embedding_type: str | None = None  # absolute | rotary | relative | ...; None: the member's (families: Member.positions)
     num_hidden_groups: int | None = None  # ALBERT: layers share the weights of this many groups; None: no sharing
     inner_group_num: int = 1  # ALBERT: blocks inside each shared group
     max_relative_position: int = 64  # NEZHA: relative distances are clipped to +-this
@@ -296,7 +226,7 @@ class BertConfig:
             raise BertkitError(
                 f"model_type {self.model_type!r} is not supported; bertkit reads {', '.join(MODEL_TYPES)}."
             )
-        family_positions = FAMILY_POSITIONS[self.model_type]
+        family_positions = self.member.positions
         if self.position_embedding_type is None:  # most configs leave it out; some write null
             self.position_embedding_type = family_positions
         if self.position_embedding_type != family_positions:
@@ -318,10 +248,10 @@ class BertConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):  # generation checks the vocabulary
                 raise BertkitError(f"{name} must be a token id (a whole number) or null, not {v!r}.")
-        if self.bigram_buckets and (self.model_type in DECODERS + ENCODER_DECODERS or self.attention_mode != "bidirectional"):
+        if self.bigram_buckets and (self.member.shape != "encoder" or self.attention_mode != "bidirectional"):
             raise BertkitError(f"bigram_buckets is for bidirectional encoders: a token's bigram holds the next token, which a "
-                               f"{self.model_type if self.model_type in DECODERS + ENCODER_DECODERS else self.attention_mode} model does not see.")
-        if self.model_type in DECODERS and self.attention_mode != "causal":
+                               f"{self.model_type if self.member.shape != 'encoder' else self.attention_mode} model does not see.")
+        if self.member.shape == "decoder" and self.attention_mode != "causal":
             raise BertkitError(f"a {self.model_type} decoder reads with attention_mode 'causal', not {self.attention_mode!r}.")
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise BertkitError(
@@ -341,6 +271,11 @@ class BertConfig:
         task_types = self.extra.get("task_type_vocab_size", 3)
         if self.model_type == "ernie" and self.extra.get("use_task_id") and (not isinstance(task_types, int) or task_types < 1):
             raise BertkitError(f"task_type_vocab_size must be a whole number of at least 1 when use_task_id is true, not {task_types!r}.")
+
+    @property
+    def member(self) -> families.Member:
+        """This model_type's record (bertkit/families/)."""
+        return families.member(self.model_type)
 
     @property
     def modern(self) -> ModernOptions:
@@ -373,12 +308,12 @@ class BertConfig:
     @property
     def is_decoder(self) -> bool:
         """A decoder alone (GPT-2): bertkit.CausalLM loads it."""
-        return self.model_type in DECODERS
+        return self.member.shape == "decoder"
 
     @property
     def is_encoder_decoder(self) -> bool:
         """T5, mT5, BART, mBART: bertkit.Seq2SeqLM loads them (and BertModel their encoder)."""
-        return self.model_type in ENCODER_DECODERS
+        return self.member.shape == "encoder-decoder"
 
     @property
     def decoder_layers(self) -> int:
@@ -392,16 +327,16 @@ class BertConfig:
     @property
     def has_projection(self) -> bool:
         """E -> H after the embeddings: when factorised, and always in ALBERT's checkpoints (DeBERTa: before its norm)."""
-        return self.embed_size != self.hidden_size or self.model_type == "albert"
+        return self.embed_size != self.hidden_size or self.member.always_projects
 
     @property
     def has_pooler(self) -> bool:
-        return self.model_type not in NO_POOLER
+        return self.member.pooler
 
     @property
     def positions_after_padding(self) -> bool:
         """RoBERTa (and XLM-RoBERTa) number real tokens from pad_token_id + 1 and give padding pad_token_id."""
-        return self.model_type in ("roberta", "xlm-roberta")
+        return self.member.positions_after_padding
 
     @property
     def max_length(self) -> int:
@@ -428,10 +363,8 @@ class BertConfig:
     def from_dict(cls, d: dict[str, Any]) -> BertConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kind = d.get("model_type")
-        if kind == "distilbert" and d.get("sinusoidal_pos_embds"):
-            raise BertkitError("DistilBERT with sinusoidal_pos_embds is not supported; bertkit reads learnt positions.")
-        if kind in NAMES:
-            d = _family_in(kind, d)
+        if kind in families.MEMBERS and families.member(kind).translates:
+            d = _family_in(families.member(kind), d)
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
         return cls(**known, extra=extra)
@@ -447,24 +380,22 @@ class BertConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         extra = d.pop("extra")
+        m = self.member
         # Write our switches only when they differ from BERT, so the file stays HF-shaped.
         for k in ("embedding_size", "attention_mode", "num_hidden_groups", "inner_group_num", "max_relative_position", "rotary_value", "bigram_buckets"):
-            if d[k] == BertConfig.__dataclass_fields__[k].default and not (k in ("num_hidden_groups", "inner_group_num") and self.model_type == "albert"):
+            if d[k] == BertConfig.__dataclass_fields__[k].default:
                 del d[k]
-        if d["model_type"] == "nezha":
-            d.update(max_relative_position=self.max_relative_position, use_relative_position=True)
         if d["architectures"] is None:
             del d["architectures"]
-        for k in DECODER_FIELDS:  # written where the family's config.json has the field, or where set
-            if d[k] == BertConfig.__dataclass_fields__[k].default and k not in FAMILY_FIELDS.get(self.model_type, ()):
+        for k in DECODER_FIELDS:  # written where the member's config.json has the field, or where set
+            if d[k] == BertConfig.__dataclass_fields__[k].default and k not in m.fields:
                 del d[k]
-        if d["model_type"] in ("distilbert", "roformer", "nezha"):  # implied by the type, not in their configs
-            del d["position_embedding_type"]
-        if d["model_type"] in NAMES:
-            d = _family_out(d)
-        out = {**extra, **d}
-        if "modernbert_position_embedding_type" in out:  # the hub's own ModernBERT key, set aside on reading
-            out["position_embedding_type"] = out.pop("modernbert_position_embedding_type")
+        if m.write:
+            d = m.write(d, self)
+        out = {**extra, **_family_out(m, d)}
+        for theirs, ours in m.names.items():  # a name of theirs that is not one of our fields was kept in extra as ours
+            if ours in out and ours not in BertConfig.__dataclass_fields__:
+                out[theirs] = out.pop(ours)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -477,124 +408,22 @@ class BertConfig:
         return cls(**PRESETS[name])
 
 
-def _family_in(kind: str, d: dict[str, Any]) -> dict[str, Any]:
-    """A DistilBERT, GPT-2, T5 or BART config.json -> our field names, the family's defaults filling the gaps."""
-    d = {NAMES[kind].get(k, k): v for k, v in d.items()}
-    defaults = FAMILY_DEFAULTS[kind]
-    d = defaults | {k: v for k, v in d.items() if v is not None or (k not in defaults and k != "intermediate_size")}
-    if kind == "gpt2":
-        d.setdefault("intermediate_size", 4 * d.get("hidden_size", 768))
-        for k in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-            if d.get(k):
-                raise BertkitError(f"GPT-2 with {k} is not supported; bertkit reads the original GPT-2 attention.")
-    if kind in T5_TYPES:  # feed_forward_proj "relu" | "gated-gelu" | "gated-silu" ...: the activation and the gate
-        proj = d.pop("feed_forward_proj", "relu" if kind == "t5" else "gated-gelu")
-        act = proj.removeprefix("gated-")
-        d.update(gated_ffn=proj.startswith("gated-"), hidden_act="gelu_new" if act == "gelu" else act)
-        d.setdefault("attention_probs_dropout_prob", d["hidden_dropout_prob"])
-    if kind in ("bart", "mbart"):
-        for ours, theirs in (("num_attention_heads", "decoder_attention_heads"), ("intermediate_size", "decoder_ffn_dim")):
-            if theirs in d and d[theirs] != d.get(ours, d[theirs]):
-                raise BertkitError(f"{kind} with {theirs} {d[theirs]} unlike the encoder's {d[ours]} is not supported.")
-            d.pop(theirs, None)
-    return d
+def _family_in(m: families.Member, d: dict[str, Any]) -> dict[str, Any]:
+    """A member's config.json -> our field names, the member's defaults filling the gaps, then its own quirks (m.read)."""
+    d = {m.names.get(k, k): v for k, v in d.items()}
+    d = m.defaults | {k: v for k, v in d.items() if v is not None or (k not in m.defaults and k != "intermediate_size")}
+    return m.read(d) if m.read else d
 
 
-def _family_out(d: dict[str, Any]) -> dict[str, Any]:
-    """Our fields -> the family's config.json names (the inverse of _family_in)."""
-    kind = d["model_type"]
-    if kind in T5_TYPES:
-        act = "gelu" if d["hidden_act"] == "gelu_new" else d["hidden_act"]
-        d["feed_forward_proj"] = f"gated-{act}" if d.get("gated_ffn") else act
-        d["is_encoder_decoder"] = True
-    if kind in ("bart", "mbart"):
-        d.update(decoder_attention_heads=d["num_attention_heads"], decoder_ffn_dim=d["intermediate_size"], is_encoder_decoder=True)
-    for k, implied in NOT_IN.get(kind, {}).items():
+def _family_out(m: families.Member, d: dict[str, Any]) -> dict[str, Any]:
+    """Our fields -> the member's config.json names (the inverse of _family_in): fields its file lacks dropped."""
+    for k, implied in m.not_in.items():
         if implied is None or d.get(k) == implied:
             d.pop(k, None)
-    if kind == "distilbert":
-        d.pop("type_vocab_size", None)
-    back = {v: k for k, v in NAMES[kind].items()}
+    back = {v: k for k, v in m.names.items()}
     return {back.get(k, k): v for k, v in d.items()}
 
 
-# Published architectures. Parameter counts (BertModel with pooler) in the comments are
-# checked by the tests.
-PRESETS: dict[str, dict[str, Any]] = {
-    "bert-base-uncased": dict(vocab_size=30522),  # 109,482,240
-    "bert-base-cased": dict(vocab_size=28996),  # 108,310,272
-    "bert-large-uncased": dict(
-        vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
-    ),  # 335,141,888
-    "bert-base-chinese": dict(vocab_size=21128),  # 102,267,648
-    "all-minilm-l6-v2": dict(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
-    ),  # 22,713,216
-    # Google's small BERTs (Turc et al. 2019, "Well-Read Students Learn Better"): fine-tuning from scratch
-    # on a CPU starts here. Trained with a vocabulary of its own, a preset's vocab_size is replaced.
-    "bert-tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # 4,385,920
-    "bert-mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),  # 11,170,560
-    "roberta-base": dict(
-        model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-        layer_norm_eps=1e-5,
-    ),  # 124,645,632
-    "albert-base-v2": dict(
-        model_type="albert", vocab_size=30000, embedding_size=128, hidden_act="gelu_new", num_hidden_groups=1,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ),  # 11,683,584: one block shared by all 12 layers
-    "electra-small-discriminator": dict(
-        model_type="electra", embedding_size=128, hidden_size=256, num_attention_heads=4, intermediate_size=1024
-    ),  # 13,483,008
-    "electra-base-discriminator": dict(model_type="electra"),  # 108,891,648
-    "distilbert-base-uncased": dict(model_type="distilbert", num_hidden_layers=6, type_vocab_size=0),  # 66,362,880
-    "roformer-chinese-base": dict(model_type="roformer", vocab_size=50000, max_position_embeddings=1536),  # 123,555,840
-    "nezha-base": dict(model_type="nezha", vocab_size=21128),  # 101,874,432 (bert-base-chinese's vocabulary)
-    # Modern and multilingual encoders (their published config.json values; counts checked against transformers' models).
-    "modernbert-base": dict(
-        model_type="modernbert", vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12,
-        max_position_embeddings=8192, hidden_act="gelu", layer_norm_eps=1e-5, type_vocab_size=0, pad_token_id=50283, bos_token_id=50281,
-        eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ),  # 149,014,272
-    "modernbert-large": dict(
-        model_type="modernbert", vocab_size=50368, hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
-        max_position_embeddings=8192, hidden_act="gelu", layer_norm_eps=1e-5, type_vocab_size=0, pad_token_id=50283, bos_token_id=50281,
-        eos_token_id=50282, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ),  # 394,781,696
-    "xlm-roberta-base": dict(
-        model_type="xlm-roberta", vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
-    ),  # 278,043,648
-    "deberta-v3-base": dict(
-        model_type="deberta-v2", vocab_size=128100, max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
-        extra=dict(relative_attention=True, max_relative_positions=-1, position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True,
-                   pos_att_type="p2c|c2p", position_biased_input=False),
-    ),  # 183,831,552
-    "ernie-3.0-base-zh": dict(
-        model_type="ernie", vocab_size=40000, max_position_embeddings=2048, type_vocab_size=4, layer_norm_eps=1e-5,
-        extra=dict(use_task_id=True, task_type_vocab_size=3),
-    ),  # 117,944,832
-    # Decoders and encoder-decoders (parameter counts of CausalLM / Seq2SeqLM, tied heads counted once).
-    "gpt2": dict(model_type="gpt2", vocab_size=50257, max_position_embeddings=1024, hidden_act="gelu_new", layer_norm_eps=1e-5,
-                 type_vocab_size=0, pad_token_id=None, attention_mode="causal", bos_token_id=50256, eos_token_id=50256),  # 124,439,808
-    "t5-small": dict(model_type="t5", vocab_size=32128, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, head_dim=64,
-                     intermediate_size=2048, hidden_act="relu", layer_norm_eps=1e-6, type_vocab_size=0, pad_token_id=0,
-                     eos_token_id=1, decoder_start_token_id=0),  # 60,506,624
-    "mt5-small": dict(model_type="mt5", vocab_size=250112, hidden_size=512, num_hidden_layers=8, num_attention_heads=6, head_dim=64,
-                      intermediate_size=1024, hidden_act="gelu_new", gated_ffn=True, tie_word_embeddings=False, layer_norm_eps=1e-6,
-                      type_vocab_size=0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),  # 300,176,768
-    "bart-base": dict(model_type="bart", vocab_size=50265, hidden_size=768, num_hidden_layers=6, num_decoder_layers=6,
-                      num_attention_heads=12, intermediate_size=3072, max_position_embeddings=1024, layer_norm_eps=1e-5,
-                      type_vocab_size=0, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),  # 139,420,416
-    # Not published: bertkit's small T5 (v1.1 layout) for seq2seq from scratch on a CPU (generative NER, docs/results/seq2seq.md);
-    # its vocabulary is trained on the task's texts, so vocab_size and the special ids are replaced.
-    "t5-tiny-zh": dict(model_type="t5", vocab_size=8000, hidden_size=256, num_hidden_layers=3, num_decoder_layers=3, num_attention_heads=4,
-                       head_dim=64, intermediate_size=768, hidden_act="gelu_new", gated_ffn=True, tie_word_embeddings=False,
-                       layer_norm_eps=1e-6, type_vocab_size=0, pad_token_id=0, eos_token_id=3, decoder_start_token_id=2),
-    # Not a published model: bertkit's recipe for pretraining a small model from scratch on a CPU. bert-tiny's
-    # size, but rotary positions, init std 0.05 and no dropout: with bert-tiny's own settings (std 0.02 made for
-    # 768-wide layers, learned positions) attention stays near uniform for thousands of steps and the model
-    # never uses context (docs/results/pretrain-ablation.md). benchmarks/configs/roformer-tiny-zh.json is this.
-    "roformer-tiny-zh": dict(
-        model_type="roformer", position_embedding_type="rotary", num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
-        intermediate_size=512, initializer_range=0.05, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ),  # 4,336,640
-}
+# Published architectures and bertkit's own small recipes: each member's record holds its presets with their
+# parameter counts (tests/test_records.py checks them); this is the table of all of them, by name.
+PRESETS: dict[str, dict[str, Any]] = families.PRESETS

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import families
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .crf import CRF, bio_constraints
@@ -165,12 +166,10 @@ def labels_of(config: BertConfig) -> list[str]:
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
-# transformers' sequence classifiers whose head bertkit reads: BERT's layout (pooler + classifier), RoBERTa's
-# (the [CLS] state through dense + tanh, then out_proj: the bge rerankers are XLM-RoBERTa ones) and ModernBERT's
-# (the [CLS] state or the mean of the tokens, through its prediction head, then the classifier).
-HF_CLASSIFIERS = {f"{name}ForSequenceClassification": style for name, style in (
-    ("Bert", "bert"), ("Ernie", "bert"), ("Nezha", "bert"), ("Electra", "electra"), ("Roberta", "roberta"), ("XLMRoberta", "roberta"),
-    ("ModernBert", "modernbert"))}
+# transformers' sequence classifiers whose head bertkit reads, from the members' records: BERT's layout (pooler +
+# classifier), RoBERTa's (the [CLS] state through dense + tanh, then out_proj: the bge rerankers are XLM-RoBERTa ones),
+# ELECTRA's and ModernBERT's (the [CLS] state or the mean of the tokens, through its prediction head, then the classifier).
+HF_CLASSIFIERS = {f"{m.hf_name}ForSequenceClassification": m.classifier for m in families.MEMBERS.values() if m.classifier}
 HF_MAX_LENGTH = 512  # a transformers classifier's inputs are cut here (bge-reranker-v2-m3's positions reach 8,194)
 
 

@@ -41,6 +41,7 @@ The fast path, on by default where it gives the reference path's numbers (tests/
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import math
@@ -51,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import families
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .errors import BertkitError
@@ -502,18 +504,16 @@ class FamilyParts:
 PARTS: dict[str, FamilyParts] = {}
 
 
-FAMILY_MODULES = {"modernbert": "bertkit.modern", "deberta-v2": "bertkit.deberta"}  # who registers each member's parts
-
-
 def register_family(model_type: str, parts: FamilyParts) -> None:
     PARTS[model_type] = parts
 
 
 def parts_of(model_type: str) -> FamilyParts | None:
-    """The parts a member registers, its module imported by name on first use (FAMILY_MODULES), so neither
-    `import bertkit` nor a BERT pays for the others; None for the members written in this file."""
-    if model_type not in PARTS and model_type in FAMILY_MODULES:
-        importlib.import_module(FAMILY_MODULES[model_type])
+    """The parts a member registers, its compute module (its record's `compute`) imported by name on first use, so
+    neither `import bertkit` nor a BERT pays for the others; None for the members written in this file."""
+    compute = families.member(model_type).compute
+    if model_type not in PARTS and compute:
+        importlib.import_module(f"bertkit.{compute}")
     return PARTS.get(model_type)
 
 
@@ -530,7 +530,10 @@ class BertOutput:
     @property
     def pooler_output(self) -> torch.Tensor | None:  # [B, H], None when the model has no pooler
         if self._pooled is None and self._pooler is not None:
-            self._pooled = self._pooler(self.last_hidden_state)
+            h = self.last_hidden_state
+            # read after a `with torch.inference_mode():` block, the states are inference tensors: pool them as inside it
+            with torch.inference_mode() if h.is_inference() else contextlib.nullcontext():
+                self._pooled = self._pooler(h)
         return self._pooled
 
 

@@ -300,7 +300,7 @@ def table_of(config: BertConfig | None) -> str:
         return "deberta-v2-lm"
     if config.model_type in ("t5", "mt5", "umt5"):
         return ("umt5" if config.model_type == "umt5" else "t5") + ("-gated" if config.gated_ffn else "")
-    return config.model_type
+    return config.member.keys or config.model_type
 
 # Checkpoint keys that carry nothing to load: buffers, duplicates of the MLM bias, optimizer state.
 DROPPED = [
@@ -479,7 +479,7 @@ def hf_name(ours: str, config: BertConfig) -> str | None:
 
 def from_google(sd: dict[str, torch.Tensor], config: BertConfig | None = None) -> Converted:
     """Google TF checkpoint tensors -> our full names (kernels transposed to [out, in])."""
-    if config is not None and config.model_type not in ("bert", "nezha"):
+    if config is not None and not config.member.google:
         raise BertkitError(f"Google TF checkpoints are read for BERT-format models only, not model_type {config.model_type!r}; convert it with transformers first.")
     out = Converted({}, {})
     for key, t in sd.items():

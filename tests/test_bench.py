@@ -107,13 +107,13 @@ def test_generate_cache_benchmark_runs_and_agrees(tmp_path):
 def test_pretrain_report_renders_its_committed_results(tmp_path):
     """The results table in docs is what benchmarks/pretrain_report.py renders from its JSON: render the
     windows report again from its committed JSON and find its committed results rows in the output."""
-    name = "results-pretrain-60min-windows"
-    (tmp_path / f"{name}.json").write_bytes((ROOT / "docs" / f"{name}.json").read_bytes())
+    name, kept = "pretrain-60min-windows", ROOT / "docs" / "results" / "archive"
+    (tmp_path / f"{name}.json").write_bytes((kept / f"{name}.json").read_bytes())
     run = subprocess.run([sys.executable, "benchmarks/pretrain_report.py", "--render-only", "--out", str(tmp_path / f"{name}.md")],
                          cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     rendered = (tmp_path / f"{name}.md").read_text(encoding="utf-8")
-    rows = [line for line in (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in (kept / f"{name}.md").read_text(encoding="utf-8").splitlines()
             if line.startswith("| MLM + whole-word masking |")]
     assert rows and all(row in rendered.splitlines() for row in rows)
     assert "94.16 ± 0.17 (n=3)" in rendered and "85.14 ± 0.43 (n=3)" in rendered

@@ -50,6 +50,10 @@ def xlm_roberta():
     return tf.XLMRobertaConfig(**SIZES, max_position_embeddings=42, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
 
 
+def camembert():
+    return tf.CamembertConfig(**SIZES, max_position_embeddings=42, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+
+
 def ernie(use_task_id=True):
     return tf.ErnieConfig(**SIZES, max_position_embeddings=40, type_vocab_size=4, use_task_id=use_task_id, task_type_vocab_size=3)
 
@@ -97,6 +101,8 @@ CASES = [
     ("roformer-rotary-value", lambda: roformer(rotary_value=True), tf.RoFormerModel, bertkit.BertModel),
     ("xlm-roberta", xlm_roberta, tf.XLMRobertaModel, bertkit.BertModel),
     ("xlm-roberta", xlm_roberta, tf.XLMRobertaForMaskedLM, bertkit.BertForMaskedLM),
+    ("camembert", camembert, tf.CamembertModel, bertkit.BertModel),
+    ("camembert", camembert, tf.CamembertForMaskedLM, bertkit.BertForMaskedLM),
     ("ernie", ernie, tf.ErnieModel, bertkit.BertModel),
     ("ernie", ernie, tf.ErnieForMaskedLM, bertkit.BertForMaskedLM),
     ("ernie", ernie, tf.ErnieForPreTraining, bertkit.BertForPreTraining),
@@ -353,7 +359,7 @@ def test_small_pretraining_preset(capsys):
 def test_unsupported_type_names_it_and_the_supported(tmp_path):
     ref = tf.XLNetModel(tf.XLNetConfig(vocab_size=99, d_model=36, n_layer=1, n_head=3, d_inner=52))
     ref.save_pretrained(tmp_path)
-    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, deberta-v2, distilbert, electra, ernie, gpt2, mbart, modernbert, mt5, nezha, roberta, roformer, t5, umt5, xlm-roberta"):
+    with pytest.raises(bertkit.BertkitError, match=r"model_type 'xlnet' is not supported; bertkit reads albert, bart, bert, camembert, deberta-v2, distilbert, electra, ernie, gpt2, mbart, modernbert, mt5, nezha, roberta, roformer, t5, umt5, xlm-roberta"):
         bertkit.BertModel.from_pretrained(tmp_path)
 
 

@@ -117,3 +117,15 @@ def test_masked_lm_loss_on_masked_positions_equals_full_logits_loss():
     ref = torch.nn.functional.cross_entropy(full.view(-1, 99), labels.view(-1), ignore_index=-100)
     assert fast.logits.shape == (3, 99)
     assert abs(fast.loss.item() - ref.item()) <= TOL
+
+
+def test_the_lazy_pooler_read_after_inference_mode_runs_as_inside():
+    """README's ten lines read `out.pooler_output` after the `with torch.inference_mode():` block: the lazy pooler
+    then runs in the forward's mode (it raised 'Inference tensors cannot be saved for backward')."""
+    model = randomise(bertkit.BertModel(tiny_config())).eval()
+    batch = padded_batch()
+    with torch.inference_mode():
+        out = model(**batch)
+        inside = model(**batch).pooler_output
+    assert torch.equal(out.pooler_output, inside)
+    assert not model(**batch).pooler_output.is_inference() and model(**batch).pooler_output.requires_grad

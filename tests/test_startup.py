@@ -67,3 +67,23 @@ def test_weight_bound_is_above_every_encoder_preset(name):
         need = 4 * sum(p.numel() for p in BertModel(config).parameters())
     assert need <= weight_bound(config)
     assert weight_bound(config) <= 4 * need or config.model_type == "albert"  # ALBERT's layers share one set of weights
+
+
+def flushed_after(code: str) -> bool:
+    """Whether a fresh interpreter flushes denormal floats to zero after running `code`."""
+    probe = "\nimport torch; print(float(torch.tensor([1e-39]) * torch.tensor([1.0])) == 0.0)"
+    out = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, check=True)
+    return out.stdout.split()[-1] == "True"
+
+
+def test_loading_sets_nothing_process_wide_and_the_commands_init_does(minilm_dir, tmp_path):
+    """load_for_inference leaves the process's settings alone; the inference commands call init_inference, which
+    flushes denormals (where the CPU can), and a library user may call it too."""
+    if not flushed_after("import torch\ntorch.set_flush_denormal(True)"):
+        pytest.skip("this CPU cannot flush denormals")
+    assert not flushed_after(f"import bertkit\nbertkit.load_for_inference({str(minilm_dir)!r}, precision='fp32')")
+    assert flushed_after("import bertkit\nbertkit.init_inference()")
+    (tmp_path / "in.txt").write_text("a text\n", encoding="utf-8")
+    command = (f"from bertkit.cli import main\nassert main(['embed', {str(minilm_dir)!r}, '--input', {str(tmp_path / 'in.txt')!r}, "
+               f"'--output', {str(tmp_path / 'out.npy')!r}, '--precision', 'fp32', '--quiet']) == 0")
+    assert flushed_after(command)

@@ -97,6 +97,17 @@ def resolve_precision(precision: str | None, bf16: bool = False, int8: bool = Fa
     return precision
 
 
+def init_inference(threads: int | None = None) -> None:
+    """The process-wide settings inference runs best with, set once by whoever owns the process (the CLI's inference
+    commands and `bertkit serve` call it; a library user calls it or not), never by loading a model (nanochat's
+    compute_init). threads: torch's intra-op threads (None: torch's default). Denormal floats are flushed to zero on
+    the CPU, as ONNX Runtime and OpenVINO do in their threads: GELU's far negative tail makes them, and arithmetic on
+    them is slow (int8 MiniLM 32 x 128 on real text: 350 -> 205 ms)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
 def load_for_inference(path, backend: str = "torch", bf16: bool = False, device=None, kind: str | None = None,
                        threads: int | None = None, tokenizer: bool = True, int8: bool = False, kernels: str = "auto",
                        precision: str | None = None):
@@ -151,9 +162,6 @@ def load_for_inference(path, backend: str = "torch", bf16: bool = False, device=
         dtype = torch.bfloat16 if want == "bf16" else torch.float32
         if want == "int8" or kernels == "onednn" or fastest(times, dtype) == "onednn":
             prepack(model)  # every linear layer int8 left (all of them without --int8)
-        # Denormal floats flushed to zero in this process, as ONNX Runtime and OpenVINO do in their threads: GELU's far
-        # negative tail makes them, and arithmetic on them is slow (int8 MiniLM 32 x 128 on real text: 350 -> 205 ms).
-        torch.set_flush_denormal(True)
         check_kernels(model)
     model.precision = want
     model.precision_note = _note(model, want, why, times)
@@ -208,14 +216,17 @@ def _choose_precision(model, tok, times: dict):
     return trial, "bf16", what
 
 
-MATMULS_ONLY = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "ernie", "albert")  # plain attention: no
-# position term computed in the hidden states' dtype that would meet bf16 queries (RoFormer, NEZHA, ModernBERT, DeBERTa)
+def matmuls_only(config) -> bool:
+    """Plain attention (BERT, RoBERTa, ALBERT, ELECTRA, ...: absolute positions, no compute module of its own): no
+    position term computed in the hidden states' dtype that would meet bf16 queries (RoFormer, NEZHA, ModernBERT, DeBERTa)."""
+    m = config.member
+    return m.shape == "encoder" and m.positions == "absolute" and m.compute is None
 
 
 def _to_bf16(model) -> str:
     """auto's bf16: the matmuls only (kernels.bf16_matmuls) where the family's attention is BERT's, else the whole
     model cast. Returns which, in words."""
-    if getattr(model, "bert", model).config.model_type in MATMULS_ONLY and bf16_matmuls(model):
+    if matmuls_only(getattr(model, "bert", model).config) and bf16_matmuls(model):
         return "bf16 matmuls, fp32 between them"
     _cast(model, torch.bfloat16)
     return "bf16 throughout"
