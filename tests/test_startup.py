@@ -76,6 +76,7 @@ def flushed_after(code: str) -> bool:
     return out.stdout.split()[-1] == "True"
 
 
+@pytest.mark.heavy
 def test_loading_sets_nothing_process_wide_and_the_commands_init_does(minilm_dir, tmp_path):
     """load_for_inference leaves the process's settings alone; the inference commands call init_inference, which
     flushes denormals (where the CPU can), and a library user may call it too."""
