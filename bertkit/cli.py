@@ -2,6 +2,8 @@
 
 Problems a user can fix (a missing file, a bad line, a checkpoint that does not fit its
 config) print one sentence and exit 1; `--debug` shows the traceback instead.
+
+Why ~530 lines: every command's arguments with their help; parsing only, each command calls a function where its logic lives.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ per-tensor activation scales) keeps 0.972-0.982 (docs/results/int8.md; tests/tes
 bertkit's path to >= 0.99).
 
 Shapes: x [..., K] -> [..., N]; weights [N, K] as nn.Linear stores them.
+
+Why ~470 lines: three kernel families (oneDNN fp32/bf16 prepacked, bf16 matmuls, int8 with outlier channels), their timing and cache, and the load-time checks; each is small, they share the layer swap.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ The fast path, on by default where it gives the reference path's numbers (tests/
     - bf16: `model.to(torch.bfloat16)`. torch's CPU kernels accumulate LayerNorm and the attention
       softmax in fp32; sentence pooling casts to fp32 first.
     - `BertModel.checkpointing`: recompute each layer in backward (training long sequences).
+
+Why ~630 lines: the backbone's parts with their attention variants (rotary, relative, explicit CPU attention), the key/value cache, the mask and BertModel; the packing plan is packing.py, the memory check memory.py, whole members of their own modern.py and deberta.py.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ import contextlib
 import functools
 import importlib
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,8 @@ from . import families
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .errors import BertkitError
+from .memory import check_fits
+from .packing import NO_PADDING, Packed
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -422,74 +425,6 @@ class Cache:
             self.segments = self.segments.index_select(0, index)
 
 
-@dataclass
-class Bucket:
-    """Sequences of similar length in a packed batch, attended together as a padded [n, T] view."""
-
-    n: int  # sequences
-    T: int  # the longest of them
-    gather: torch.Tensor  # [n * T] the packed token behind each slot of the view (padding slots repeat a real one)
-    keys: torch.Tensor | None  # [n, 1, 1, T] key mask; None when the n sequences have one length
-    rows: torch.Tensor  # [tokens of these sequences] the slot of each real token, in packed order
-
-
-@dataclass
-class Packed:
-    """A right-padded batch as its real tokens only (the fast path): the layers see [sum of lengths, H].
-
-    The sequences lie back to back, in order of length; attention views them in at most MAX_BUCKETS
-    buckets of similar lengths. Built once per forward with one copy of the lengths to the host;
-    the layers then run without host synchronisation.
-    """
-
-    index: torch.Tensor  # [sum L] where each packed token sits in the flattened [B * T] batch
-    buckets: list[Bucket]
-    starts: torch.Tensor  # [sequences + 1] int32: where each sequence starts among the packed tokens (varlen kernels)
-    longest: int
-
-    @staticmethod
-    def of(attention_mask: torch.Tensor) -> Packed | str | None:
-        """Packing for a batch worth it (padded, right-aligned, >= 10% padding); NO_PADDING for a batch
-        without padding (it runs without a mask: SDPA's unmasked kernels are faster, 8% on bert-base bf16);
-        else None (the padded path with its mask)."""
-        keep = attention_mask.bool()
-        B, T = keep.shape
-        lengths, prefix = torch.stack((keep.sum(1), keep.cumprod(1).sum(1))).cpu()  # the one host synchronisation
-        if int(lengths.sum()) == keep.numel():
-            return NO_PADDING
-        if int(lengths.sum()) >= UNPAD_BELOW * keep.numel() or not torch.equal(prefix, lengths):
-            return None  # (almost) no padding, or padding not only at the right: the padded path
-        order = [i for i in sorted(range(B), key=lambda i: int(lengths[i])) if lengths[i] > 0]  # shortest first; empty rows hold nothing
-        n = lengths[order]  # [S]
-        starts = torch.cat((torch.zeros(1, dtype=torch.long), n.cumsum(0)))  # [S + 1]
-        index = torch.cat([i * T + torch.arange(int(lengths[i])) for i in order])
-        buckets = []
-        for part in bucket_plan(n.tolist(), MAX_BUCKETS):
-            ln, Tb = n[part], int(n[part].max())
-            t = torch.arange(Tb)
-            real = t[None] < ln[:, None]  # [n, T_b]
-            gather = starts[part][:, None] + torch.minimum(t[None], ln[:, None] - 1)  # padding slots repeat the last real token
-            keys = None if bool(real.all()) else real[:, None, None, :]
-            buckets.append(Bucket(len(part), Tb, gather.flatten(), keys, real.flatten().nonzero().squeeze(1)))
-        dev = attention_mask.device
-        moved = [Bucket(b.n, b.T, b.gather.to(dev), None if b.keys is None else b.keys.to(dev), b.rows.to(dev)) for b in buckets]
-        return Packed(index.to(dev), moved, starts.to(dev, torch.int32), int(n.max()))
-
-    def unpack(self, x: torch.Tensor, B: int, T: int) -> torch.Tensor:  # [sum L, H] -> [B, T, H], zeros at padding
-        return x.new_zeros(B * T, x.shape[-1]).index_copy(0, self.index, x).view(B, T, -1)
-
-
-def bucket_plan(lengths: list[int], k: int) -> list[torch.Tensor]:
-    """Sorted lengths cut into at most k runs of consecutive sequences of equal counts (a DP that minimises the
-    padded attention cost measured no faster on 2 CPU cores, within the noise of 5%)."""
-    return list(torch.arange(len(lengths)).tensor_split(min(k, len(lengths))))
-
-
-UNPAD_BELOW = 0.9  # pack a batch whose real tokens are fewer than this share of its padded shape
-NO_PADDING = "no padding"  # Packed.of's answer for a batch whose mask is all ones
-MAX_BUCKETS = 8  # attention calls per layer of a packed batch, at most: it does not grow with the batch size
-
-
 @dataclass(frozen=True)
 class FamilyParts:
     """What a family member written in its own module gives the backbone; modern.py and deberta.py register theirs
@@ -549,7 +484,7 @@ class BertModel(PretrainedMixin, nn.Module):
         if config.is_decoder or config.is_encoder_decoder:
             raise BertkitError(f"BertModel builds encoders; a {config.model_type} config is a "
                                f"{'decoder: bertkit.CausalLM' if config.is_decoder else 'encoder-decoder: bertkit.Seq2SeqLM'} builds it.")
-        check_fits(config, add_pooler)  # before any tensor is built
+        check_fits(config, lambda: BertModel(config, add_pooler))  # before any tensor is built (memory.py)
         self.config = config
         self.embed = Embeddings(config)
         self.rotary = RotaryTable(config) if config.model_type == "roformer" else None
@@ -594,9 +529,24 @@ class BertModel(PretrainedMixin, nn.Module):
         ones, attention_mask covers the cached and the new; the output carries the updated cache."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
-        c, T = self.config, input_ids.shape[1]
-        cache = self.cache_for(past_key_values, use_cache)
+        (B, T), cache = input_ids.shape, self.cache_for(past_key_values, use_cache)
         past = cache.length if cache is not None else 0
+        token_type_ids, position_ids = self.defaults(input_ids, token_type_ids, position_ids, past)
+        inputs, mask, packed = self.route(input_ids, attention_mask, token_type_ids, position_ids, cache)
+        x = self.embed(*inputs)  # [B, T, H] (or [sum L, H] packed)
+        pos = self.positions(past, T, x)  # what attention needs to know of positions, once for all layers
+        states = [x] if output_hidden_states else None
+        x = self.blocks(x, mask, pos, cache, states)
+        if self.final_norm is not None:  # pre-norm stacks end normalised (the hidden states are the blocks' outputs)
+            x = self.final_norm(x)
+        if packed is not None:
+            x = packed.unpack(x, B, T)
+            states = [packed.unpack(h, B, T) for h in states] if states is not None else None
+        return BertOutput(x, self.pooler, tuple(states) if states is not None else None, cache)
+
+    def defaults(self, input_ids, token_type_ids, position_ids, past: int):  # -> token_type_ids [B, T], position_ids [B|1, T]
+        """Segment 0 and positions counted from the cached tokens (RoBERTa's from pad_token_id + 1) where not given."""
+        c, T = self.config, input_ids.shape[1]
         if past + T > c.max_length:
             raise ValueError(f"input length {past + T} exceeds the model's maximum of {c.max_length} tokens")
         if token_type_ids is None:
@@ -605,29 +555,42 @@ class BertModel(PretrainedMixin, nn.Module):
             position_ids = padding_positions(input_ids, c.pad_token_id) + past  # [B, T]
         elif position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # [1, T]
-        B = input_ids.shape[0]
+        return token_type_ids, position_ids
+
+    def route(self, input_ids, attention_mask, token_type_ids, position_ids, cache):
+        """The embeddings' inputs and the layers' mask: packed (only the real tokens, [sum L] inputs and the Packed plan
+        as the mask) where the fast path applies, else the padded [B, T] inputs and a boolean mask."""
+        c, (B, T) = self.config, input_ids.shape
         packed = self.packing(attention_mask, position_ids) if cache is None else None
         if packed is NO_PADDING:  # nothing to mask (the eager fast path knows it from the lengths it read)
             packed, attention_mask = None, None
         bigrams = bigram_ids(input_ids, attention_mask, c.vocab_size, c.bigram_buckets) if c.bigram_buckets else None
-        if packed is not None:  # only the real tokens go through the layers: [sum L] inputs, [sum L, H] states
-            mask = packed
-            input_ids, token_type_ids = input_ids.flatten()[packed.index], token_type_ids.flatten()[packed.index]
-            position_ids = position_ids.expand(B, T).flatten()[packed.index]
-            bigrams = bigrams.flatten()[packed.index] if bigrams is not None else None
-        else:
+        if packed is None:
             mask = build_mask(attention_mask, token_type_ids, c.attention_mode, T, input_ids.device, cache)
-        x = self.embed(input_ids, token_type_ids, position_ids, bigrams)  # [B, T, H] (or [sum L, H])
-        pos = None  # what attention needs to know of positions, computed once for all layers
-        if self.parts.positions is not None:  # ModernBERT's sin/cos pairs, DeBERTa's table and bucketed distances
-            pos = self.parts.positions(self, past + T, input_ids.device)
-        elif c.position_embedding_type == "rotary":
-            pos = self.rotary(past + T)  # every key's position; the queries are the last T
-        elif c.position_embedding_type == "relative":
-            pos = relative_table(past + T, c.head_size, c.max_relative_position, input_ids.device)[past:].to(x.dtype)  # [T, S, D]
-        states = [x] if output_hidden_states else None
-        n = 0  # layers run so far: the cache is kept per layer (ALBERT's shared blocks run several)
-        for blocks in c.layer_schedule():
+            return (input_ids, token_type_ids, position_ids, bigrams), mask, None
+        i = packed.index
+        position_ids = position_ids.expand(B, T).flatten()[i]
+        bigrams = bigrams.flatten()[i] if bigrams is not None else None
+        return (input_ids.flatten()[i], token_type_ids.flatten()[i], position_ids, bigrams), packed, packed
+
+    def positions(self, past: int, T: int, x: torch.Tensor):
+        """What every layer's attention reads of the past + T positions (the last T are the queries'): ModernBERT's sin/cos
+        pairs and DeBERTa's table (their parts), RoFormer's rotary (sin, cos), NEZHA's [T, S, D] table; None where the
+        positions are a table in the embeddings."""
+        c, S = self.config, past + T
+        if self.parts.positions is not None:
+            return self.parts.positions(self, S, x.device)
+        if c.position_embedding_type == "rotary":
+            return self.rotary(S)
+        if c.position_embedding_type == "relative":
+            return relative_table(S, c.head_size, c.max_relative_position, x.device)[past:].to(x.dtype)
+        return None
+
+    def blocks(self, x, mask, pos, cache: Cache | None, states: list | None):
+        """The layers in their schedule (ALBERT's shared blocks run several times); each layer's output appended to
+        `states` when kept; recomputed in backward with `checkpointing`."""
+        n = 0  # layers run so far: the cache is kept per layer
+        for blocks in self.config.layer_schedule():
             for i in blocks:
                 if self.checkpointing and self.training and torch.is_grad_enabled():  # recompute in backward: less memory
                     x = torch.utils.checkpoint.checkpoint(self.layers[i], x, mask, pos, use_reentrant=False)
@@ -636,12 +599,7 @@ class BertModel(PretrainedMixin, nn.Module):
                 n += 1
             if states is not None:
                 states.append(x)
-        if self.final_norm is not None:  # pre-norm stacks end normalised (the hidden states are the blocks' outputs)
-            x = self.final_norm(x)
-        if packed is not None:
-            x = packed.unpack(x, B, T)
-            states = [packed.unpack(h, B, T) for h in states] if states is not None else None
-        return BertOutput(x, self.pooler, tuple(states) if states is not None else None, cache)
+        return x
 
     def cache_for(self, past_key_values, use_cache: bool) -> Cache | None:
         """The cache this call extends: the one given, a new one (use_cache), or none."""
@@ -663,48 +621,6 @@ class BertModel(PretrainedMixin, nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def check_fits(config: BertConfig, add_pooler: bool = True) -> None:
-    """Refuse a config whose fp32 weights alone exceed the memory this machine has free (counted on the
-    meta device, where building the model costs nothing); the weights of a model built on the meta
-    device or a GPU are not counted against the host's memory."""
-    if torch.empty(()).device.type != "cpu":  # inside `with torch.device("meta")` (or cuda): nothing to check here
-        return
-    free = available_memory()
-    if free is None or weight_bound(config) < free:
-        return  # fits by a wide margin: no need to count exactly (building on meta imports torch's compiler: ~1 s)
-    with torch.device("meta"):
-        need = 4 * sum(p.numel() for p in BertModel(config, add_pooler).parameters())
-    if need > free:
-        raise BertkitError(f"the {config.model_type} config with {config.num_hidden_layers} layers of {config.hidden_size} and a "
-                           f"{config.vocab_size}-token vocabulary needs {need / 2**30:.1f} GiB for its fp32 weights alone, more than "
-                           f"the {free / 2**30:.1f} GiB of memory this machine has free.")
-
-
-def weight_bound(c: BertConfig) -> int:
-    """Bytes that the fp32 weights of BertModel(c) never reach: twice a generous count of its tables and layers
-    (attention 4 H x H, an FFN of up to 3 H x F as ModernBERT's gated one, one layer more for pooler and extras)."""
-    H = c.hidden_size
-    inner = c.num_attention_heads * (c.head_dim or H // max(1, c.num_attention_heads))
-    rows = c.vocab_size + c.max_position_embeddings + c.type_vocab_size + (c.task_types or 0) + c.bigram_buckets
-    layer = 4 * H * max(H, inner) + 3 * H * c.intermediate_size + 16 * H
-    return 2 * 4 * (rows * max(c.embed_size, H) + (c.num_hidden_layers + 1) * layer + c.embed_size * H)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory free for a new allocation: Linux's MemAvailable, else the physical size, else None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass  # not Linux: ask for the physical size instead
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def mean_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,8 @@ References: Radford et al. 2019 (GPT-2); Raffel et al. 2020 (T5; the bucketing o
 al. 2020 (BART); Liu et al. 2020 (mBART). The encoder family is model.py; the key tables are weights.py.
 Shapes: B batch, T new tokens, S keys (cached + new, or the encoder's), H hidden, N heads, D head size,
 F FFN width, V vocabulary.
+
+Why ~470 lines: GPT-2, T5 (v1.0, v1.1, mT5, UMT5) and BART/mBART on one Block and one Stack, with their cache; their compute differs from the encoder's in too many places to be switches.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ WordPiece with "##" continuations -> [CLS] A [SEP] (B [SEP]).
 
 Loads `tokenizer.json` or `vocab.txt` (+ `tokenizer_config.json`), writes them back so `transformers`
 loads the same tokenizer. Ids, offsets and decoding equal transformers' fast tokenizer of the same directory.
+
+Why ~450 lines: BERT's WordPiece pipeline and any tokenizer.json behind one interface, with pairs, truncation, offsets and decoding equal to transformers'.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import torch
 from test_family import CASES, reference
 
 import bertkit
-from bertkit.model import Packed
+import bertkit.packing
+from bertkit.packing import Packed
 from conftest import randomise
 
 TOL = 1e-5
@@ -96,7 +97,7 @@ def test_packing_applies_only_where_exact():
     assert len(p.buckets) == 8 and sum(b.n for b in p.buckets) == 10 and len(p.index) == 20
     assert Packed.of(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])) is None  # left padding: the padded path
     assert Packed.of(torch.tensor([[1] * 10, [1] * 9 + [0]])) is None  # 5% padding: not worth packing
-    assert Packed.of(torch.ones(2, 10, dtype=torch.long)) is bertkit.model.NO_PADDING  # nothing to drop: no mask at all
+    assert Packed.of(torch.ones(2, 10, dtype=torch.long)) is bertkit.packing.NO_PADDING  # nothing to drop: no mask at all
     config = bertkit.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40,
                                 attention_mode="causal")
     assert bertkit.BertModel(config).packing(right, None) is None  # causal and unilm masks: the padded path
@@ -228,7 +229,7 @@ def test_attention_calls_per_layer_do_not_grow_with_the_batch(monkeypatch):
     calls.clear()
     reference_run(model, {"input_ids": ids, "attention_mask": mask})
     assert len(calls) == model.config.num_hidden_layers  # the padded path: one call per layer
-    assert per_layer[16] == per_layer[64] == bertkit.model.MAX_BUCKETS, per_layer
+    assert per_layer[16] == per_layer[64] == bertkit.packing.MAX_BUCKETS, per_layer
 
 
 def test_variable_length_kernel_gets_the_packed_bounds(monkeypatch):

@@ -12,7 +12,8 @@ import torch
 
 import bertkit
 from bertkit.config import PRESETS, BertConfig
-from bertkit.model import BertModel, weight_bound
+from bertkit.memory import weight_bound
+from bertkit.model import BertModel
 
 
 def modules_after(code: str) -> set[str]:

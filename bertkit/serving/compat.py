@@ -18,6 +18,8 @@ text-embeddings-inference (`huggingface_hub.InferenceClient(base_url)`, TEI's ow
     GET  /info, /health
     errors               {"error", "error_type"}: 413 (an input over the model's length with truncate false, or too many),
                          422 validation, 503 overloaded or loading
+
+Why ~480 lines: two foreign APIs (OpenAI's, text-embeddings-inference's) with their request and error shapes, on the same batchers as app.py.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 What `bertkit predict`, `evaluate`, `embed` and the server run, for a torch model or an ONNX export
 called like one (serving.export.OnnxRunner). Batches are sorted by length, so little goes to padding.
+
+Why ~400 lines: prediction, evaluation and sentence embeddings share one batching-by-length loop and the window merge; splitting them would copy it.
 """
 
 from __future__ import annotations

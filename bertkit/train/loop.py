@@ -23,6 +23,8 @@ Exact resume: the data order is a function of (seed, epoch), the random state of
 of (seed, step, rank), and the checkpoint holds the models (Hugging Face directories), optimizer,
 scheduler, the recipe's own state (EMA) and the loop state; written into checkpoint.tmp and swapped
 in (io.files.replace_dir). Only rank 0 writes.
+
+Why ~610 lines: the one loop owns everything every recipe shares (processes, schedule, accumulation, precision, logging, checkpoints, exact resume, budgets); splitting it would spread one step's invariants over files.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ References: Devlin et al. 2018 (MLM 15% with 80/10/10, NSP); Liu et al. 2019 (dy
 Cui et al. 2019 (whole-word masking for Chinese); Lan et al. 2019 (SOP); Clark et al. 2020 (ELECTRA);
 Radford et al. 2019 (causal LM); Raffel et al. 2020, section 3.1.4 (span corruption, random_spans_noise_mask).
 Shapes: B batch, T length, V vocabulary, M masked positions.
+
+Why ~620 lines: the recipe (112 lines) plus packing, MLM/WWM masking, NSP/SOP pairs, ELECTRA's generator and span corruption, each needed by one objective.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ A training step with all of it (method is None, an FGM or a PGD):
         evaluate(model)
 
 Shapes: N examples (or positions), C classes; `...` any leading dims ([B, T] for token tasks).
+
+Why ~400 lines: a dozen independent tricks, each 10-40 lines and usable alone; one file keeps `bertkit.tricks` one import.
 """
 
 from __future__ import annotations
