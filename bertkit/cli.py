@@ -65,16 +65,11 @@ def cmd_convert(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    import dataclasses
-
     from .train.finetune import TrainConfig, train
     from .train.seq2seq import Seq2SeqConfig, train_seq2seq
 
     mine, other = (Seq2SeqConfig, TrainConfig) if a.task == "seq2seq" else (TrainConfig, Seq2SeqConfig)
-    names = {f.name for f in dataclasses.fields(mine)}
-    for f in dataclasses.fields(other):  # a flag of the other recipe, set: say so rather than ignore it
-        if f.name not in names and f.default is not dataclasses.MISSING and getattr(a, f.name, f.default) != f.default:
-            raise BertkitError(f"--{f.name.replace('_', '-')} does not apply to {a.task} training.")
+    names = refuse_unused(a, mine, other, f"{a.task} training")
     if a.task == "seq2seq":
         train_seq2seq(Seq2SeqConfig(**{k: v for k, v in vars(a).items() if k in names}))
     else:
@@ -105,12 +100,23 @@ def cmd_data_export(a: argparse.Namespace) -> None:
     print(export_corpus(a.dir) if a.name == ZH_CORPUS else export_dataset(a.name, a.dir))
 
 
-def cmd_distill(a: argparse.Namespace) -> None:
+def refuse_unused(a: argparse.Namespace, mine, other, what: str) -> set[str]:
+    """The fields of run dataclass `mine`; a flag of `other` that `mine` lacks, set away from its default, is an error
+    naming it (a flag a command does not use is never silently ignored)."""
     import dataclasses
 
-    from .train.finetune import TrainConfig, train
+    names = {f.name for f in dataclasses.fields(mine)}
+    for f in dataclasses.fields(other):
+        if f.name not in names and f.default is not dataclasses.MISSING and getattr(a, f.name, f.default) != f.default:
+            raise BertkitError(f"--{f.name.replace('_', '-')} does not apply to {what}.")
+    return names
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+
+def cmd_distill(a: argparse.Namespace) -> None:
+    from .train.finetune import TrainConfig, train
+    from .train.seq2seq import Seq2SeqConfig
+
+    names = refuse_unused(a, TrainConfig, Seq2SeqConfig, "distillation (a token or sequence classifier student)")
     train(TrainConfig(**{k: v for k, v in vars(a).items() if k in names} | {"model": a.student}))
 
 

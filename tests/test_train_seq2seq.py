@@ -109,5 +109,10 @@ def test_flags_of_the_other_recipe_are_refused(tmp_path, capsys):
     assert "--crf does not apply to seq2seq training" in capsys.readouterr().err
     assert main(["train", "classify", "--model", "bert-tiny", "--data", "reviews-zh", "--out", str(tmp_path / "b"), "--num-beams", "3"]) == 1
     assert "--num-beams does not apply to classify training" in capsys.readouterr().err
+    for flag in (["--num-beams", "3"], ["--max-source-length", "64"], ["--max-target-length", "32"], ["--metric", "exact"], ["--eval-limit", "5"]):
+        distill = ["distill", "--teacher", str(tmp_path / "none"), "--student", "bert-tiny", "--task", "classify", "--data", "reviews-zh",
+                   "--out", str(tmp_path / "d")]
+        assert main(distill + flag) == 1  # distillation used to ignore these silently
+        assert f"{flag[0]} does not apply to distillation" in capsys.readouterr().err
     assert main(["train", "seq2seq", "--model", "t5-tiny-zh", "--data", str(d), "--out", str(tmp_path / "c"), "--metric", "entities"]) == 1
     assert "--metric entities scores generative NER" in capsys.readouterr().err
