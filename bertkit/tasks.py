@@ -26,6 +26,7 @@ from .seq2seq import CausalLM, Seq2SeqLM
 from .serving.load import default_device, load_for_inference, say_precision
 from .serving.predict import (
     encode_sentences,
+    mask_predictions,
     pooling_modes,
     predict_texts,
     relevance,
@@ -130,14 +131,11 @@ def fill_mask(model: BertForMaskedLM, tok: Tokenizer, text: str, top_k: int = 5)
     ids = batch["input_ids"]
     if ids.shape[1] > model.config.max_position_embeddings:
         raise BertkitError(f"the text is {ids.shape[1]} tokens long; the model reads at most {model.config.max_position_embeddings}.")
-    where = (ids[0] == tok.mask_token_id).nonzero().flatten()
-    if len(where) == 0:
+    if not bool((ids[0] == tok.mask_token_id).any()):
         raise BertkitError("the text has no [MASK] token to fill.")
     device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits[0, where]  # [masks, V]
-    probs, top = logits.float().softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
-    return [list(zip(tok.convert_ids_to_tokens(t), p.tolist())) for t, p in zip(top.cpu(), probs.cpu())]
+    top, probs, _ = mask_predictions(model, {k: v.to(device) for k, v in batch.items()}, tok.mask_token_id, top_k)
+    return [list(zip(tok.convert_ids_to_tokens(t), p)) for t, p in zip(top, probs)]
 
 
 # ---- generate ------------------------------------------------------------------------------

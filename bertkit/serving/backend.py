@@ -19,7 +19,7 @@ from ..errors import BertkitError
 from ..heads import TASKS, BertForMaskedLM, hf_task, task_of
 from ..kernels import kernels_of
 from .load import check_model, load_for_inference, resolve_precision
-from .predict import encode_sentences, predict_texts, prompt_length, sentence_max_length, sentence_pooling
+from .predict import encode_sentences, mask_predictions, predict_texts, prompt_length, sentence_max_length, sentence_pooling
 
 ENDPOINTS = ("embed", "fill-mask", "classify", "ner")
 MAX_TOP_K = 50  # fill-mask computes this many candidates per mask; a request asks for top_k <= it
@@ -103,18 +103,13 @@ class ModelBackend:
         return [{"text": t, "embedding": v, "truncated": n > self.max_length} for t, v, n in zip(texts, vectors, lengths)]
 
     def _fill_mask(self, texts: list[str], lengths: list[int]) -> list[dict]:
-        """tasks.fill_mask for a batch: the MLM head only at the [MASK] positions (M of them)."""
-
+        """predict.mask_predictions (the MLM head only at the [MASK] positions), rows as the API writes them."""
         batch = {k: v.to(self.device) for k, v in self.tok(texts, max_length=self.max_length).items()}
-        with torch.inference_mode():
-            h = self.encoder(**batch).last_hidden_state  # [B, T, H]
-            where = batch["input_ids"] == self.tok.mask_token_id  # [B, T]
-            logits = self.model.mlm(h[where], self.encoder.embed.word.weight)  # [M, V]
-            probs, top = logits.float().softmax(-1).topk(min(MAX_TOP_K, logits.shape[-1]), dim=-1)  # [M, K]
+        top, probs, counts = mask_predictions(self.model, batch, self.tok.mask_token_id, MAX_TOP_K)
         rows, m = [], 0
-        for text, n, count in zip(texts, lengths, where.sum(1).tolist()):
+        for text, n, count in zip(texts, lengths, counts):
             masks = [[{"token": t, "probability": round(p, 6)} for t, p in zip(self.tok.convert_ids_to_tokens(ids), ps)]
-                     for ids, ps in zip(top[m:m + count].tolist(), probs[m:m + count].tolist())]
+                     for ids, ps in zip(top[m:m + count], probs[m:m + count])]
             rows.append({"text": text, "masks": masks, "truncated": n > self.max_length})
             m += count
         return rows

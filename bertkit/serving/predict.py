@@ -406,3 +406,15 @@ def _progress(total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, disable=None)
+
+
+def mask_predictions(model, batch: dict, mask_id: int, k: int) -> tuple[list[list[int]], list[list[float]], list[int]]:
+    """The top k tokens at every [MASK] of a batch, the MLM head run only at the M masks: ([M][k] ids, [M][k]
+    probabilities, masks per row). The one fill-mask of `bertkit fill-mask` and the server's /v1/fill-mask."""
+    with torch.inference_mode():
+        h = model.bert(**batch).last_hidden_state  # [B, T, H]
+        where = batch["input_ids"] == mask_id  # [B, T]
+        logits = model.mlm(h[where], model.bert.embed.word.weight)  # [M, V]
+        probs, top = logits.float().softmax(-1).topk(min(k, logits.shape[-1]), dim=-1)  # [M, k]
+    return top.tolist(), probs.tolist(), where.sum(1).tolist()
+
