@@ -14,9 +14,9 @@ Where the family differs (the switches, each a few lines; key names live in weig
       the weights of `num_hidden_groups` groups (`config.layer_schedule`).
     - ELECTRA: the E -> H projection when E != H; no pooler.
     - DistilBERT: no segment embedding (`type_vocab_size == 0`); no pooler.
-    - RoFormer: no position table; q and k rotated by position (`RotaryAttention`, Su et al. 2021).
-    - NEZHA: no position table; fixed sinusoids of clipped relative distances added to the keys
-      and values inside attention (`RelativeAttention`, Wei et al. 2019).
+    - RoFormer, NEZHA, ModernBERT, DeBERTa: their own attention (or block) in a module of their own
+      (rotary.py, relative.py, modern.py, deberta.py), registered as `FamilyParts` and imported by name
+      the first time a model of theirs is built (`parts_of`, from the member's record).
     - Any member: `config.attention_mode` bidirectional (BERT), causal (GPT), unilm (seq2seq),
       see `build_mask`; in causal and unilm mode a `Cache` of each layer's keys and values lets a
       generation step feed only the new tokens (generate.py).
@@ -38,7 +38,9 @@ The fast path, on by default where it gives the reference path's numbers (tests/
       softmax in fp32; sentence pooling casts to fp32 first.
     - `BertModel.checkpointing`: recompute each layer in backward (training long sequences).
 
-Why ~630 lines: the backbone's parts with their attention variants (rotary, relative, explicit CPU attention), the key/value cache, the mask and BertModel; the packing plan is packing.py, the memory check memory.py, whole members of their own modern.py and deberta.py.
+Why ~580 lines: the backbone's parts (embeddings, attention with its packed and explicit CPU paths, FFN, layer, pooler),
+the masks, the key/value cache and BertModel; the packing plan is packing.py, the memory check memory.py, and the
+members whose compute differs have modules of their own (rotary.py, relative.py, modern.py, deberta.py).
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -227,46 +228,7 @@ def first(pos, n: int):
         return pos.cut(n)
     if isinstance(pos, tuple):  # rotary (sin, cos), each [T, D/2]; ModernBERT's global and local pairs
         return tuple(p[:n] for p in pos)
-    return pos[:n, :n]  # relative [T, T, D]
-
-
-def rotate(x, sin, cos):
-    """Rotate each pair (x[2i], x[2i+1]) by its angle: x [B, N, T, D]; sin, cos [T, D/2]."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
-
-
-class RotaryAttention(Attention):
-    """RoFormer: q and k (and v if asked) rotated by position, so q.k depends on i - j only."""
-
-    def __init__(self, c: BertConfig):
-        super().__init__(c)
-        self.rotary_value = c.rotary_value
-
-    def attend(self, q, k, v, mask, pos):  # pos: (sin, cos), each [S, D/2]; the T queries are the last T positions
-        sin, cos = pos
-        T = q.shape[2]
-        qsin, qcos = (sin, cos) if sin.shape[0] == T else (sin[-T:], cos[-T:])  # with a cache: the new queries' rows
-        q, k = rotate(q, qsin, qcos), rotate(k, sin, cos)  # cached keys are kept unrotated: rotated here
-        return super().attend(q, k, rotate(v, sin, cos) if self.rotary_value else v, mask, pos)
-
-
-class RelativeAttention(Attention):
-    """NEZHA: a_ij, a fixed sinusoid of the clipped distance j - i, joins the keys and the values.
-
-    scores_ij = q_i . (k_j + a_ij) / sqrt(D);  y_i = sum_j p_ij (v_j + a_ij). No SDPA: it cannot
-    add the a_ij term to the values.
-    """
-
-    def attend(self, q, k, v, mask, pos):  # pos: a [T, T, D]
-        scores = (q @ k.transpose(-1, -2) + torch.einsum("bntd,tsd->bnts", q, pos)) / math.sqrt(q.shape[-1])
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        p = F.dropout(scores.softmax(-1), self.p_drop, self.training)  # [B, N, T, T]
-        return p @ v + torch.einsum("bnts,tsd->bntd", p, pos)
-
-
-ATTENTIONS = dict(absolute=Attention, rotary=RotaryAttention, relative=RelativeAttention)
+    return pos[:n, :n]  # NEZHA's [S, S, D] table
 
 
 class FeedForward(nn.Module):
@@ -285,8 +247,8 @@ class Layer(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        own = parts_of(c.model_type)  # DeBERTa-v2/v3: the block is BERT's, its attention is not (deberta.py)
-        self.attn = own.attention(c) if own is not None and own.attention is not None else ATTENTIONS[c.position_embedding_type](c)
+        own = parts_of(c.model_type)  # RoFormer, NEZHA, DeBERTa: the block is BERT's, its attention is not (rotary.py, ...)
+        self.attn = own.attention(c) if own is not None and own.attention is not None else Attention(c)
         self.attn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.ffn = FeedForward(c)
         self.ffn_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
@@ -343,35 +305,6 @@ def padding_positions(input_ids, pad: int) -> torch.Tensor:
     """RoBERTa's position ids: real tokens count from pad + 1, padding sits at pad. [B, T] -> [B, T]."""
     real = (input_ids != pad).long()
     return real.cumsum(1) * real + pad
-
-
-def sinusoids(n: int, dim: int) -> torch.Tensor:
-    """[n, dim]: row p is [sin(p w_0) .. sin(p w_{dim/2-1}) | cos(p w_0) ..] with w_i = 10000^(-2i/dim)."""
-    w = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [dim/2]
-    angles = torch.arange(n, dtype=torch.float64)[:, None] * w  # [n, dim/2]
-    return torch.cat((angles.sin(), angles.cos()), dim=1).float()
-
-
-class RotaryTable(nn.Module):
-    """RoFormer's sinusoid table [P, D], a frozen weight as in its checkpoints (and parameter counts)."""
-
-    def __init__(self, c: BertConfig):
-        super().__init__()
-        self.weight = nn.Parameter(sinusoids(c.max_position_embeddings, c.head_size), requires_grad=False)
-
-    def forward(self, T: int):  # -> (sin, cos), each [T, D/2]
-        return self.weight[:T].chunk(2, dim=-1)
-
-
-def relative_table(T: int, D: int, max_distance: int, device) -> torch.Tensor:
-    """NEZHA's a_ij [T, T, D]: the sinusoid of row (clip(j - i, -K, K) + K), interleaved sin/cos,
-    as in Huawei's code and transformers' former port (the row index, not the distance, is the angle)."""
-    K = max_distance
-    w = 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64, device=device) / D)  # [D/2]
-    angles = torch.arange(2 * K + 1, dtype=torch.float64, device=device)[:, None] * w  # [2K+1, D/2]
-    table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1).float()  # [2K+1, D]: sin, cos, sin, ...
-    i = torch.arange(T, device=device)
-    return table[(i[None, :] - i[:, None]).clamp(-K, K) + K]  # [T, T, D]
 
 
 @dataclass
@@ -487,7 +420,6 @@ class BertModel(PretrainedMixin, nn.Module):
         check_fits(config, lambda: BertModel(config, add_pooler))  # before any tensor is built (memory.py)
         self.config = config
         self.embed = Embeddings(config)
-        self.rotary = RotaryTable(config) if config.model_type == "roformer" else None
         self.parts = parts_of(config.model_type) or FamilyParts()  # ModernBERT's and DeBERTa's own modules (registered)
         self.final_norm = None  # pre-norm stacks (ModernBERT) end with a norm
         for name, module in (self.parts.modules(config) if self.parts.modules else {}).items():
@@ -574,17 +506,10 @@ class BertModel(PretrainedMixin, nn.Module):
         return (input_ids.flatten()[i], token_type_ids.flatten()[i], position_ids, bigrams), packed, packed
 
     def positions(self, past: int, T: int, x: torch.Tensor):
-        """What every layer's attention reads of the past + T positions (the last T are the queries'): ModernBERT's sin/cos
-        pairs and DeBERTa's table (their parts), RoFormer's rotary (sin, cos), NEZHA's [T, S, D] table; None where the
-        positions are a table in the embeddings."""
-        c, S = self.config, past + T
-        if self.parts.positions is not None:
-            return self.parts.positions(self, S, x.device)
-        if c.position_embedding_type == "rotary":
-            return self.rotary(S)
-        if c.position_embedding_type == "relative":
-            return relative_table(S, c.head_size, c.max_relative_position, x.device)[past:].to(x.dtype)
-        return None
+        """What every layer's attention reads of the S = past + T positions (the last T are the queries'), from the
+        member's parts: RoFormer's (sin, cos), NEZHA's [S, S, D] table, ModernBERT's sin/cos pairs, DeBERTa's table;
+        None where the positions are a table in the embeddings."""
+        return self.parts.positions(self, past + T, x.device) if self.parts.positions is not None else None
 
     def blocks(self, x, mask, pos, cache: Cache | None, states: list | None):
         """The layers in their schedule (ALBERT's shared blocks run several times); each layer's output appended to

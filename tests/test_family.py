@@ -18,7 +18,7 @@ import torch
 import transformers as tf
 
 import bertkit
-from bertkit.model import relative_table
+from bertkit.relative import relative_table
 from conftest import randomise
 from test_parity import assert_close, outputs
 

@@ -19,7 +19,7 @@ LAYERS = [
     ("io", {"bertkit.io"}),
     ("records", {"bertkit.families"}),  # one record per member: data, below config
     ("core", {"bertkit.config", "bertkit.model", "bertkit.heads", "bertkit.weights", "bertkit.checkpoint", "bertkit.crf",
-              "bertkit.generate", "bertkit.tokenizer", "bertkit.kernels", "bertkit.packing", "bertkit.memory", "bertkit.seq2seq", "bertkit.modern", "bertkit.deberta"}),
+              "bertkit.generate", "bertkit.tokenizer", "bertkit.kernels", "bertkit.packing", "bertkit.memory", "bertkit.seq2seq", "bertkit.modern", "bertkit.deberta", "bertkit.rotary", "bertkit.relative"}),
     ("data", {"bertkit.data"}),
     ("serving", {"bertkit.serving"}),
     ("train", {"bertkit.train"}),

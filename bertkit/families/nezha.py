@@ -1,5 +1,5 @@
 """NEZHA (Wei et al. 2019): no position table; fixed sinusoids of relative distances clipped at
-`max_relative_position`, added to keys and values inside attention (model.RelativeAttention, relative_table).
+`max_relative_position`, added to keys and values inside attention (relative.py: RelativeAttention, relative_table).
 Google-format checkpoints read too."""
 
 from .record import Member, Preset
@@ -12,6 +12,6 @@ def write(d: dict, c) -> dict:
 
 MEMBER = Member(
     model_type="nezha", title="NEZHA", differs="no position table; sinusoids of clipped relative distances in attention",
-    positions="relative", google=True, hf_name="Nezha", classifier="bert", not_in=dict(position_embedding_type=None), write=write,
+    positions="relative", compute="relative", google=True, hf_name="Nezha", classifier="bert", not_in=dict(position_embedding_type=None), write=write,
     presets={"nezha-base": Preset(dict(vocab_size=21128), 101_874_432)},  # bert-base-chinese's vocabulary
 )

@@ -1,11 +1,11 @@
 """RoFormer (Su et al. 2021): no position table; q and k (optionally v: `rotary_value`) rotated by position in every
-layer (model.RotaryAttention, RotaryTable: a frozen weight, as in its checkpoints); no pooler."""
+layer (rotary.py: RotaryAttention, RotaryTable, a frozen weight as in its checkpoints); no pooler."""
 
 from .record import Member, Preset
 
 MEMBER = Member(
     model_type="roformer", title="RoFormer", differs="no position table; rotary q/k (and optionally v) in attention",
-    positions="rotary", pooler=False, hf_name="RoFormer", not_in=dict(position_embedding_type=None),
+    positions="rotary", pooler=False, compute="rotary", hf_name="RoFormer", not_in=dict(position_embedding_type=None),
     presets={
         "roformer-chinese-base": Preset(dict(vocab_size=50000, max_position_embeddings=1536), 123_555_840),
         # Not a published model: bertkit's recipe for pretraining a small model from scratch on a CPU. bert-tiny's size,
