@@ -259,7 +259,9 @@ def load_paths(model_dir: Path, a, onnx_dir: Path) -> list[Variant]:
         paths.insert(1, bertkit_path("bertkit fp32 padded", padded, "fp32"))
     if a.baseline:  # another checkout of bertkit (e.g. the commit before a change), in this process, same weights
         old = baseline_package(a.baseline).BertModel.from_pretrained(model_dir, verbose=False).eval()
-        for dtype in ("fp32", "bf16"):
+        for dtype in ("fp32", "bf16"):  # each beside this checkout's model built the same way (from_pretrained, torch's kernels)
+            mine = plain if dtype == "fp32" else copy.deepcopy(plain).to(torch.bfloat16)
+            paths.append(bertkit_path(f"bertkit plain {dtype}", mine, dtype))
             m = old if dtype == "fp32" else copy.deepcopy(old).to(torch.bfloat16)
             paths.append(dataclasses.replace(bertkit_path(f"bertkit-baseline {dtype}", m, dtype), library="bertkit-baseline"))
     if a.onnx:
@@ -771,6 +773,8 @@ def markdown(res: dict) -> str:
         "bertkit-onnx: `bertkit export onnx` (onnxruntime's SkipLayerNorm and BiasGelu fusions) with its length "
         "buckets, as `--backend onnx` runs it. openvino-default is OpenVINO without a precision hint: it picks bf16 "
         "on a CPU with AVX512-BF16 or AMX.",
+        "- bertkit plain (with --baseline): this checkout's BertModel.from_pretrained as it is (torch's kernels, packing on), "
+        "built exactly as the baseline's is: compare bertkit-baseline with it.",
         "- bertkit-baseline (with --baseline): another checkout of bertkit, imported in the same process and timed in "
         "the same rotation, on the same weights: the before and after of a change, measured in one run.",
         "- The weights are identical: bertkit writes the random checkpoints, and every path reads the same directory. "

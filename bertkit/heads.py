@@ -15,6 +15,7 @@ Shapes: B batch, T length, H hidden, E embedding size, V vocabulary, M masked po
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -181,26 +182,60 @@ def hf_head(config: BertConfig) -> str | None:
     return HF_CLASSIFIERS.get(config.architectures[0])
 
 
-def hf_task(config: BertConfig) -> dict | None:
+@dataclass(frozen=True)
+class TaskEntry:
+    """bertkit's task entry, config.json's "bertkit" object, read once into typed fields: what a fine-tuned model does
+    and how it reads text. Written by `set_task` (fine-tuning) with only the fields that apply."""
+
+    task: str  # classify | pair | ner (seq2seq models are refused by task_of: they write text)
+    max_length: int = 512  # tokens per input (a tagger's window)
+    crf: bool = False  # a CRF over the tagger's emissions
+    stride: int | None = None  # NER: tokens shared by neighbouring windows (-1: cut instead; None: default_stride)
+    merge: str = "edge"  # NER: how overlapping windows' tags are merged (edge | mean)
+    truncation: str = "head"  # classify: which tokens an over-long text keeps (head | head+tail)
+    pooling: str = "cls"  # classify, pair: what the classifier reads (cls | mean)
+    tokens: str = "chars"  # NER: a text's words are its characters (chars) or its whitespace-separated words
+
+    @staticmethod
+    def read(entry: dict) -> TaskEntry:
+        """From config.json's object; keys bertkit does not know are an error naming them (a newer bertkit wrote them)."""
+        fields = {f.name for f in dataclasses.fields(TaskEntry)}
+        unknown = sorted(set(entry) - fields)
+        if unknown:
+            raise BertkitError(f"the checkpoint's bertkit task entry has fields this bertkit does not read: {', '.join(unknown)}.")
+        return TaskEntry(**entry)
+
+
+def hf_task(config: BertConfig) -> TaskEntry | None:
     """bertkit's task entry for a transformers sequence classifier: one label is a relevance score (a cross-encoder
     reranker: pairs, scored by the sigmoid of its logit, as text-embeddings-inference reads them), more are classes."""
     if hf_head(config) is None or not config.extra.get("id2label"):
         return None
     task = "pair" if len(config.extra["id2label"]) == 1 else "classify"
-    return {"task": task, "crf": False, "max_length": min(config.max_length, HF_MAX_LENGTH), "truncation": "head"}
+    return TaskEntry(task, max_length=min(config.max_length, HF_MAX_LENGTH))
 
 
-def task_of(config: BertConfig) -> dict:
-    info = config.extra.get("bertkit") or hf_task(config)
+def own_entry(config: BertConfig) -> TaskEntry | None:
+    """bertkit's own task entry of a config, None where it has none (a model being built before set_task)."""
+    entry = config.extra.get("bertkit")
+    return TaskEntry.read(entry) if isinstance(entry, dict) and entry.get("task") in TASKS else None
+
+
+def task_of(config: BertConfig) -> TaskEntry:
+    """The task a fine-tuned checkpoint was trained for: bertkit's entry, or a transformers classifier's."""
+    info = config.extra.get("bertkit")
     if isinstance(info, dict) and info.get("task") == "seq2seq":
         raise BertkitError("the checkpoint is a seq2seq model (`bertkit train seq2seq`): it writes text; run `bertkit generate` with it.")
-    if not isinstance(info, dict) or info.get("task") not in TASKS:
-        raise BertkitError("the checkpoint's config has no bertkit task entry: it was not fine-tuned by bertkit.")
-    return info
+    if own_entry(config) is not None:
+        return own_entry(config)
+    if info is None and hf_task(config) is not None:
+        return hf_task(config)
+    raise BertkitError("the checkpoint's config has no bertkit task entry: it was not fine-tuned by bertkit.")
 
 
 def set_task(config: BertConfig, task: str, labels: list[str], **info) -> None:
     """Record the task and labels in the config (written to config.json with the model)."""
+    TaskEntry(task, **info)  # a field it does not have is a bug here, not in a later reader
     config.extra["id2label"] = {str(i): label for i, label in enumerate(labels)}
     config.extra["label2id"] = {label: i for i, label in enumerate(labels)}
     config.extra["bertkit"] = {"task": task, **info}
@@ -259,7 +294,7 @@ class BertForSequenceClassification(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         style, n = hf_head(config), len(labels_of(config))
-        self.pooling = (config.extra.get("bertkit") or {}).get("pooling", "cls")
+        self.pooling = (own_entry(config) or TaskEntry("classify")).pooling
         if self.pooling not in POOLINGS:
             raise BertkitError(f"the config's pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}.")
         self.bert = BertModel(config, add_pooler=style not in ("roberta", "electra", "modernbert") and self.pooling == "cls")
@@ -305,7 +340,7 @@ class BertForTokenClassification(PretrainedMixin, nn.Module):
         self.drop = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, len(labels))
         self.classifier.apply(self.bert.init_weights)
-        self.crf = CRF(len(labels), bio_constraints(labels)) if config.extra.get("bertkit", {}).get("crf") else None
+        self.crf = CRF(len(labels), bio_constraints(labels)) if (own_entry(config) or TaskEntry("ner")).crf else None
 
     def forward(self, input_ids, attention_mask, token_type_ids, word_index, hidden: bool = False):
         """word_index [B, W]: the token position of each word's first piece (0 at padding words).

@@ -250,14 +250,14 @@ def rerank_file(model_name: str, query: str, input_path: str, raw_scores: bool =
         raise BertkitError(f"--top-k must be at least 1, not {top_k}.")
     texts = read_lines(input_path)
     model, tok = load_for_inference(model_name, "torch", bf16, kind="task", int8=int8, kernels=kernels, precision=precision)
-    if task_of(model.config)["task"] != "pair":
-        what = "words" if task_of(model.config)["task"] == "ner" else "single texts"
+    if task_of(model.config).task != "pair":
+        what = "words" if task_of(model.config).task == "ner" else "single texts"
         raise BertkitError(f"{model_name} classifies {what}; "
                            "rerank needs a pair classifier (a cross-encoder) that scores (query, text) pairs.")
     rows = predict_texts(model, tok, [(query, t) for t in texts], batch_size)
     cut = sum(r["truncated"] for r in rows)
     if cut:
-        print(f"note: {cut} of {len(texts)} (query, line) pairs exceed {task_of(model.config)['max_length']} tokens and were "
+        print(f"note: {cut} of {len(texts)} (query, line) pairs exceed {task_of(model.config).max_length} tokens and were "
               "truncated.", file=sys.stderr)
     out = [{"index": i, "score": relevance(r, raw_scores), "text": t} for i, (t, r) in enumerate(zip(texts, rows))]
     say_precision(model)

@@ -190,3 +190,18 @@ def test_qkv_are_stacked_at_the_border_and_a_missing_one_is_named(good_dir):
     save_file(sd, good_dir / "model.safetensors")
     with pytest.raises(BertkitError, match=r"lacks 1 weight its config needs, e.g. '(bert\.)?encoder\.layer\.1\.attention\.self\.key\.weight'"):
         bertkit.BertModel.from_pretrained(good_dir)
+
+
+def test_the_task_entry_is_read_once_into_typed_fields():
+    """config.json's "bertkit" object becomes a TaskEntry; a field this bertkit does not know is named, not ignored."""
+    from bertkit.heads import TaskEntry, set_task, task_of
+
+    config = bertkit.BertConfig(vocab_size=99, hidden_size=36, num_hidden_layers=1, num_attention_heads=3, intermediate_size=52)
+    set_task(config, "ner", ["O", "B-PER", "I-PER"], crf=True, max_length=64, stride=16, merge="mean", tokens="chars")
+    assert task_of(config) == TaskEntry("ner", max_length=64, crf=True, stride=16, merge="mean", tokens="chars")
+    assert bertkit.BertConfig.from_dict(config.to_dict()).extra["bertkit"] == config.extra["bertkit"]  # written as read
+    config.extra["bertkit"]["colour"] = "red"
+    with pytest.raises(bertkit.BertkitError, match="fields this bertkit does not read: colour"):
+        task_of(config)
+    with pytest.raises(TypeError):
+        set_task(config, "classify", ["a", "b"], colour="red")

@@ -121,7 +121,7 @@ def load_torch(path, bf16: bool = False, threads: int | None = None, int8: bool 
     model, tok = load_for_inference(path, "torch", bf16, threads=threads, int8=int8, kernels=kernels, precision=precision)
     d = model.source_dir
     if "bertkit" in model.config.extra or hf_task(model.config) is not None:  # a task bertkit trained, or a transformers classifier
-        task, max_length = task_of(model.config)["task"], task_of(model.config)["max_length"]
+        task, max_length = task_of(model.config).task, task_of(model.config).max_length
     else:
         task, max_length = "mlm" if isinstance(model, BertForMaskedLM) else "encoder", sentence_max_length(d, tok, model.config)
     return ModelBackend(model, tok, task, max_length, d, "torch", bf16)
@@ -131,7 +131,7 @@ def load_onnx(path, bf16: bool = False, threads: int | None = None, kind: str = 
     """An export of `bertkit export onnx` (the .onnx file or its directory) in onnxruntime (kind "onnx") or OpenVINO."""
     runner, tok = load_for_inference(path, kind, bf16, threads=threads)
     if runner.task in TASKS:
-        return ModelBackend(runner, tok, runner.task, task_of(runner.config)["max_length"], runner.path, kind)
+        return ModelBackend(runner, tok, runner.task, task_of(runner.config).max_length, runner.path, kind)
     return ModelBackend(runner, tok, "encoder", sentence_max_length(runner.source_dir, tok, runner.config), runner.path, kind)
 
 

@@ -140,7 +140,7 @@ def load_for_inference(path, backend: str = "torch", bf16: bool = False, device=
     d, config, conv = read_pretrained(path)
     kind = kind or kind_of(config, conv.state_dict)
     if kind == "task":
-        model = MODEL_CLASSES[task_of(config)["task"]].from_converted(d, config, conv, verbose=False)
+        model = MODEL_CLASSES[task_of(config).task].from_converted(d, config, conv, verbose=False)
     elif kind == "mlm":
         model = BertForMaskedLM.from_converted(d, config, conv, verbose=False)
     else:

@@ -20,6 +20,7 @@ import torch
 
 from ..config import BertConfig
 from ..errors import BertkitError
+from ..heads import TaskEntry, own_entry
 from ..model import BertOutput
 
 EXPORT_TASKS = ("embed", "encoder", "classify", "pair", "ner")
@@ -101,7 +102,7 @@ class OnnxRunner:
         from ..heads import labels_of
 
         f = self.source_dir / "crf.safetensors"
-        if not self.config.extra.get("bertkit", {}).get("crf"):
+        if not (own_entry(self.config) or TaskEntry("ner")).crf:
             return None
         if not f.is_file():
             raise BertkitError(f"{self.source_dir} lacks crf.safetensors, which this CRF tagger needs.")

@@ -20,7 +20,7 @@ from ..data.datasets import BUNDLED, PairExample, TagExample, TextExample, load_
 from ..data.features import Features, batches_by_length, collate, default_stride, encode, forward
 from ..data.metrics import classification_report, entities, entity_scores
 from ..errors import BertkitError
-from ..heads import labels_of, task_of
+from ..heads import TaskEntry, labels_of, task_of
 from ..io.files import read_json
 from ..model import BertModel
 from ..tokenizer import Tokenizer
@@ -96,9 +96,9 @@ def word_tags(f: Features, i: int, pred: list[int], labels: list[str], n_words: 
 def evaluate_examples(model, tokenizer, examples, batch_size: int = 64) -> dict:
     """Metrics of a fine-tuned model on labelled examples: accuracy and macro-F1, or entity P/R/F1."""
     info, labels = task_of(model.config), labels_of(model.config)
-    f = encode(tokenizer, examples, info["task"], labels, info["max_length"], stride_of(info), info.get("truncation", "head"))
-    preds = predict_features(model, f, batch_size, info.get("merge", "edge"))
-    if info["task"] == "ner":
+    f = encode(tokenizer, examples, info.task, labels, info.max_length, stride_of(info), info.truncation)
+    preds = predict_features(model, f, batch_size, info.merge)
+    if info.task == "ner":
         pred_tags = [word_tags(f, i, p, labels, len(e.tokens)) for i, (e, p) in enumerate(zip(examples, preds))]
         scores = entity_scores([e.tags for e in examples], pred_tags)
         return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
@@ -108,10 +108,13 @@ def evaluate_examples(model, tokenizer, examples, batch_size: int = 64) -> dict:
     return {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"], "per_class": report["per_class"],
             "examples": len(examples), "truncated": len(f.truncated)}
 
-def stride_of(info: dict) -> int | None:
+
+def stride_of(info: TaskEntry) -> int | None:
     """A tagger reads long sentences as windows with the stride it was trained with (or the default); -1: cut."""
-    stride = info.get("stride", default_stride(info["max_length"])) if info["task"] == "ner" else None
-    return None if stride is None or stride < 0 else stride
+    if info.task != "ner":
+        return None
+    stride = default_stride(info.max_length) if info.stride is None else info.stride
+    return None if stride < 0 else stride
 
 
 def main_metric(task: str) -> str:
@@ -121,21 +124,21 @@ def main_metric(task: str) -> str:
 def predict_texts(model, tokenizer, inputs: list, batch_size: int = 64) -> list[dict]:
     """What `bertkit predict` prints, one dict per input: a label with its probabilities, or entities."""
     info, labels = task_of(model.config), labels_of(model.config)
-    task = info["task"]
+    task = info.task
     if task == "ner":
-        examples = [TagExample(_words(t, info.get("tokens", "chars"))) for t in inputs]
+        examples = [TagExample(_words(t, info.tokens)) for t in inputs]
     elif task == "pair":
         examples = [PairExample(a, b) for a, b in inputs]
     else:
         examples = [TextExample(t) for t in inputs]
-    f = encode(tokenizer, examples, task, labels, info["max_length"], stride_of(info), info.get("truncation", "head"))
-    preds = predict_features(model, f, batch_size, info.get("merge", "edge"))
+    f = encode(tokenizer, examples, task, labels, info.max_length, stride_of(info), info.truncation)
+    preds = predict_features(model, f, batch_size, info.merge)
     cut, results = set(f.truncated), []
     for i, (x, p) in enumerate(zip(inputs, preds)):
         if task == "ner":
             words = examples[i].tokens
             tags = word_tags(f, i, p, labels, len(words))
-            results.append({"text": x, "entities": _spans(words, tags, info.get("tokens", "chars"))})
+            results.append({"text": x, "entities": _spans(words, tags, info.tokens)})
         else:
             k = int(p.argmax())
             probs = {label: round(float(q), 6) for label, q in zip(labels, p)}
@@ -168,7 +171,7 @@ def evaluate_command(path, data: str, split: str = "test", batch_size: int = 64,
 
 
     model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels, precision=precision)
-    task = task_of(model.config)["task"]
+    task = task_of(model.config).task
     if data in BUNDLED or Path(data).is_dir():
         splits = load_dataset(data, task)
         if split not in splits:
@@ -189,10 +192,10 @@ def predict_command(path, texts: list[str], input_file: str | None = None, batch
     """Predictions for texts given on the command line (pairs as two texts each) or in a file."""
 
     model, tokenizer = load_for_inference(path, backend, bf16, kind="task", int8=int8, kernels=kernels, precision=precision)
-    task = task_of(model.config)["task"]
+    task = task_of(model.config).task
     if input_file:
         examples = read_task_file(input_file, task)
-        inputs = [("".join(e.tokens) if task_of(model.config).get("tokens", "chars") == "chars" else " ".join(e.tokens)) if task == "ner"
+        inputs = [("".join(e.tokens) if task_of(model.config).tokens == "chars" else " ".join(e.tokens)) if task == "ner"
                   else (e.text_a, e.text_b) if task == "pair" else e.text for e in examples]
     else:
         for n, t in enumerate(texts, 1):

@@ -31,7 +31,7 @@ from ..data.datasets import SPLITS, load_dataset, read_task_file
 from ..data.features import TRUNCATIONS, check_stride, collate, default_stride, encode
 from ..data.metrics import bio_problems, repair_bio
 from ..errors import BertkitError
-from ..heads import MODEL_CLASSES, POOLINGS, TASKS, labels_of, set_task
+from ..heads import MODEL_CLASSES, POOLINGS, TASKS, labels_of, own_entry, set_task, task_of
 from ..io.files import existing_dir, replace_dir
 from ..serving.load import load_finetuned
 from ..serving.predict import MERGES, evaluate_examples, main_metric
@@ -210,7 +210,7 @@ def build_model(cfg: TrainConfig, labels: list[str], splits: dict, log, tokenize
         d, config, conv = read_pretrained(cfg.model)
         tokenizer = tokenizer or Tokenizer.from_pretrained(cfg.tokenizer or d)
         old = config.extra.get("id2label")
-        pooled = (config.extra.get("bertkit") or {}).get("pooling", "cls")
+        pooled = own.pooling if (own := own_entry(config)) is not None else "cls"
         if old and [old[k] for k in sorted(old, key=int)] != labels or pooled != cfg.pooling:
             # a classifier for other labels, or of another sentence vector: its head starts afresh
             for k in [k for k in conv.state_dict if k.startswith(("classifier.", "cls_head.", "crf."))]:
@@ -244,10 +244,9 @@ def _texts(examples, task: str) -> list[str]:
 
 def load_teacher(cfg: TrainConfig, data_labels: list[str]):
     """The fine-tuned teacher, its tokenizer (the student reads the same ids) and its label order."""
-    from ..heads import task_of
     teacher, tok = load_finetuned(cfg.teacher, precision="fp32")  # soft targets in full precision (--bf16 autocasts)
-    if task_of(teacher.config)["task"] != cfg.task:
-        raise BertkitError(f"the teacher {cfg.teacher} was fine-tuned for {task_of(teacher.config)['task']}, not {cfg.task}.")
+    if task_of(teacher.config).task != cfg.task:
+        raise BertkitError(f"the teacher {cfg.teacher} was fine-tuned for {task_of(teacher.config).task}, not {cfg.task}.")
     labels = labels_of(teacher.config)
     unknown = sorted(set(data_labels) - set(labels))
     if unknown:
