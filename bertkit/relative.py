@@ -24,7 +24,10 @@ class RelativeAttention(Attention):
     """
 
     def attend(self, q, k, v, mask, pos):  # pos: the [S, S, D] table; the T queries are the last T positions
-        pos = pos[-q.shape[2]:].to(q.dtype)  # [T, S, D]
+        T = q.shape[2]
+        if pos.shape[0] != T:  # with a cache: the new queries' rows (no slice at all otherwise: traced graphs keep it dynamic)
+            pos = pos[-T:]
+        pos = pos.to(q.dtype)  # [T, S, D]
         scores = (q @ k.transpose(-1, -2) + torch.einsum("bntd,tsd->bnts", q, pos)) / math.sqrt(q.shape[-1])
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
