@@ -264,15 +264,8 @@ class BertConfig:
             raise BertkitError(f"hidden_act {self.hidden_act!r} is not supported; use one of {', '.join(HIDDEN_ACTS)}.")
         if self.attention_mode not in ATTENTION_MODES:
             raise BertkitError(f"attention_mode {self.attention_mode!r} is not one of {', '.join(ATTENTION_MODES)}.")
-        if self.model_type == "modernbert":
-            if self.head_size % 2:
-                raise BertkitError(f"ModernBERT rotates pairs of dimensions: the head size {self.head_size} must be even.")
-            modern_options(self)  # its own fields, checked now rather than at the first forward
-        if self.model_type == "deberta-v2":
-            deberta_options(self)
-        task_types = self.extra.get("task_type_vocab_size", 3)
-        if self.model_type == "ernie" and self.extra.get("use_task_id") and (not isinstance(task_types, int) or task_types < 1):
-            raise BertkitError(f"task_type_vocab_size must be a whole number of at least 1 when use_task_id is true, not {task_types!r}.")
+        if self.member.check:  # the member's own fields (ModernBERT's, DeBERTa's options; ERNIE's task types)
+            self.member.check(self)
 
     @property
     def member(self) -> families.Member:

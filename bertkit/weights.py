@@ -292,17 +292,12 @@ FAMILIES = {
 
 
 def table_of(config: BertConfig | None) -> str:
-    """The key table a config reads with (its model_type, but T5's gated FFN names its matrices apart)."""
+    """The key table a config reads with: its record's (a name, or a function of the config where a member has
+    several tables: ModernBERT's classifier, DeBERTa's lm_predictions head, T5's gated FFN), else its model_type."""
     if config is None:
         return "bert"
-    if (config.model_type == "modernbert" and (config.architectures or [None])[0] == "ModernBertForSequenceClassification"
-            and not isinstance(config.extra.get("bertkit"), dict)):
-        return "modernbert-classifier"  # its "head" is the classifier's, not the MLM's
-    if config.model_type == "deberta-v2" and not config.deberta.legacy:
-        return "deberta-v2-lm"
-    if config.model_type in ("t5", "mt5", "umt5"):
-        return ("umt5" if config.model_type == "umt5" else "t5") + ("-gated" if config.gated_ffn else "")
-    return config.member.keys or config.model_type
+    keys = config.member.keys
+    return (keys(config) if callable(keys) else keys) or config.model_type
 
 # Checkpoint keys that carry nothing to load: buffers, duplicates of the MLM bias, optimizer state.
 DROPPED = [

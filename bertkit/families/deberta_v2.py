@@ -4,9 +4,18 @@ norm). Its switches are config.json keys kept in `extra`, read into config.Deber
 
 from .record import Member, Preset
 
+
+def check(c) -> None:
+    c.deberta  # noqa: B018  (parsed for its checks) its own fields (config.DebertaOptions), checked on construction
+
+
+def keys(c) -> str:
+    """Checkpoints with `legacy: false` name the MLM head lm_predictions.lm_head."""
+    return "deberta-v2" if c.deberta.legacy else "deberta-v2-lm"
+
 MEMBER = Member(
     model_type="deberta-v2", title="DeBERTa-v2/v3", differs="its own module (deberta.py): disentangled attention, relative buckets",
-    positions="disentangled", pooler=False, compute="deberta", hf_name="DebertaV2",
+    positions="disentangled", pooler=False, compute="deberta", hf_name="DebertaV2", check=check, keys=keys,
     defaults=dict(vocab_size=128100, hidden_size=1536, num_hidden_layers=24, num_attention_heads=24, intermediate_size=6144,
                   type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0),
     not_in=dict(position_embedding_type=None),

@@ -28,13 +28,15 @@ class Member:
     defaults: dict[str, Any] = field(default_factory=dict)  # our fields' values where its config.json leaves them out
     not_in: dict[str, Any] = field(default_factory=dict)  # our fields its config.json lacks: dropped when equal (None: always)
     fields: tuple[str, ...] = ()  # decoder-shape fields its config.json always has (written even at their default)
-    keys: str = ""  # its key table in weights.FAMILIES ("": its model_type)
+    keys: str | Callable[[Any], str] = ""  # its key table in weights.FAMILIES ("": its model_type), or a function of the
+    # BertConfig choosing among its tables (ModernBERT's classifier, DeBERTa's lm_predictions head, T5's gated FFN)
     hf_name: str = ""  # transformers' class prefix ("XLMRoberta"): its sequence classifier is f"{hf_name}ForSequenceClassification"
     classifier: str | None = None  # the style of that classifier's head bertkit reads (heads.hf_head), None: not read
     compute: str | None = None  # its own compute module in bertkit/, imported by name on first use ("modern" for modern.py)
     google: bool = False  # Google's TF checkpoints of this member are read (BERT's format)
     read: Callable[[dict], dict] | None = None  # its config.json (renamed, defaulted) -> our fields: the quirks
     write: Callable[[dict, Any], dict] | None = None  # our fields (and the BertConfig) -> its config.json's, before renaming
+    check: Callable[[Any], None] | None = None  # the BertConfig's member-specific checks, run on construction
     presets: dict[str, Preset] = field(default_factory=dict)
 
     @property

@@ -26,6 +26,11 @@ def reader(default_proj: str):
     return read
 
 
+def keys(c) -> str:
+    """T5 v1.1's gated FFN (wi_0, wi_1) and UMT5's per-layer biases name their weights apart."""
+    return ("umt5" if c.model_type == "umt5" else "t5") + ("-gated" if c.gated_ffn else "")
+
+
 def write(d: dict, c) -> dict:
     act = "gelu" if d["hidden_act"] == "gelu_new" else d["hidden_act"]
     return d | dict(feed_forward_proj=f"gated-{act}" if d.get("gated_ffn") else act, is_encoder_decoder=True)
@@ -33,7 +38,7 @@ def write(d: dict, c) -> dict:
 
 def record(model_type: str, title: str, hf_name: str, differs: str, defaults: dict, default_proj: str, presets: dict) -> Member:
     return Member(model_type=model_type, title=title, differs=differs, positions="bucketed", shape="encoder-decoder", pooler=False,
-                  compute="seq2seq", hf_name=hf_name,
+                  compute="seq2seq", hf_name=hf_name, keys=keys,
                   names=NAMES, defaults=defaults, not_in=NOT_IN, fields=FIELDS, read=reader(default_proj), write=write,
                   presets=presets)
 
