@@ -128,3 +128,27 @@ def test_two_processes_give_ner_the_weights_of_one(tmp_path):
     a, b = load_file(tmp_path / "three" / "checkpoint/model/model.safetensors"), load_file(tmp_path / "two" / "checkpoint/model/model.safetensors")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 2e-6, worst
+
+
+def test_keep_best_saves_each_new_best_and_stops_after_patience(tmp_path):
+    """The loop's keep-best and early stopping, shared by fine-tuning, distillation and seq2seq: a better dev score
+    replaces out/model whole; `patience` evaluations in a row without one stop the run; equal is not better."""
+    from bertkit.train.loop import Loop, State
+
+    rows, lines = [], []
+    loop = SimpleNamespace(state=State(), dist=SimpleNamespace(main=True), out=tmp_path,
+                           logger=SimpleNamespace(write=rows.append), log=lines.append)
+
+    def evaluate(step, score, patience=2):
+        loop.state.step = step
+        save = lambda d: (Path(d) / "score.txt").write_text(str(score))  # noqa: E731
+        return Loop.keep_best(loop, {"f1": score, "per_type": {}}, "f1", patience, save)
+
+    assert not evaluate(10, 0.5) and not evaluate(20, 0.7)
+    assert (tmp_path / "model" / "score.txt").read_text() == "0.7" and loop.state.best_step == 20
+    assert not evaluate(30, 0.7)  # equal: no new best, one bad evaluation
+    assert evaluate(40, 0.6)  # the second in a row: stop
+    assert (tmp_path / "model" / "score.txt").read_text() == "0.7" and loop.state.best == 0.7
+    assert rows[-1] == {"step": 40, "dev": {"f1": 0.6}} and "(best 0.7000 at step 20)" in lines[-1]
+    loop.state = State()
+    assert not any(evaluate(s, 1.0 - s / 100, patience=0) for s in range(1, 6))  # patience 0: never stops

@@ -312,20 +312,10 @@ class Finetune:
         """Score dev (with the EMA weights if on), keep the best model; True when early stopping says stop."""
         if not self.splits.get("dev"):
             return False
-        state, cfg = loop.state, self.cfg
-        with self.ema.applied() if self.ema else nullcontext():
+        with self.ema.applied() if self.ema else nullcontext():  # the best model is saved with the averaged weights
             metrics = evaluate_examples(self.model, self.tokenizer, self.splits["dev"])
-            key = main_metric(cfg.task)
-            better = state.best is None or metrics[key] > state.best
-            if better:
-                state.best, state.best_step, state.bad_evals = metrics[key], state.step, 0
-                if self.dist.main:
-                    replace_dir(loop.out / "model", lambda tmp: self.model.save_pretrained(tmp, tokenizer=self.tokenizer))
-            else:
-                state.bad_evals += 1
-        loop.logger.write({"step": state.step, "dev": {k: v for k, v in metrics.items() if not isinstance(v, dict)}})
-        loop.log(f"step {state.step}: dev {key} {metrics[key]:.4f} (best {state.best:.4f} at step {state.best_step})")
-        return bool(cfg.patience and state.bad_evals >= cfg.patience)
+            return loop.keep_best(metrics, main_metric(self.cfg.task), self.cfg.patience,
+                                  lambda tmp: self.model.save_pretrained(tmp, tokenizer=self.tokenizer))
 
     def saved(self) -> dict:
         return {"model": self.model}

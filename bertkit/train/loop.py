@@ -462,6 +462,21 @@ class Loop:
             if dist.main and due:
                 self.save()
 
+    def keep_best(self, metrics: dict, key: str, patience: int, save, detail: str = "") -> bool:
+        """After a dev evaluation, what every recipe does: a new best score keeps its model (`save(dir)` on the main
+        process, swapped in whole over out/model), anything else counts toward early stopping; the scores logged.
+        True when `patience` evaluations in a row brought no improvement (0: never stop)."""
+        s = self.state
+        if s.best is None or metrics[key] > s.best:
+            s.best, s.best_step, s.bad_evals = metrics[key], s.step, 0
+            if self.dist.main:
+                replace_dir(self.out / "model", save)
+        else:
+            s.bad_evals += 1
+        self.logger.write({"step": s.step, "dev": {k: v for k, v in metrics.items() if not isinstance(v, dict)}})
+        self.log(f"step {s.step}: dev {key} {metrics[key]:.4f}{detail} (best {s.best:.4f} at step {s.best_step})")
+        return bool(patience and s.bad_evals >= patience)
+
     def plot(self) -> None:
         metric, keys = self.recipe.curves
         if self.dist.main and plot_curves(self.out / "log.jsonl", self.out / "curves.png", metric, keys):

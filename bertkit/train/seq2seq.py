@@ -322,20 +322,12 @@ class Seq2Seq:
     def evaluate(self, loop: Loop) -> bool:
         if not self.splits.get("dev"):
             return False
-        state, key = loop.state, main_key(self.metric)
         self.model.eval()
         with torch.no_grad():
             predicted = predict(self.model, self.tok, self.encoded["dev"], self.cfg, self.cfg.eval_limit)
         metrics = scores(self.splits["dev"], self.encoded["dev"], predicted, self.tok, self.metric)
-        if state.best is None or metrics[key] > state.best:
-            state.best, state.best_step, state.bad_evals = metrics[key], state.step, 0
-            if self.dist.main:
-                replace_dir(loop.out / "model", lambda tmp: self.model.save_pretrained(tmp, tokenizer=self.tok))
-        else:
-            state.bad_evals += 1
-        loop.logger.write({"step": state.step, "dev": {k: v for k, v in metrics.items() if not isinstance(v, dict)}})
-        loop.log(f"step {state.step}: dev {key} {metrics[key]:.4f} on {metrics['examples']} (best {state.best:.4f} at step {state.best_step})")
-        return bool(self.cfg.patience and state.bad_evals >= self.cfg.patience)
+        return loop.keep_best(metrics, main_key(self.metric), self.cfg.patience,
+                              lambda tmp: self.model.save_pretrained(tmp, tokenizer=self.tok), f" on {metrics['examples']}")
 
     def saved(self) -> dict:
         return {"model": self.model}
