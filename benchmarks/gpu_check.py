@@ -1,6 +1,6 @@
 """The GPU checks, in one short script (under 5 minutes on one GPU): parity and speed against transformers.
 
-    python benchmarks/gpu_check.py --out docs/results-gpu.md     # on a machine with a CUDA GPU
+    python benchmarks/gpu_check.py --out docs/results/gpu.md     # on a machine with a CUDA GPU
     python benchmarks/gpu_check.py --device cpu --tiny           # the same code on the CPU, in seconds (the tests run it)
 
 1. Parity of each family member on the device: a randomly initialised transformers model of each type
